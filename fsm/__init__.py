@@ -1,0 +1,10 @@
+"""lambda-fsm: durable finite-state-machine workflows on AWS Lambda."""
+
+from __future__ import annotations
+
+from .errors import FsmError, InvalidDefinition
+from .model import Action, Context, Machine, State, Transition, max_retry_event
+
+__all__ = ["Action", "Context", "FsmError", "InvalidDefinition", "Machine", "State",
+           "Transition", "max_retry_event"]
+__version__ = "0.1.0"

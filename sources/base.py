@@ -1,0 +1,27 @@
+"""Logic shared by adapters that evaluate ``swap`` conditions in Python
+(memory, sqlite, memcached) instead of inside the backend."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from fsm.ports import Record, Scalar
+
+
+def matches(current: Record | None, expect: Mapping[str, Scalar] | None) -> bool:
+    if expect is None:
+        return current is None
+    if current is None:
+        return False
+    return all(current.get(name) == value for name, value in expect.items())
+
+
+def merged(current: Record | None, fields: Mapping[str, Any]) -> Record:
+    record = dict(current or {})
+    record.update(fields)
+    return record
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)

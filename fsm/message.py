@@ -39,6 +39,7 @@ class Message:
     copy: bool = False       # a re-send of an outbox message (see Dispatcher._duplicate)
     busy: int = 0            # times requeued because the lease was held
     reason: str | None = None
+    version: str = ""        # the machine definition's declared version, if any
     sent_at: float = 0.0
     v: int = FORMAT
 

@@ -25,8 +25,7 @@ RECORD_FIELDS: dict[str, str] = {
     "lease_owner": "str",     # "" when free
     "lease_expires": "int",   # epoch milliseconds, 0 when free
     "context": "json",
-    "outbox": "json",         # the message this commit must send (a Message dict) or null
-    "outbox_delay": "float",
+    "outbox": "json",         # [{"message": {...}, "delay": seconds}] this commit must send
     "consumed": "json",       # {"step", "retries", "event_id"} of the message last committed
     "event_ids": "json",      # recent external event ids, for deduplication
     "last_error": "json",

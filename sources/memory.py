@@ -6,13 +6,12 @@ fails here too, and nothing is shared by reference between a record and its read
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import json
 import threading
-import time
+from collections import deque
 from typing import Any, Mapping, Sequence
 
+from fsm.errors import BackendError
 from fsm.ports import Envelope, Record, Scalar, SwapResult
 
 from .base import dumps, matches, merged
@@ -78,22 +77,22 @@ class MemoryTimers:
 
 
 class MemoryBus:
-    """A delay-ordered queue; ``receive`` hands out what is due, FIFO among equals."""
+    """An in-process FIFO queue. It holds no delays (``max_delay = 0``): delayed
+    messages go to the timer store, which is durable on sqlite."""
 
-    max_delay = float("inf")
+    max_delay = 0.0
 
-    def __init__(self, url: str = "memory://", clock: Any = time.time):
+    def __init__(self, url: str = "memory://"):
         self.url = url
-        self.clock = clock
-        self._heap: list[tuple[float, int, Envelope]] = []
-        self._seq = itertools.count()
+        self._queue: deque[Envelope] = deque()
         self._lock = threading.Lock()
         self.sent = 0
 
     def send(self, envelope: Envelope) -> None:
+        if envelope.delay > 0:
+            raise BackendError(f"{self.url} cannot delay a message; use a timer store")
         with self._lock:
-            due = self.clock() + envelope.delay if envelope.delay > 0 else 0.0
-            heapq.heappush(self._heap, (due, next(self._seq), envelope))
+            self._queue.append(envelope)
             self.sent += 1
 
     def send_batch(self, envelopes: Sequence[Envelope]) -> None:
@@ -101,15 +100,8 @@ class MemoryBus:
             self.send(envelope)
 
     def receive(self, limit: int = 10) -> list[Envelope]:
-        now, out = self.clock(), []
         with self._lock:
-            while self._heap and self._heap[0][0] <= now and len(out) < limit:
-                out.append(heapq.heappop(self._heap)[2])
-        return out
-
-    def next_due(self) -> float | None:
-        with self._lock:
-            return self._heap[0][0] if self._heap else None
+            return [self._queue.popleft() for _ in range(min(limit, len(self._queue)))]
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._queue)

@@ -1,0 +1,50 @@
+"""Every key the YAML accepts, in one place: each later addition is one entry here.
+
+A key maps to (accepted types, description used in error messages). ``None`` as a
+default means the key is optional with no value.
+"""
+
+from __future__ import annotations
+
+NUMBER = (int, float)
+
+TOP_LEVEL = {
+    "machines": (list, "the list of machines (or `- import: file.yaml` entries)"),
+    "settings": (dict, "backend roles and options, see the settings reference"),
+}
+IMPORT = {"import": (str, "a YAML file whose machines are added here")}
+MACHINE = {
+    "name": (str, "the machine's name"),
+    "states": (list, "the machine's states"),
+    "max_retries": (int, "retries of a failing transition before the instance fails (default 5)"),
+    "retry_base_delay": (NUMBER, "seconds; full-jitter backoff base (default 1)"),
+    "retry_max_delay": (NUMBER, "seconds; full-jitter backoff cap (default 60)"),
+    "version": ((str, int), "the definition's version; messages for another version are rejected"),
+}
+STATE = {
+    "name": (str, "the state's name"),
+    "entry_action": ((str, dict), "action run when the state is entered"),
+    "do_action": ((str, dict), "action run after entry; returns the next event"),
+    "exit_action": ((str, dict), "action run when the state is left"),
+    "initial": (bool, "the state a new instance starts in (exactly one)"),
+    "final": (bool, "entering it ends the instance"),
+    "transitions": (list, "the events this state accepts"),
+    "timeout": (NUMBER, "seconds after entering the state at which `timeout_event` fires"),
+    "timeout_event": (str, "the event a timeout sends (default `timeout`)"),
+}
+TRANSITION = {
+    "event": (str, "the event that triggers it"),
+    "target": (str, "the state it leads to"),
+    "action": ((str, dict), "action run between the old state's exit and the new state's entry"),
+    "local": (bool, "run the next hop in the same invocation, without a message"),
+}
+ACTION = {
+    "class": (str, "dotted path of an fsm.Action subclass"),
+    "params": (dict, "given to the action as self.params"),
+}
+REQUIRED = {
+    "machine": ("name", "states"),
+    "state": ("name",),
+    "transition": ("event", "target"),
+    "action": ("class",),
+}

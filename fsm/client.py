@@ -1,0 +1,182 @@
+"""The Python client: start instances, send them events, ask where they are.
+
+``from fsm import client`` then ``client.start(...)`` uses settings from the
+environment (``FSM_CONFIG``, ``FSM_SETTINGS``, ``FSM_<KEY>``); ``Client(settings=...)``
+takes them explicitly. With a ``stream`` configured, messages go there and workers
+(Lambda or ``fsm worker``) run them; without one, the embedded runtime runs them in this
+process until the instance settles.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from config.loader import Definitions, load_file
+from config.settings import Settings, load_settings
+
+from .dispatcher import Outcome
+from .errors import EventRejected, InstanceError, UnknownInstance
+from .lease import FINISHED
+from .message import Message, check_correlation_id, new_event_id
+from .model import check_json
+from .ports import Envelope
+from .runtime import LocalRuntime, freshest_record
+from .wiring import Wiring, build
+
+
+def default_config_path() -> str:
+    if os.environ.get("FSM_CONFIG"):
+        return os.environ["FSM_CONFIG"]
+    task_root = os.environ.get("LAMBDA_TASK_ROOT")
+    if task_root and (Path(task_root) / "fsm.yaml").exists():
+        return str(Path(task_root) / "fsm.yaml")
+    return "fsm.yaml"
+
+
+class Client:
+    def __init__(self, settings: Settings | None = None, definitions: Definitions | None = None,
+                 config: str | None = None, wiring: Wiring | None = None,
+                 on_outcome: Callable[[Outcome], None] | None = None):
+        if wiring is None:
+            definitions = definitions or load_file(config or default_config_path())
+            settings = settings or load_settings(definitions.settings)
+            wiring = build(definitions.machines, settings)
+        self.wiring = wiring
+        self.machines = wiring.dispatcher.machines
+        self.runtime = LocalRuntime(wiring, on_outcome=on_outcome) if wiring.embedded else None
+
+    # -- commands ---------------------------------------------------------------------
+
+    def start(self, machine: str, context: dict[str, Any] | None = None,
+              correlation_id: str | None = None) -> str:
+        """Start an instance; a given ``correlation_id`` makes it idempotent."""
+        if machine not in self.machines:
+            raise InstanceError(f"unknown machine {machine!r}; known: {', '.join(sorted(self.machines))}")
+        cid = check_correlation_id(correlation_id) if correlation_id else uuid.uuid4().hex
+        context = dict(context or {})
+        check_json(context)
+        self._send(Message(machine=machine, correlation_id=cid, context=context,
+                           version=self.machines[machine].version, sent_at=time.time()))
+        return cid
+
+    def send_event(self, correlation_id: str, event: str, data: dict[str, Any] | None = None,
+                   event_id: str | None = None) -> str:
+        """Deliver an external event; fails fast when the snapshot shows it cannot apply."""
+        index, record = self._record(correlation_id)
+        if record["status"] in FINISHED:
+            raise InstanceError(f"instance {correlation_id!r} is {record['status']}; it takes no events")
+        state = self.machines[record["machine"]].states.get(record["state"] or "")
+        if state is None or event not in state.transitions:
+            accepted = ", ".join(sorted(state.transitions)) if state else "none yet"
+            raise EventRejected(f"instance {correlation_id!r} is in state {record['state']!r}, which does "
+                                f"not accept {event!r}; it accepts: {accepted}")
+        data = dict(data or {})
+        check_json(data)
+        event_id = event_id or new_event_id()
+        self._send(Message(machine=record["machine"], correlation_id=correlation_id, kind="event",
+                           step=record["step"], fence=record["fence"], event=event, data=data,
+                           event_id=event_id, store=index, version=record.get("version", ""),
+                           sent_at=time.time()))
+        return event_id
+
+    def cancel(self, correlation_id: str, reason: str = "cancelled") -> None:
+        index, record = self._record(correlation_id)
+        if record["status"] in FINISHED:
+            raise InstanceError(f"instance {correlation_id!r} is already {record['status']}")
+        self._send(Message(machine=record["machine"], correlation_id=correlation_id, kind="cancel",
+                           step=record["step"], fence=record["fence"], reason=reason,
+                           event_id=new_event_id(), store=index, sent_at=time.time()))
+
+    def retry(self, correlation_id: str) -> None:
+        """Resume a failed instance from the message it failed on."""
+        index, record = self._record(correlation_id)
+        kept = record.get("failed_message")
+        if record["status"] != "failed" or not kept:
+            raise InstanceError(f"instance {correlation_id!r} is {record['status']}; only a failed "
+                                "instance can be retried")
+        store = self.wiring.stores[index]
+        result = store.swap(correlation_id, {"status": "failed", "fence": record["fence"], "lease_owner": ""},
+                            {"status": "running", "retries": 0, "failed_message": None,
+                             "updated_at": time.time()})
+        if not result.ok:
+            raise InstanceError(f"instance {correlation_id!r} changed while retrying it; try again")
+        self._send(Message(**{**kept, "retries": 0, "fence": record["fence"], "store": index,
+                              "sent_at": time.time()}))
+
+    # -- queries ----------------------------------------------------------------------
+
+    def status(self, correlation_id: str) -> dict[str, Any]:
+        _, record = self._record(correlation_id)
+        return status_view(record)
+
+    def history(self, correlation_id: str) -> list[dict[str, Any]]:
+        index, _ = self._record(correlation_id)
+        return self.wiring.stores[index].history(correlation_id)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _record(self, cid: str) -> tuple[int, dict[str, Any]]:
+        check_correlation_id(cid)
+        found = freshest_record(self.wiring, cid)
+        if found is None:
+            raise UnknownInstance(f"no instance {cid!r} in {', '.join(s.url for s in self.wiring.stores)}")
+        return found
+
+    def _send(self, msg: Message) -> None:
+        self.wiring.routes.bus.send(Envelope(msg.encode(), msg.correlation_id, msg.dedup_id))
+        if self.runtime is not None:
+            self.runtime.drive(msg.correlation_id)
+
+
+def status_view(record: dict[str, Any]) -> dict[str, Any]:
+    error = record.get("last_error")
+    return {"correlation_id": record["id"], "machine": record["machine"], "state": record["state"],
+            "status": record["status"], "steps": record["step"], "retries": record["retries"],
+            "context": record.get("context") or {},
+            "last_error": error.get("message") if isinstance(error, dict) else error,
+            "updated_at": _iso(record.get("updated_at")), "created_at": _iso(record.get("created_at"))}
+
+
+def _iso(ts: float | None) -> str | None:
+    if not ts:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+_default: Client | None = None
+
+
+def _client() -> Client:
+    global _default
+    if _default is None:
+        _default = Client()
+    return _default
+
+
+def start(machine: str, context: dict[str, Any] | None = None, correlation_id: str | None = None) -> str:
+    return _client().start(machine, context, correlation_id)
+
+
+def send_event(correlation_id: str, event: str, data: dict[str, Any] | None = None,
+               event_id: str | None = None) -> str:
+    return _client().send_event(correlation_id, event, data, event_id)
+
+
+def status(correlation_id: str) -> dict[str, Any]:
+    return _client().status(correlation_id)
+
+
+def history(correlation_id: str) -> list[dict[str, Any]]:
+    return _client().history(correlation_id)
+
+
+def cancel(correlation_id: str, reason: str = "cancelled") -> None:
+    _client().cancel(correlation_id, reason)
+
+
+def retry(correlation_id: str) -> None:
+    _client().retry(correlation_id)

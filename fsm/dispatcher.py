@@ -1,0 +1,342 @@
+"""One message in, at most one committed transition out.
+
+``Dispatcher.handle`` is the whole per-message protocol (see the README's architecture
+section): acquire the fenced lease, run the actions, commit the transition with its
+outgoing messages (the outbox) and release the lease in one write, then send the
+outbox. It talks only to ports, so the same code runs on Lambda, in ``fsm worker``,
+in ``fsm run`` and in tests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from . import lease as leases
+from .backoff import full_jitter
+from .engine import Hop, run_transitions
+from .errors import (BackendError, ContextNotSerialisable, MalformedMessage, RecoverableError,
+                     TransitionError)
+from .logs import log
+from .message import Message
+from .model import Context, Machine
+from .ports import Envelope, EventBus, InstanceStore, Metrics, NullMetrics, Record, TimerStore
+
+
+@dataclass
+class Outcome:
+    """What happened to one message (``result``) and where the instance is now."""
+
+    result: str            # committed | retrying | failed | cancelled | rejected | duplicate | busy
+    correlation_id: str
+    status: str | None = None
+    state: str | None = None
+    hops: list[Hop] = field(default_factory=list)
+    error: str | None = None
+    retries: int = 0
+
+
+@dataclass
+class Routes:
+    """Where messages go. ``bus`` is the stream; the rest are optional."""
+
+    bus: EventBus
+    retry: EventBus | None = None        # delays the stream cannot hold
+    timers: TimerStore | None = None     # delays no bus can hold
+    dead_letter: EventBus | None = None
+    notify: EventBus | None = None
+
+
+class Dispatcher:
+    def __init__(self, machines: Mapping[str, Machine], stores: Sequence[InstanceStore], routes: Routes,
+                 *, metrics: Metrics | None = None, lease_timeout: float = 960.0,
+                 max_local_hops: int = 100, resend_after: float = 60.0,
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None):
+        if not stores:
+            raise ValueError("at least one store is needed")
+        self.machines = machines
+        self.stores = list(stores)
+        self.routes = routes
+        self.metrics = metrics or NullMetrics()
+        self.lease_ms = int(lease_timeout * 1000)
+        self.max_local_hops = max_local_hops
+        self.resend_after = resend_after
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._seq = itertools.count(1)
+
+    # -- entry ------------------------------------------------------------------------
+
+    def handle(self, msg: Message, source: Mapping[str, Any] | None = None) -> Outcome:
+        """Process one message. Raises MalformedMessage (dead-letter it) or a backend
+        error (redeliver it); every other failure is recorded on the instance."""
+        machine = self.machine_for(msg)
+        index = min(msg.store, len(self.stores) - 1)
+        while True:
+            try:
+                return self._handle(self.stores[index], msg.evolve(store=index), machine, source)
+            except RecoverableError as exc:
+                if index + 1 >= len(self.stores):
+                    raise
+                self.metrics.incr("Failovers", dims={"Resource": self.stores[index].url})
+                log(logging.WARNING, "store failover", store=self.stores[index].url,
+                    to=self.stores[index + 1].url, error=str(exc), correlation_id=msg.correlation_id)
+                index += 1
+
+    def machine_for(self, msg: Message) -> Machine:
+        machine = self.machines.get(msg.machine)
+        if machine is None:
+            raise MalformedMessage(f"unknown machine {msg.machine!r}; known: {', '.join(sorted(self.machines))}")
+        if msg.version and machine.version and msg.version != machine.version:
+            raise MalformedMessage(f"message for version {msg.version!r} of machine {machine.name!r}, "
+                                   f"which is at version {machine.version!r}")
+        state = msg.state
+        if state is not None and state not in machine.states:
+            raise MalformedMessage(f"machine {machine.name!r} has no state {state!r}")
+        return machine
+
+    # -- the protocol -----------------------------------------------------------------
+
+    def _handle(self, store: InstanceStore, msg: Message, machine: Machine,
+                source: Mapping[str, Any] | None) -> Outcome:
+        now = self.clock()
+        owner = f"{self._node}:{next(self._seq)}"
+        got = leases.acquire(store, msg, owner, self.lease_ms, int(now * 1000),
+                             self._new_record(msg, machine, now))
+        cid = msg.correlation_id
+        if isinstance(got, leases.Missing):
+            self._dead_letter(msg, f"no instance {cid!r} to send {msg.kind} {msg.event!r} to")
+            self.metrics.incr("RejectedEvents", dims={"Machine": machine.name})
+            return Outcome("rejected", cid, error=f"unknown instance {cid!r}")
+        if isinstance(got, leases.Duplicate):
+            return self._duplicate(store, msg, got.record, now)
+        if isinstance(got, leases.Busy):
+            self.metrics.incr("LeaseContention", dims={"Machine": machine.name})
+            self._requeue(msg)
+            return Outcome("busy", cid, status=(got.record or {}).get("status"))
+        lease, record = got, got.record
+        if msg.event_id and msg.kind != "step" and msg.event_id in (record.get("event_ids") or []):
+            leases.commit(store, lease, {})
+            return self._duplicate(store, msg, {**record, "lease_owner": ""}, now)
+        if msg.kind == "cancel":
+            return self._cancel(store, lease, msg, record, now)
+        if msg.kind != "step":
+            state = machine.states[record["state"]]
+            event = msg.event if msg.kind == "event" else state.timeout_event
+            if event not in state.transitions:
+                return self._reject(store, lease, msg, record, machine, event, now)
+            msg = msg.evolve(event=event, state=state.name)
+        return self._transition(store, lease, msg, record, machine, source, now)
+
+    def _transition(self, store: InstanceStore, lease: leases.Lease, msg: Message, record: Record,
+                    machine: Machine, source: Mapping[str, Any] | None, now: float) -> Outcome:
+        step = msg.step if msg.kind == "step" else record["step"]
+        retries = msg.retries if msg.kind == "step" else record.get("retries", 0)
+        committed = msg.context if msg.kind == "step" else record.get("context") or {}
+        context = Context({**(committed or {}), **msg.data}, correlation_id=msg.correlation_id,
+                          machine=machine, steps=step, retries=retries,
+                          current_state=machine.states.get(msg.state or ""), current_event=msg.event)
+        obj = {"message": msg.to_dict(), "source": dict(source or {}), "fence_token": lease.fence,
+               "event_data": dict(msg.data), "store": store.url}
+        # What a retry re-runs: this step, from the context as last committed.
+        again = msg.evolve(kind="step", step=step, retries=retries, context=committed, busy=0, copy=False)
+        try:
+            run = run_transitions(machine, msg.state, msg.event, context, obj, self.max_local_hops)
+            data = context.user_data()
+        except (TransitionError, ContextNotSerialisable) as exc:
+            return self._fail(store, lease, msg, again, record, machine, exc, now, retryable=False)
+        except Exception as exc:  # noqa: BLE001 - user code: any exception is a failed attempt
+            return self._fail(store, lease, msg, again, record, machine, exc, now, retryable=True)
+        new_step = step + len(run.hops)
+        outbox: list[tuple[Message, float]] = []
+        base = dict(machine=machine.name, correlation_id=msg.correlation_id, fence=lease.fence,
+                    store=msg.store, version=machine.version, sent_at=now)
+        if run.status == "running":
+            outbox.append((Message(kind="step", step=new_step, event=run.next_event, state=run.state,
+                                   context=data, **base), 0.0))
+        target = machine.states[run.state]
+        if target.timeout and run.status != "done":
+            outbox.append((Message(kind="timer", step=new_step, event=target.timeout_event,
+                                   state=run.state, event_id=f"timeout-{new_step}", **base), target.timeout))
+        history = [{"step": h.step + 1, "from": h.source, "event": h.event, "to": h.target,
+                    "time": _iso(now), "duration": round(h.duration, 6), "retries": retries}
+                   for h in run.hops]
+        fields = {"state": run.state, "status": run.status, "step": new_step, "retries": 0,
+                  "context": data, "outbox": _entries(outbox), "consumed": _identity(msg),
+                  "event_ids": _remember(record, msg), "last_error": None, "failed_message": None,
+                  "updated_at": now}
+        if source and source.get("sequence"):
+            fields["checkpoint"] = {"source": source.get("arn"), "sequence": source["sequence"]}
+        if not leases.commit(store, lease, fields, history):
+            return self._stale(msg)
+        for hop in run.hops:
+            dims = {"Machine": machine.name, "State": hop.target, "Event": str(hop.event)}
+            self.metrics.incr("Transitions", dims=dims)
+            self.metrics.incr("ActionDuration", hop.duration * 1000, "Milliseconds", dims)
+        if msg.sent_at:
+            self.metrics.incr("Lag", max(0.0, now - msg.sent_at) * 1000, "Milliseconds",
+                              {"Machine": machine.name})
+        self._send(outbox)
+        self._notify(msg.correlation_id, machine, run.state, run.status, new_step)
+        return Outcome("committed", msg.correlation_id, run.status, run.state, run.hops, retries=retries)
+
+    def _fail(self, store: InstanceStore, lease: leases.Lease, msg: Message, again: Message, record: Record,
+              machine: Machine, exc: BaseException, now: float, retryable: bool) -> Outcome:
+        """A failed attempt: schedule the retry, or fail the instance for good."""
+        error = f"{type(exc).__name__}: {exc}"
+        dims = {"Machine": machine.name, "State": str(again.state), "Event": str(again.event)}
+        final = not retryable or again.retries >= machine.max_retries
+        entry = {"step": again.step + 1, "from": again.state, "event": again.event, "to": None,
+                 "time": _iso(now), "duration": 0.0, "retries": again.retries, "error": error}
+        fields: dict[str, Any] = {
+            "retries": again.retries + 1, "updated_at": now, "consumed": _identity(msg),
+            "event_ids": _remember(record, again),
+            "last_error": {"message": error, "step": again.step, "state": again.state,
+                           "event": again.event, "time": _iso(now)}}
+        if final:
+            fields.update(status="failed", outbox=[], failed_message=again.evolve(retries=0).to_dict())
+            outbox: list[tuple[Message, float]] = []
+        else:
+            delay = full_jitter(again.retries, machine.retry_base_delay, machine.retry_max_delay, self.rng)
+            outbox = [(again.evolve(retries=again.retries + 1, fence=lease.fence, sent_at=now), delay)]
+            fields.update(status="running", outbox=_entries(outbox))
+        if not leases.commit(store, lease, fields, [entry]):
+            return self._stale(again)
+        log(logging.ERROR if final else logging.WARNING, "action failed", correlation_id=again.correlation_id,
+            machine=machine.name, state=again.state, event=again.event, retries=again.retries,
+            error=error, gave_up=final)
+        if final:
+            self.metrics.incr("Failures", dims=dims)
+            self._dead_letter(again, error)
+            self._notify(again.correlation_id, machine, record.get("state"), "failed", record.get("step", 0))
+            return Outcome("failed", again.correlation_id, "failed", record.get("state"), error=error,
+                           retries=again.retries + 1)
+        self.metrics.incr("Retries", dims=dims)
+        self._send(outbox)
+        return Outcome("retrying", again.correlation_id, "running", record.get("state"), error=error,
+                       retries=again.retries + 1)
+
+    def _reject(self, store: InstanceStore, lease: leases.Lease, msg: Message, record: Record,
+                machine: Machine, event: str | None, now: float) -> Outcome:
+        state = machine.states[record["state"]]
+        error = (f"event {event!r} rejected: state {state.name!r} accepts "
+                 f"{', '.join(sorted(state.transitions)) or 'no events'}")
+        fields = {"event_ids": _remember(record, msg), "updated_at": now,
+                  "last_error": {"message": error, "step": record["step"], "state": state.name,
+                                 "event": event, "time": _iso(now)}}
+        entry = {"step": record["step"], "from": state.name, "event": event, "to": None, "time": _iso(now),
+                 "duration": 0.0, "retries": 0, "rejected": True, "error": error}
+        if not leases.commit(store, lease, fields, [entry]):
+            return self._stale(msg)
+        self.metrics.incr("RejectedEvents", dims={"Machine": machine.name, "State": state.name,
+                                                  "Event": str(event)})
+        return Outcome("rejected", msg.correlation_id, record["status"], state.name, error=error)
+
+    def _cancel(self, store: InstanceStore, lease: leases.Lease, msg: Message, record: Record,
+                now: float) -> Outcome:
+        reason = msg.reason or "cancelled"
+        fields = {"status": "cancelled", "outbox": [], "updated_at": now, "event_ids": _remember(record, msg),
+                  "last_error": {"message": f"cancelled: {reason}", "step": record["step"],
+                                 "state": record["state"], "event": None, "time": _iso(now)}}
+        entry = {"step": record["step"], "from": record["state"], "event": "cancel", "to": None,
+                 "time": _iso(now), "duration": 0.0, "retries": 0, "cancelled": reason}
+        if not leases.commit(store, lease, fields, [entry]):
+            return self._stale(msg)
+        self._notify(msg.correlation_id, self.machines[msg.machine], record["state"], "cancelled", record["step"])
+        return Outcome("cancelled", msg.correlation_id, "cancelled", record["state"])
+
+    def _duplicate(self, store: InstanceStore, msg: Message, record: Record, now: float) -> Outcome:
+        """Acknowledge a message whose work is committed, re-sending the outbox when the
+        commit may have crashed before sending it.
+
+        Only the redelivery of the very message that was consumed can know that; a re-sent
+        copy re-sends again only once the outbox is overdue, so copies cannot chain.
+        """
+        self.metrics.incr("Duplicates", dims={"Machine": msg.machine})
+        outbox = record.get("outbox") or []
+        mine = record.get("consumed") == _identity(msg) and not record.get("lease_owner")
+        if outbox and mine:
+            overdue = now > record.get("updated_at", 0) + max(e["delay"] for e in outbox) + self.resend_after
+            if not msg.copy or overdue:
+                self._send([(Message(**{**e["message"], "copy": True}), e["delay"]) for e in outbox])
+            else:
+                self._requeue(msg)
+        return Outcome("duplicate", msg.correlation_id, record.get("status"), record.get("state"))
+
+    def _stale(self, msg: Message) -> Outcome:
+        """Our lease expired and another worker took the instance over: drop our work."""
+        self.metrics.incr("LeaseContention", dims={"Machine": msg.machine})
+        log(logging.WARNING, "stale lease: commit refused", correlation_id=msg.correlation_id, step=msg.step)
+        return Outcome("duplicate", msg.correlation_id, error="lease lost before commit")
+
+    # -- sending ----------------------------------------------------------------------
+
+    def _requeue(self, msg: Message) -> None:
+        delay = full_jitter(msg.busy, 0.2, 20.0, self.rng)
+        self._send([(msg.evolve(busy=msg.busy + 1), delay)])
+
+    def _send(self, entries: Sequence[tuple[Message, float]]) -> None:
+        for msg, delay in entries:
+            envelope = Envelope(msg.encode(), msg.correlation_id, msg.dedup_id, delay)
+            if delay <= self.routes.bus.max_delay:
+                self.routes.bus.send(envelope)
+            elif self.routes.retry is not None and delay <= self.routes.retry.max_delay:
+                self.routes.retry.send(envelope)
+            elif self.routes.timers is not None:
+                self.routes.timers.add(msg.dedup_id, self.clock() + delay, envelope.body)
+            else:
+                raise BackendError(f"nowhere to hold a message for {delay:.0f} s: {self.routes.bus.url} "
+                                   f"holds at most {self.routes.bus.max_delay:.0f} s; set settings "
+                                   "`retry:` (a standard SQS queue) or `timers:` (a DynamoDB table)")
+
+    def _dead_letter(self, msg: Message, error: str) -> None:
+        self.metrics.incr("DeadLetters", dims={"Machine": msg.machine})
+        if self.routes.dead_letter is not None:
+            self.routes.dead_letter.send(Envelope(msg.encode(), msg.correlation_id, msg.dedup_id))
+
+    def _notify(self, cid: str, machine: Machine, state: str | None, status: str, step: int) -> None:
+        if self.routes.notify is None:
+            return
+        body = {"correlation_id": cid, "machine": machine.name, "state": state, "status": status, "step": step}
+        try:
+            self.routes.notify.send(Envelope(json.dumps(body), cid, f"{cid}:{step}:{status}"))
+        except BackendError as exc:  # a UI feed must not fail a committed transition
+            log(logging.WARNING, "notify failed", correlation_id=cid, error=str(exc))
+
+    def _new_record(self, msg: Message, machine: Machine, now: float) -> dict[str, Any]:
+        return {"id": msg.correlation_id, "machine": machine.name, "version": machine.version,
+                "state": msg.state, "status": "running", "step": msg.step, "retries": msg.retries,
+                "fence": 0, "lease_owner": "", "lease_expires": 0, "context": msg.context or {},
+                "outbox": [], "consumed": None, "event_ids": [], "last_error": None,
+                "failed_message": None, "checkpoint": None, "created_at": now, "updated_at": now,
+                "expires_at": 0}
+
+
+def _identity(msg: Message) -> dict[str, Any]:
+    if msg.kind == "step":
+        return {"kind": "step", "step": msg.step, "retries": msg.retries}
+    return {"kind": msg.kind, "event_id": msg.event_id}
+
+
+def _remember(record: Record, msg: Message, keep: int = 100) -> list[str]:
+    seen = list(record.get("event_ids") or [])
+    if msg.event_id and msg.event_id not in seen:
+        seen = (seen + [msg.event_id])[-keep:]
+    return seen
+
+
+def _entries(outbox: list[tuple[Message, float]]) -> list[dict[str, Any]]:
+    return [{"message": m.to_dict(), "delay": d} for m, d in outbox]
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"

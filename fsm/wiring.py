@@ -1,0 +1,97 @@
+"""Settings -> adapters -> a Dispatcher. The one place that opens backends by role."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from config.settings import Settings
+
+from .dispatcher import Dispatcher, Routes
+from .model import Machine
+from .ports import EventBus, InstanceStore, Metrics, NullMetrics, TimerStore
+
+
+@dataclass
+class Wiring:
+    settings: Settings
+    stores: list[InstanceStore]
+    routes: Routes
+    metrics: Metrics
+    dispatcher: Dispatcher
+    embedded: bool                      # no stream configured: the in-process bus drives instances
+    chaos: list[Any] = field(default_factory=list)
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+
+
+def open_role(role: str, name: str, settings: Settings, chaos: list[Any] | None = None, **extra: Any) -> Any:
+    from sources.registry import open_adapter, scheme_of
+
+    options: dict[str, Any] = dict(extra)
+    if name.startswith("arn:"):
+        options.update(endpoint_url=settings.endpoints.get(name), aws=settings.aws or None)
+    adapter = open_adapter(role, name, **options)
+    probability = settings.chaos.get(name) or settings.chaos.get(scheme_of(name) + "://")
+    if probability:
+        from sources.chaos import ChaosWrapper
+
+        adapter = ChaosWrapper(adapter, float(probability))
+        if chaos is not None:
+            chaos.append(adapter)
+    return adapter
+
+
+def open_bus(names: list[str], settings: Settings, metrics: Metrics, chaos: list[Any]) -> EventBus | None:
+    if not names:
+        return None
+    buses = [open_role("bus", name, settings, chaos) for name in names]
+    if len(buses) == 1:
+        return buses[0]
+    from sources.failover import FailoverBus
+
+    return FailoverBus(buses, metrics=metrics)
+
+
+def open_metrics(settings: Settings) -> Metrics:
+    target = settings.metrics.get("target", "none")
+    namespace = settings.metrics.get("namespace", "lambda-fsm")
+    if target == "cloudwatch":
+        from sources.cloudwatch import CloudWatchMetrics
+
+        return CloudWatchMetrics(namespace, aws=settings.aws or None)
+    if target == "emf":
+        from sources.emf import EmfMetrics
+
+        return EmfMetrics(namespace)
+    return NullMetrics()
+
+
+def build(machines: dict[str, Machine], settings: Settings, *, metrics: Metrics | None = None,
+          bus: EventBus | None = None) -> Wiring:
+    """Open every backend the settings name. ``bus`` overrides the stream (tests)."""
+    from sources.memory import MemoryBus, MemoryTimers
+
+    chaos: list[Any] = []
+    metrics = metrics or open_metrics(settings)
+    stores = [open_role("store", name, settings, chaos) for name in settings.store]
+    stream = bus or open_bus(settings.stream, settings, metrics, chaos)
+    embedded = stream is None
+    timers: TimerStore | None = None
+    retry_names = [n for n in settings.retry if not n.startswith("arn:aws:dynamodb:")]
+    timer_names = [n for n in settings.retry if n.startswith("arn:aws:dynamodb:")]
+    if timer_names:
+        timers = open_role("timers", timer_names[0], settings, chaos)
+    elif embedded:
+        primary = settings.store[0]
+        timers = stores[0] if primary.startswith("sqlite:") else MemoryTimers()
+    if embedded:
+        stream = MemoryBus()
+    routes = Routes(bus=stream, retry=open_bus(retry_names, settings, metrics, chaos), timers=timers,
+                    dead_letter=open_bus(settings.dead_letter, settings, metrics, chaos),
+                    notify=open_bus(settings.notify, settings, metrics, chaos))
+    dispatcher = Dispatcher(machines, stores, routes, metrics=metrics, lease_timeout=settings.lease_timeout,
+                            max_local_hops=settings.max_local_hops, resend_after=settings.resend_after)
+    return Wiring(settings, stores, routes, metrics, dispatcher, embedded, chaos)

@@ -1,0 +1,24 @@
+from pathlib import Path
+
+from setuptools import setup
+
+setup(
+    name="lambda-fsm",
+    version="0.1.0",
+    description="Durable finite-state-machine workflows on AWS Lambda",
+    long_description=Path(__file__).with_name("README.rst").read_text(encoding="utf-8"),
+    long_description_content_type="text/x-rst",
+    python_requires=">=3.10",
+    packages=["fsm", "actions", "sources", "config"],
+    package_data={"fsm": ["py.typed"]},
+    install_requires=["PyYAML>=6"],
+    extras_require={
+        "aws": ["boto3>=1.34"],
+        "redis": ["redis>=5"],
+        "memcache": ["pymemcache>=4"],
+        "all": ["boto3>=1.34", "redis>=5", "pymemcache>=4"],
+        "test": ["boto3>=1.34", "redis>=5", "pymemcache>=4", "pytest>=8", "moto[server]>=5",
+                 "fakeredis[lua]>=2.20"],
+    },
+    entry_points={"console_scripts": ["fsm = fsm.cli:main"]},
+)

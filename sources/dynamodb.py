@@ -1,0 +1,437 @@
+"""``arn:aws:dynamodb:REGION:ACCOUNT:table/NAME``: instance records, history and timers.
+
+Single-table design, so one table (and one IAM grant) serves a deployment:
+
+=====================  ==========================  ==========================================
+item                   pk                          sk
+=====================  ==========================  ==========================================
+instance record        PREFIX + correlation id     ``record``
+history of one swap    PREFIX + correlation id     ``h#%012d`` % n, n = number of its first entry
+timer                  PREFIX + ``timer#`` + id    ``timer``  (+ GSI ``timers-by-due``)
+=====================  ==========================  ==========================================
+
+Record fields are attributes: ``str`` fields as S, ``int``/``float`` fields as N, ``json``
+fields (and unknown ones) as JSON text in S, ``None`` as NULL; see ``RECORD_FIELDS``.
+
+``swap`` without history is one conditional UpdateItem (ALL_NEW on success, ALL_OLD on a
+failed condition). With history it is one TransactWriteItems of two items: the record
+update and one Put holding all of that swap's entries as a JSON array. One item per swap
+rather than per entry keeps a transaction at two items whatever the entry count, and
+small entries share one write unit instead of paying one each; the price is that one
+swap's entries must fit in an item (400 KB).
+
+The history item's sort key needs the record's history length, which the request must
+name before it is sent, so the adapter remembers each record's ``history_len`` from the
+last reply that carried it and makes the transaction conditional on it. In the
+dispatcher's flow the acquire's reply carries it, so a commit stays one round trip; a cold
+or stale guess costs one more (the failed condition's ALL_OLD item carries the true value).
+
+Expiry: the table's TTL attribute is ``ttl``, copied from ``expires_at`` when it is > 0 and
+removed when it is 0 (DynamoDB would treat 0 as "long expired"). History entries get the
+``ttl`` of the swap that wrote them, if that swap set ``expires_at``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from decimal import Decimal
+from typing import Any, Iterable, Mapping, Sequence
+
+from boto3.dynamodb.types import TypeDeserializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from fsm.errors import BackendError, RecoverableError
+from fsm.ports import RECORD_FIELDS, Record, Scalar, SwapResult
+
+from .aws import classify, error_code, make_client, parse_arn
+from .base import dumps, matches
+
+RECORD_SK = "record"
+HISTORY_LEN = "history_len"
+TTL = "ttl"
+RESERVED = frozenset({"pk", "sk", HISTORY_LEN, TTL})
+TIMER_INDEX = "timers-by-due"
+STALE_GUESS_ATTEMPTS = 4
+_deserialize = TypeDeserializer().deserialize
+
+
+def table_of(url: str) -> tuple[str, str]:
+    """``(table name, region)`` from a table ARN."""
+    service, region, _account, resource = parse_arn(url)
+    kind, _, rest = resource.partition("/")
+    if service != "dynamodb" or kind != "table" or not rest:
+        raise BackendError(f"{url!r} is not a DynamoDB table ARN (arn:aws:dynamodb:REGION:ACCOUNT:table/NAME)")
+    return rest.split("/")[0], region
+
+
+# ---- attribute values -------------------------------------------------------------------
+
+
+def encode(name: str, value: Any) -> dict[str, Any]:
+    """One record field as a DynamoDB attribute value, by its kind in ``RECORD_FIELDS``."""
+    if value is None:
+        return {"NULL": True}
+    kind = RECORD_FIELDS.get(name, "json")
+    if kind == "json":
+        return {"S": dumps(value)}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BackendError(f"record field {name!r} holds {value}, which DynamoDB cannot store")
+        return {"N": repr(value) if isinstance(value, float) else str(value)}
+    raise BackendError(f"record field {name!r} is a {kind} field but holds a {type(value).__name__}")
+
+
+def decode(name: str, attr: Mapping[str, Any]) -> Any:
+    kind = RECORD_FIELDS.get(name, "json")
+    if "NULL" in attr:
+        return None
+    if "S" in attr:
+        return json.loads(attr["S"]) if kind == "json" else attr["S"]
+    if "N" in attr:
+        number = Decimal(attr["N"])
+        if kind == "float" or number != number.to_integral_value():
+            return float(number)
+        return int(number)
+    value = _deserialize(attr)   # written by someone else: best effort, Decimals as numbers
+    return json.loads(json.dumps(value, default=float))
+
+
+def decode_record(item: Mapping[str, Any] | None) -> Record | None:
+    if not item:
+        return None
+    return {name: decode(name, attr) for name, attr in item.items() if name not in RESERVED}
+
+
+class _Expression:
+    """Placeholders for one request, so field names never clash with reserved words."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+
+    def name(self, name: str) -> str:
+        key = f"#n{len(self.names)}"
+        self.names[key] = name
+        return key
+
+    def value(self, attr: dict[str, Any]) -> str:
+        key = f":v{len(self.values)}"
+        self.values[key] = attr
+        return key
+
+
+def _number(n: int) -> dict[str, str]:
+    return {"N": str(n)}
+
+
+class DynamoStore:
+    """An :class:`fsm.ports.InstanceStore` on one DynamoDB table (see the module docstring)."""
+
+    def __init__(self, url: str, *, client: Any = None, endpoint_url: str | None = None,
+                 aws: Mapping[str, Any] | None = None, prefix: str = "",
+                 page_size: int | None = None):
+        self.url = url
+        self.table, region = table_of(url)
+        self.prefix = prefix
+        self.page_size = page_size
+        self._owns_client = client is None
+        self.client = make_client("dynamodb", region, endpoint_url, aws, client)
+        self._history_len: dict[str, int] = {}   # last seen per correlation id, see module doc
+        self._lock = threading.Lock()
+
+    def create(self) -> None:
+        """Create the table (with the timer index and TTL) unless it exists."""
+        create_tables(self.url, client=self.client)
+
+    # -- the port --------------------------------------------------------------------------
+
+    def swap(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
+             history: Sequence[Mapping[str, Any]] = ()) -> SwapResult:
+        bad = RESERVED.intersection(fields)
+        if bad:
+            raise BackendError(f"{self.url}: record fields {sorted(bad)} are reserved by the DynamoDB store")
+        if not history:
+            return self._update(cid, expect, fields)
+        return self._transact(cid, expect, fields, history)
+
+    def get(self, cid: str) -> Record | None:
+        try:
+            item = self.client.get_item(TableName=self.table, Key=self._key(cid, RECORD_SK),
+                                        ConsistentRead=True).get("Item")
+        except (BotoCoreError, ClientError) as exc:
+            raise classify(exc, self.url) from exc
+        self._remember(cid, item)
+        return decode_record(item)
+
+    def history(self, cid: str) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {
+            "TableName": self.table, "ConsistentRead": True,
+            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :h)",
+            "ProjectionExpression": "#entries",
+            "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk", "#entries": "entries"},
+            "ExpressionAttributeValues": {":pk": {"S": self.prefix + cid}, ":h": {"S": "h#"}},
+        }
+        if self.page_size:
+            query["Limit"] = self.page_size
+        return [entry for item in self._pages("query", query) for entry in json.loads(item["entries"]["S"])]
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    # -- the two shapes of swap ------------------------------------------------------------
+
+    def _update(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any]) -> SwapResult:
+        ex = _Expression()
+        update = self._update_expression(ex, fields, appended=0)
+        condition = self._condition(ex, expect, history_len=None)
+        try:
+            reply = self.client.update_item(
+                TableName=self.table, Key=self._key(cid, RECORD_SK), UpdateExpression=update,
+                ConditionExpression=condition, ExpressionAttributeNames=ex.names,
+                ExpressionAttributeValues=ex.values, ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise classify(exc, self.url) from exc
+            item = exc.response.get("Item")
+            self._remember(cid, item)
+            return SwapResult(False, decode_record(item))
+        except BotoCoreError as exc:
+            raise classify(exc, self.url) from exc
+        self._remember(cid, reply["Attributes"])
+        return SwapResult(True, decode_record(reply["Attributes"]))
+
+    def _transact(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
+                  history: Sequence[Mapping[str, Any]]) -> SwapResult:
+        for _ in range(STALE_GUESS_ATTEMPTS):
+            known = 0 if expect is None else self._history_len.get(cid, 0)
+            try:
+                self.client.transact_write_items(TransactItems=self._transaction(cid, expect, fields, history, known))
+            except ClientError as exc:
+                reason = _record_condition_failure(exc)
+                if reason is None:
+                    raise _transaction_error(exc, self.url) from exc
+                item = reason.get("Item")
+                self._remember(cid, item)
+                record = decode_record(item)
+                stale_guess = bool(item) and int(item.get(HISTORY_LEN, {"N": "0"})["N"]) != known
+                if stale_guess and record is not None and expect is not None and matches(record, expect):
+                    continue        # only our guess of history_len was wrong: again, with the true one
+                return SwapResult(False, record)
+            except BotoCoreError as exc:
+                raise classify(exc, self.url) from exc
+            with self._lock:
+                self._history_len[cid] = known + len(history)
+            return SwapResult(True, None)
+        raise RecoverableError(f"{self.url}: history of {cid!r} kept moving during {STALE_GUESS_ATTEMPTS} attempts")
+
+    def _transaction(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
+                     history: Sequence[Mapping[str, Any]], known: int) -> list[dict[str, Any]]:
+        ex = _Expression()
+        update = self._update_expression(ex, fields, appended=len(history))
+        condition = self._condition(ex, expect, history_len=known)
+        items: list[dict[str, Any]] = [{"Update": {
+            "TableName": self.table, "Key": self._key(cid, RECORD_SK), "UpdateExpression": update,
+            "ConditionExpression": condition, "ExpressionAttributeNames": ex.names,
+            "ExpressionAttributeValues": ex.values, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}]
+        entries = {**self._key(cid, "h#%012d" % (known + 1)), "entries": {"S": dumps(list(history))}}
+        expires = fields.get("expires_at")
+        if isinstance(expires, (int, float)) and expires > 0:
+            entries[TTL] = _number(int(expires))
+        return [*items, {"Put": {"TableName": self.table, "Item": entries}}]
+
+    # -- expressions -----------------------------------------------------------------------
+
+    @staticmethod
+    def _update_expression(ex: _Expression, fields: Mapping[str, Any], appended: int) -> str:
+        # history_len is always set, so the expression is never empty and every record has it.
+        length = ex.name(HISTORY_LEN)
+        sets = [f"{length} = if_not_exists({length}, {ex.value(_number(0))}) + {ex.value(_number(appended))}"]
+        sets += [f"{ex.name(name)} = {ex.value(encode(name, value))}" for name, value in fields.items()]
+        removes = []
+        if "expires_at" in fields:
+            expires = fields["expires_at"]
+            if isinstance(expires, (int, float)) and expires > 0:
+                sets.append(f"{ex.name(TTL)} = {ex.value(_number(int(expires)))}")
+            else:
+                removes.append(ex.name(TTL))
+        return "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+
+    @staticmethod
+    def _condition(ex: _Expression, expect: Mapping[str, Scalar] | None, history_len: int | None) -> str:
+        pk = ex.name("pk")
+        if expect is None:
+            parts = [f"attribute_not_exists({pk})"]
+        else:
+            parts = [f"attribute_exists({pk})"]
+            for name, value in expect.items():
+                field = ex.name(name)
+                if value is None:   # as in base.matches: a missing field equals None
+                    parts.append(f"(attribute_not_exists({field}) OR attribute_type({field}, "
+                                 f"{ex.value({'S': 'NULL'})}))")
+                else:
+                    parts.append(f"{field} = {ex.value(encode(name, value))}")
+        if history_len is not None and expect is not None:
+            length = ex.name(HISTORY_LEN)
+            parts.append(f"({length} = {ex.value(_number(history_len))}"
+                         + (f" OR attribute_not_exists({length}))" if history_len == 0 else ")"))
+        return " AND ".join(parts)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _key(self, cid: str, sk: str) -> dict[str, Any]:
+        return {"pk": {"S": self.prefix + cid}, "sk": {"S": sk}}
+
+    def _remember(self, cid: str, item: Mapping[str, Any] | None) -> None:
+        if item and HISTORY_LEN in item:
+            with self._lock:
+                if len(self._history_len) > 10_000:
+                    self._history_len.clear()   # a cache: a miss costs one extra round trip
+                self._history_len[cid] = int(item[HISTORY_LEN]["N"])
+
+    def _pages(self, operation: str, request: dict[str, Any]) -> Iterable[dict[str, Any]]:
+        return paginate(self.client, operation, request, self.url)
+
+
+def _record_condition_failure(exc: ClientError) -> dict[str, Any] | None:
+    """The cancellation reason of the record's Update when its condition failed, else None."""
+    if error_code(exc) != "TransactionCanceledException":
+        return None
+    reasons = exc.response.get("CancellationReasons") or []
+    if reasons and reasons[0].get("Code") == "ConditionalCheckFailed":
+        return reasons[0]
+    return None
+
+
+def _transaction_error(exc: ClientError, url: str) -> BackendError:
+    """A cancelled transaction is recoverable when it was cancelled by a conflict or
+    throttling, and a plain ``BackendError`` when a request was invalid."""
+    if error_code(exc) != "TransactionCanceledException":
+        return classify(exc, url)
+    codes = sorted({str(r.get("Code")) for r in exc.response.get("CancellationReasons") or []} - {"None"})
+    permanent = {"ValidationError", "ItemCollectionSizeLimitExceeded", "ConditionalCheckFailed"}
+    kind = BackendError if permanent.intersection(codes) else RecoverableError
+    return kind(f"{url}: transaction cancelled ({', '.join(codes) or 'no reason given'}): {exc}")
+
+
+def paginate(client: Any, operation: str, request: dict[str, Any], url: str,
+             limit: int | None = None) -> Iterable[dict[str, Any]]:
+    """Items of a Query/Scan across pages (LastEvaluatedKey), stopping after ``limit``."""
+    request, seen = dict(request), 0
+    while True:
+        try:
+            page = getattr(client, operation)(**request)
+        except (BotoCoreError, ClientError) as exc:
+            raise classify(exc, url) from exc
+        for item in page.get("Items", []):
+            yield item
+            seen += 1
+            if limit is not None and seen >= limit:
+                return
+        if not page.get("LastEvaluatedKey"):
+            return
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+class DynamoTimers:
+    """An :class:`fsm.ports.TimerStore`: one item per timer, found by the sparse GSI
+    ``timers-by-due`` (partition ``timer_shard``, sort ``due``).
+
+    ``due`` queries each shard for ``due <= now`` in order, so it reads only due timers and
+    never scans the table. ``shards`` (default 1) spreads a high timer write rate over
+    several index partitions at the cost of one query per shard per poll. The index is
+    eventually consistent: a timer added a moment ago may show up one poll later.
+    """
+
+    def __init__(self, url: str, *, client: Any = None, endpoint_url: str | None = None,
+                 aws: Mapping[str, Any] | None = None, prefix: str = "", shards: int = 1):
+        self.url = url
+        self.table, region = table_of(url)
+        self.prefix = prefix
+        self.shards = max(1, shards)
+        self._owns_client = client is None
+        self.client = make_client("dynamodb", region, endpoint_url, aws, client)
+
+    def create(self) -> None:
+        create_tables(self.url, client=self.client)
+
+    def add(self, timer_id: str, due: float, body: str) -> None:
+        shard = sum(timer_id.encode()) % self.shards
+        item = {**self._key(timer_id), "timer_id": {"S": timer_id}, "body": {"S": body},
+                "timer_shard": {"S": f"{self.prefix}timers#{shard}"}, "due": {"N": repr(float(due))}}
+        try:
+            self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":   # already there: idempotent
+                raise classify(exc, self.url) from exc
+        except BotoCoreError as exc:
+            raise classify(exc, self.url) from exc
+
+    def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
+        found: list[tuple[float, str, str]] = []
+        for shard in range(self.shards):
+            query = {
+                "TableName": self.table, "IndexName": TIMER_INDEX, "Limit": limit,
+                "KeyConditionExpression": "timer_shard = :shard AND #due <= :now",
+                "ExpressionAttributeNames": {"#due": "due"},
+                "ExpressionAttributeValues": {":shard": {"S": f"{self.prefix}timers#{shard}"},
+                                              ":now": {"N": repr(float(now))}},
+            }
+            for item in paginate(self.client, "query", query, self.url, limit=limit):
+                found.append((float(item["due"]["N"]), item["timer_id"]["S"], item["body"]["S"]))
+        return [(timer_id, body) for _, timer_id, body in sorted(found)[:limit]]
+
+    def remove(self, timer_id: str) -> None:
+        try:
+            self.client.delete_item(TableName=self.table, Key=self._key(timer_id))
+        except (BotoCoreError, ClientError) as exc:
+            raise classify(exc, self.url) from exc
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    def _key(self, timer_id: str) -> dict[str, Any]:
+        return {"pk": {"S": f"{self.prefix}timer#{timer_id}"}, "sk": {"S": "timer"}}
+
+
+def create_tables(*urls: str, client: Any = None, endpoint_url: str | None = None,
+                  aws: Mapping[str, Any] | None = None) -> None:
+    """Create each table (pk/sk, the timer index, on-demand billing) and enable TTL on ``ttl``.
+
+    Safe to run twice: an existing table is left as it is, and TTL is only switched on when
+    it is off. One table can hold both records and timers.
+    """
+    for url in dict.fromkeys(urls):
+        table, region = table_of(url)
+        dynamodb = make_client("dynamodb", region, endpoint_url, aws, client)
+        try:
+            _create_table(dynamodb, table)
+            dynamodb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+            status = dynamodb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+            if status.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+                dynamodb.update_time_to_live(TableName=table, TimeToLiveSpecification={
+                    "Enabled": True, "AttributeName": TTL})
+        except (BotoCoreError, ClientError) as exc:
+            raise classify(exc, url) from exc
+
+
+def _create_table(dynamodb: Any, table: str) -> None:
+    attributes = [("pk", "S"), ("sk", "S"), ("timer_shard", "S"), ("due", "N")]
+    try:
+        dynamodb.create_table(
+            TableName=table, BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": n, "AttributeType": t} for n, t in attributes],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            GlobalSecondaryIndexes=[{
+                "IndexName": TIMER_INDEX, "Projection": {"ProjectionType": "ALL"},
+                "KeySchema": [{"AttributeName": "timer_shard", "KeyType": "HASH"},
+                              {"AttributeName": "due", "KeyType": "RANGE"}]}])
+    except ClientError as exc:
+        if error_code(exc) != "ResourceInUseException":
+            raise

@@ -1,0 +1,114 @@
+"""``arn:aws:dynamodb:REGION:ACCOUNT:table/NAME``: a table whose stream drives Lambda.
+
+Sending a message writes one item; the table's stream (view type ``NEW_IMAGE``) hands
+the new item to the Lambda, which reads the message from ``NewImage.body.S``. The item::
+
+    {
+      "pk":         {"S": envelope.dedup_id},  # partition key, one item per message
+      "body":       {"S": envelope.body},      # the encoded message: what the handler reads
+      "key":        {"S": envelope.key},       # correlation id, for people browsing the table
+      "expires_at": {"N": now + ttl seconds},  # TTL attribute: items clean themselves up
+    }
+
+Handlers should act on ``INSERT`` records only. ``REMOVE`` records come from TTL expiry,
+and ``MODIFY`` records from a batch re-sending an item already written (a single send is a
+conditional put, so its duplicates write nothing); both are safe to ignore. There is no
+delay (``max_delay`` 0).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from fsm.errors import BackendError
+from fsm.ports import Envelope
+
+from .aws_bus import AwsBus, EntryFailures, chunks, send_in_chunks
+
+MAX_BATCH_ENTRIES = 25
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+DEFAULT_TTL = 86400.0
+ALREADY_WRITTEN = frozenset({"ConditionalCheckFailedException"})
+ALREADY_EXISTS = frozenset({"ResourceInUseException"})
+
+
+class DynamoStreamBus(AwsBus):
+    service = "dynamodb"
+
+    def __init__(self, arn: str, *, ttl: float = DEFAULT_TTL, **options: Any):
+        super().__init__(arn, **options)
+        kind, _, name = self.resource.partition("/")
+        self.table = name.split("/", 1)[0]
+        if kind != "table" or not self.table:
+            raise BackendError(f"{arn!r}: expected arn:aws:dynamodb:REGION:ACCOUNT:table/NAME")
+        self.ttl = ttl
+
+    def send(self, envelope: Envelope) -> None:
+        self.check_delay(envelope)
+        # Conditional, so a re-send of the same message (a lost response) is a no-op
+        # rather than a MODIFY record the handler would see again.
+        self.call_accepting(ALREADY_WRITTEN, "put_item", TableName=self.table,
+                            Item=self._item(envelope), ConditionExpression="attribute_not_exists(pk)")
+
+    def send_batch(self, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            self.check_delay(envelope)
+        groups = chunks(envelopes, MAX_BATCH_ENTRIES, MAX_BATCH_BYTES)
+
+        def put(indices: list[int]) -> EntryFailures:
+            # BatchWriteItem refuses two writes to one key in a request; equal dedup ids
+            # are the same message, so one write covers them all.
+            by_pk: dict[str, list[int]] = {}
+            for i in indices:
+                by_pk.setdefault(envelopes[i].dedup_id, []).append(i)
+            writes = [{"PutRequest": {"Item": self._item(envelopes[same[0]])}} for same in by_pk.values()]
+            reply = self.call("batch_write_item", RequestItems={self.table: writes})
+            unprocessed = reply.get("UnprocessedItems", {}).get(self.table, [])
+            # Unprocessed items are throttled writes: always worth retrying.
+            return {i: True for write in unprocessed
+                    for i in by_pk.get(write["PutRequest"]["Item"]["pk"]["S"], [])}
+
+        if groups:
+            send_in_chunks(self.url, groups, put)
+
+    def create(self, timeout: float = 120.0) -> None:
+        """Create the table with its stream and TTL if missing; safe to run again."""
+        self.call_accepting(
+            ALREADY_EXISTS, "create_table", TableName=self.table,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"})
+        table = self._wait_active(timeout)
+        if not table.get("StreamSpecification", {}).get("StreamEnabled"):
+            self.call("update_table", TableName=self.table,
+                      StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"})
+            self._wait_active(timeout)
+        ttl = self.call("describe_time_to_live", TableName=self.table)["TimeToLiveDescription"]
+        if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+            self.call("update_time_to_live", TableName=self.table,
+                      TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+
+    @property
+    def stream_arn(self) -> str:
+        """The table's current stream, which the Lambda event source mapping reads."""
+        return self.call("describe_table", TableName=self.table)["Table"]["LatestStreamArn"]
+
+    def _wait_active(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            table = self.call("describe_table", TableName=self.table)["Table"]
+            if table["TableStatus"] == "ACTIVE":
+                return table
+            if time.monotonic() > deadline:
+                raise BackendError(f"{self.url}: table still {table['TableStatus']} after {timeout}s")
+            time.sleep(1.0)
+
+    def _item(self, envelope: Envelope) -> dict[str, Any]:
+        return {
+            "pk": {"S": envelope.dedup_id},
+            "body": {"S": envelope.body},
+            "key": {"S": envelope.key},
+            "expires_at": {"N": str(int(time.time() + self.ttl))},
+        }

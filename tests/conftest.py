@@ -1,0 +1,326 @@
+"""Shared fixtures: real servers on free ports, and one store/timer store per backend.
+
+Servers come from ``FSM_TEST_REDIS_URL`` / ``FSM_TEST_MEMCACHED_URL`` / ``FSM_TEST_MOTO_URL``
+when set (``.ci/run`` starts them), otherwise they are started here from the installed
+binaries, on ports picked at run time so parallel jobs never collide, and stopped at the
+end of the session. A server that cannot be had skips its tests locally, and fails them
+when ``FSM_REQUIRE_SERVERS=1`` (CI), so a green CI run has really exercised every backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+# Tests must never reach real AWS, whatever the developer's shell holds.
+for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+    os.environ.pop(_name, None)
+os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                  AWS_DEFAULT_REGION="us-east-1", AWS_ACCOUNT_ID_ENDPOINT_MODE="disabled")
+
+ROOT = Path(__file__).resolve().parent.parent
+STORE_KINDS = ["memory", "sqlite", "redis", "fakeredis", "memcached", "dynamodb"]
+TIMER_KINDS = ["memory", "sqlite", "redis", "dynamodb"]
+ACCOUNT = "123456789012"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "integration: needs real servers (redis-server, memcached, moto_server)")
+    config.addinivalue_line("markers", "soak: long-running load or chaos test, not part of the quick suite")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    integration = ROOT / "tests" / "integration"
+    for item in items:
+        if integration in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
+# ---- servers ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def servers_required() -> bool:
+    return os.environ.get("FSM_REQUIRE_SERVERS") == "1"
+
+
+def unavailable(name: str, why: str) -> None:
+    """Skip locally; fail where servers are required."""
+    if servers_required():
+        pytest.fail(f"{name} is required (FSM_REQUIRE_SERVERS=1) but {why}", pytrace=False)
+    pytest.skip(f"{name} not available: {why}")
+
+
+def answers(port: int, probe: bytes, expected: tuple[bytes, ...]) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(probe)
+            return sock.recv(64).startswith(expected)
+    except OSError:
+        return False
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+class Server:
+    """A server process this session started; ``stop`` kills exactly that process."""
+
+    def __init__(self, name: str, command: list[str], ready: Callable[[], bool], log: Path):
+        self.name, self.log = name, log
+        self.process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = log.read_text(errors="replace")[-500:]
+                raise RuntimeError(f"{name} did not start ({' '.join(command)}): {tail}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def redis_command(port: int, *extra: str) -> list[str]:
+    return ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+            *extra]
+
+
+def start_redis(log_dir: Path, *extra: str) -> tuple[str, Server]:
+    port = free_port()
+    server = Server("redis-server", redis_command(port, *extra),
+                    lambda: answers(port, b"PING\r\n", (b"+PONG", b"-NOAUTH")), log_dir / f"redis-{port}.log")
+    return f"redis://127.0.0.1:{port}/0", server
+
+
+def start_memcached(log_dir: Path) -> tuple[str, Server]:
+    port = free_port()
+    command = ["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64", "-u", "root"]
+    server = Server("memcached", command, lambda: answers(port, b"version\r\n", (b"VERSION",)),
+                    log_dir / f"memcached-{port}.log")
+    return f"memcached://127.0.0.1:{port}", server
+
+
+def moto_command() -> list[str] | None:
+    if shutil.which("moto_server"):
+        return ["moto_server"]
+    if importlib.util.find_spec("moto.server") and importlib.util.find_spec("flask"):
+        return [sys.executable, "-m", "moto.server"]
+    return None
+
+
+def start_moto(log_dir: Path, command: list[str]) -> tuple[str, Server]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = Server("moto_server", [*command, "-H", "127.0.0.1", "-p", str(port)],
+                    lambda: http_ok(f"{url}/moto-api/"), log_dir / f"moto-{port}.log")
+    return url, server
+
+
+def session_server(name: str, env_var: str, available: bool, start: Callable[[], tuple[str, Server]],
+                   stack: contextlib.ExitStack) -> str:
+    if os.environ.get(env_var):
+        return os.environ[env_var]
+    if not available:
+        unavailable(name, f"it is not installed and {env_var} is not set")
+    error = ""
+    for _ in range(3):          # a free port can be taken between our probe and the bind
+        try:
+            url, server = start()
+        except RuntimeError as exc:
+            error = str(exc)
+            continue
+        stack.callback(server.stop)
+        return url
+    unavailable(name, error)
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def server_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("server-logs")
+
+
+@pytest.fixture(scope="session")
+def redis_url(server_logs: Path) -> Iterator[str]:
+    with contextlib.ExitStack() as stack:
+        yield session_server("redis-server", "FSM_TEST_REDIS_URL", bool(shutil.which("redis-server")),
+                             lambda: start_redis(server_logs), stack)
+
+
+@pytest.fixture(scope="session")
+def memcached_url(server_logs: Path) -> Iterator[str]:
+    with contextlib.ExitStack() as stack:
+        yield session_server("memcached", "FSM_TEST_MEMCACHED_URL", bool(shutil.which("memcached")),
+                             lambda: start_memcached(server_logs), stack)
+
+
+@pytest.fixture(scope="session")
+def moto_url(server_logs: Path) -> Iterator[str]:
+    command = moto_command()
+    with contextlib.ExitStack() as stack:
+        yield session_server("moto_server", "FSM_TEST_MOTO_URL", command is not None,
+                             lambda: start_moto(server_logs, command or []), stack).rstrip("/")
+
+
+@pytest.fixture
+def fresh_moto_url(moto_url: str) -> str:
+    """``moto_url`` after ``POST /moto-api/reset``: no tables, queues or streams left over."""
+    request = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+    return moto_url
+
+
+@pytest.fixture
+def private_redis(server_logs: Path) -> Iterator[Callable[..., tuple[str, Server]]]:
+    """Start a redis-server of this test's own (``private_redis("--requirepass", "pw")``),
+    which the test may kill; every one started is stopped at the end of the test."""
+    if not shutil.which("redis-server"):
+        unavailable("redis-server", "the binary is not installed")
+    started: list[Server] = []
+
+    def start(*extra: str) -> tuple[str, Server]:
+        url, server = start_redis(server_logs, *extra)
+        started.append(server)
+        return url, server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+# ---- stores -----------------------------------------------------------------------------
+
+
+def table_arn(name: str) -> str:
+    return f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/{name}"
+
+
+@contextlib.contextmanager
+def in_process_dynamodb() -> Iterator[Any]:
+    """A table in moto's in-process mock: a tenth of moto_server's cost per call."""
+    moto = pytest.importorskip("moto")
+    import boto3
+
+    from sources.dynamodb import create_tables
+
+    with moto.mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        url = table_arn(f"fsm-{uuid.uuid4().hex[:8]}")
+        create_tables(url, client=client)
+        yield url, client
+
+
+def _backend(kind: str, request: pytest.FixtureRequest, stack: contextlib.ExitStack,
+             tmp_path: Path) -> Callable[[str], Any]:
+    """For ``kind``, a function role -> a new handle on this test's own namespace."""
+    prefix = f"fsmtest:{uuid.uuid4().hex[:12]}:"
+    if kind == "memory":
+        from sources.memory import MemoryStore, MemoryTimers
+        shared = {"store": MemoryStore(), "timers": MemoryTimers()}
+        return lambda role: shared[role]
+    if kind == "sqlite":
+        from sources.sqlite import SqliteStore
+        url = f"sqlite:///{tmp_path / 'fsm.db'}"
+        return lambda role: SqliteStore(url)
+    if kind == "redis":
+        from sources.redis import RedisStore, RedisTimers
+        url = request.getfixturevalue("redis_url")
+        stack.callback(_drop_redis_keys, url, prefix)
+        return lambda role: (RedisStore if role == "store" else RedisTimers)(url, prefix=prefix)
+    if kind == "fakeredis":
+        fakeredis = pytest.importorskip("fakeredis")
+        pytest.importorskip("lupa")     # fakeredis runs Lua scripts only with lupa
+        from sources.redis import RedisStore, RedisTimers
+        server = fakeredis.FakeServer()
+        return lambda role: (RedisStore if role == "store" else RedisTimers)(
+            "redis://fakeredis/0", client=fakeredis.FakeRedis(server=server), prefix=prefix)
+    if kind == "memcached":
+        from sources.memcache import MemcacheStore
+        url = request.getfixturevalue("memcached_url")
+        return lambda role: MemcacheStore(url, prefix=prefix)
+    if kind == "dynamodb":
+        from sources.dynamodb import DynamoStore, DynamoTimers
+        url, client = stack.enter_context(in_process_dynamodb())
+        # A small page size, so a long history really is read across pages.
+        return lambda role: (DynamoStore(url, client=client, page_size=4) if role == "store"
+                             else DynamoTimers(url, client=client, shards=2))
+    raise AssertionError(kind)
+
+
+def _drop_redis_keys(url: str, prefix: str) -> None:
+    """Servers given by FSM_TEST_REDIS_URL may be shared: leave nothing behind."""
+    import redis
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Any]]:
+    """A function returning a new handle on this test's own empty store.
+
+    Each call is another client on the same namespace (as another process would be), so
+    tests can race several handles; every handle is closed after the test.
+    """
+    with contextlib.ExitStack() as stack:
+        open_handle = _backend(request.param, request, stack, tmp_path)
+        handles: list[Any] = []
+
+        def make() -> Any:
+            handle = open_handle("store")
+            handles.append(handle)
+            return handle
+
+        yield make
+        for handle in handles:
+            handle.close()
+
+
+@pytest.fixture
+def store(store_factory: Callable[[], Any]) -> Any:
+    return store_factory()
+
+
+@pytest.fixture(params=TIMER_KINDS)
+def timers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh, empty timer store of each kind."""
+    with contextlib.ExitStack() as stack:
+        handle = _backend(request.param, request, stack, tmp_path)("timers")
+        yield handle
+        if hasattr(handle, "close"):
+            handle.close()

@@ -185,6 +185,46 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return OK
 
 
+def _app(args: argparse.Namespace):
+    from config.settings import load_settings
+
+    from .handler import App
+    from .wiring import build
+
+    definitions = _definitions(args)
+    stores = args.store.split(",") if getattr(args, "store", None) else None
+    settings = load_settings(definitions.settings, getattr(args, "settings", None), store=stores)
+    return App(definitions, settings, build(definitions.machines, settings))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .worker import run_worker
+
+    application = _app(args)
+    if not args.source and not application.wiring.embedded and application.wiring.routes.timers is None:
+        raise UsageError("nothing to do: give --source ARN, or configure a timer table (`retry:`)")
+    counts = run_worker(application, args.source, idle_exit=args.idle_exit)
+    print(f"worker: {counts['records']} records ({counts['failed']} failed), {counts['timers']} timers released")
+    return OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .resume import resume
+
+    outcome = resume(_app(args), args.id)
+    print(f"{args.id}: {outcome}")
+    return OK
+
+
+def cmd_create_resources(args: argparse.Namespace) -> int:
+    from .resources import create_resources
+
+    application = _app(args)
+    for line in create_resources(application.settings):
+        print(line)
+    return OK
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fsm", description="lambda-fsm: durable state machines")
     sub = parser.add_subparsers(dest="command")
@@ -231,6 +271,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="cancelled by user")
     p = command("retry", cmd_retry, "resume a failed instance from the message it failed on")
     p.add_argument("id")
+    p = command("resume", cmd_resume, "re-dispatch the message at an instance's last Kinesis checkpoint")
+    p.add_argument("id")
+    p = command("worker", cmd_worker, "poll SQS, Kinesis and DynamoDB streams and release due timers")
+    p.add_argument("--source", action="append", default=[], help="queue, stream or table ARN (repeatable)")
+    p.add_argument("--idle-exit", type=float, help="exit after this many seconds with nothing to do")
+    command("create-resources", cmd_create_resources,
+            "create the queues, streams, topics and tables the settings name (safe to run twice)")
     return parser
 
 

@@ -58,7 +58,7 @@ class Routes:
 class Dispatcher:
     def __init__(self, machines: Mapping[str, Machine], stores: Sequence[InstanceStore], routes: Routes,
                  *, metrics: Metrics | None = None, lease_timeout: float = 960.0,
-                 max_local_hops: int = 100, resend_after: float = 60.0,
+                 max_local_hops: int = 100, resend_after: float = 60.0, checkpoints: Any = None,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None):
         if not stores:
             raise ValueError("at least one store is needed")
@@ -69,6 +69,7 @@ class Dispatcher:
         self.lease_ms = int(lease_timeout * 1000)
         self.max_local_hops = max_local_hops
         self.resend_after = resend_after
+        self.checkpoints = checkpoints  # correlation id -> last consumed stream position
         self.clock = clock
         self.rng = rng or random.Random()
         self._node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -174,10 +175,14 @@ class Dispatcher:
                   "context": data, "outbox": _entries(outbox), "consumed": _identity(msg),
                   "event_ids": _remember(record, msg), "last_error": None, "failed_message": None,
                   "updated_at": now}
+        checkpoint = None
         if source and source.get("sequence"):
-            fields["checkpoint"] = {"source": source.get("arn"), "sequence": source["sequence"]}
+            checkpoint = {k: source.get(k) for k in ("arn", "shard", "sequence")}
+            fields["checkpoint"] = checkpoint
         if not leases.commit(store, lease, fields, history):
             return self._stale(msg)
+        if checkpoint and self.checkpoints is not None:
+            self.checkpoints[msg.correlation_id] = checkpoint
         for hop in run.hops:
             dims = {"Machine": machine.name, "State": hop.target, "Event": str(hop.event)}
             self.metrics.incr("Transitions", dims=dims)

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .shadow import check_packages
 
@@ -175,4 +175,3 @@ def _ecs_task_change(application: App, event: dict[str, Any]) -> dict[str, Any]:
     return {"sent": name, "correlation_id": cid}
 
 
-Handler = Callable[[dict[str, Any], Any], dict[str, Any]]

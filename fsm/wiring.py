@@ -92,6 +92,13 @@ def build(machines: dict[str, Machine], settings: Settings, *, metrics: Metrics 
     routes = Routes(bus=stream, retry=open_bus(retry_names, settings, metrics, chaos), timers=timers,
                     dead_letter=open_bus(settings.dead_letter, settings, metrics, chaos),
                     notify=open_bus(settings.notify, settings, metrics, chaos))
+    checkpoints = None
+    if settings.checkpoint:
+        from sources.checkpoints import DynamoCheckpoints
+
+        name = settings.checkpoint[0]
+        checkpoints = DynamoCheckpoints(name, endpoint_url=settings.endpoints.get(name), aws=settings.aws or None)
     dispatcher = Dispatcher(machines, stores, routes, metrics=metrics, lease_timeout=settings.lease_timeout,
-                            max_local_hops=settings.max_local_hops, resend_after=settings.resend_after)
+                            max_local_hops=settings.max_local_hops, resend_after=settings.resend_after,
+                            checkpoints=checkpoints)
     return Wiring(settings, stores, routes, metrics, dispatcher, embedded, chaos)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import string
 import time
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 from fsm.errors import BackendError, PartialBatchError, RecoverableError
 from fsm.ports import Envelope

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import functools
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fsm.errors import RecoverableError
 from fsm.ports import Metrics

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 # PutMetricData limits: 1000 datums per call, 150 distinct values per datum, and a
@@ -62,7 +63,7 @@ class CloudWatchMetrics:
             try:
                 self.client.put_metric_data(Namespace=self.namespace, MetricData=request)
                 self.calls += 1
-            except Exception as exc:  # metrics must never fail the transition
+            except Exception as exc:  # noqa: BLE001 - metrics must never fail the transition
                 self.dropped += len(request)
                 code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
                 log.warning("PutMetricData to namespace %s failed (%s %s); %d datums dropped",
@@ -70,7 +71,7 @@ class CloudWatchMetrics:
 
     def datums(self) -> list[dict[str, Any]]:
         """The buffer as MetricData entries, at most 150 distinct values each."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         out: list[dict[str, Any]] = []
         for (name, dims, unit), counts in self._buffer.items():
             pairs = sorted(counts.items())

@@ -19,7 +19,8 @@ delay (``max_delay`` 0).
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from fsm.errors import BackendError
 from fsm.ports import Envelope

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Mapping, TextIO
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 # EMF limits: 100 metrics per document and 100 values per metric.
 MAX_METRICS_PER_DOCUMENT = 100

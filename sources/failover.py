@@ -18,12 +18,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from fsm.errors import BackendError, PartialBatchError, RecoverableError
 from fsm.ports import Envelope, EventBus, Metrics
 
 Clock = Callable[[], float]
+
+LOG = logging.getLogger("fsm.failover")
 
 
 class CircuitBreaker:
@@ -76,7 +78,7 @@ class FailoverBus:
     def __init__(self, buses: Sequence[EventBus], metrics: Metrics | None = None,
                  breaker_threshold: int = 3, breaker_cooldown: float = 30.0,
                  clock: Clock = time.monotonic,
-                 log: logging.Logger = logging.getLogger("fsm.failover")):
+                 log: logging.Logger = LOG):
         if not buses:
             raise ValueError("FailoverBus needs at least one bus")
         self.buses = list(buses)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from fsm.errors import BackendError
 from fsm.ports import Envelope

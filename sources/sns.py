@@ -7,7 +7,8 @@ The Lambda subscribes to the topic directly or through an SQS queue. A FIFO topi
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from fsm.ports import Envelope
 

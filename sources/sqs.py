@@ -10,7 +10,8 @@ per-message delay, so its ``max_delay`` is 0.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from fsm.ports import Envelope
 
@@ -75,5 +76,5 @@ class SqsBus(AwsBus):
             fields["MessageGroupId"] = fifo_id(envelope.key)
             fields["MessageDeduplicationId"] = fifo_id(envelope.dedup_id)
         elif envelope.delay > 0:
-            fields["DelaySeconds"] = min(900, int(math.ceil(envelope.delay)))
+            fields["DelaySeconds"] = min(900, math.ceil(envelope.delay))
         return fields

@@ -14,8 +14,11 @@ import importlib.util
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -115,11 +118,41 @@ def redis_command(port: int, *extra: str) -> list[str]:
             *extra]
 
 
-def start_redis(log_dir: Path, *extra: str) -> tuple[str, Server]:
+def tls_answers(port: int) -> bool:
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw:
+            with context.wrap_socket(raw) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
+        return False
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-subj", "/CN=127.0.0.1", "-days", "1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def start_redis(log_dir: Path, *extra: str, tls: bool = False) -> tuple[str, Server]:
+    """A redis-server on a free port; with ``tls`` it speaks only TLS (``rediss://``)."""
     port = free_port()
-    server = Server("redis-server", redis_command(port, *extra),
-                    lambda: answers(port, b"PING\r\n", (b"+PONG", b"-NOAUTH")), log_dir / f"redis-{port}.log")
-    return f"redis://127.0.0.1:{port}/0", server
+    if not tls:
+        server = Server("redis-server", redis_command(port, *extra),
+                        lambda: answers(port, b"PING\r\n", (b"+PONG", b"-NOAUTH")),
+                        log_dir / f"redis-{port}.log")
+        return f"redis://127.0.0.1:{port}/0", server
+    cert, key = self_signed(Path(tempfile.mkdtemp(dir=log_dir)))
+    command = [*redis_command(0, *extra), "--tls-port", str(port), "--tls-cert-file", str(cert),
+               "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
+    server = Server("redis-server (TLS)", command, lambda: tls_answers(port), log_dir / f"redis-tls-{port}.log")
+    return f"rediss://127.0.0.1:{port}/0", server
 
 
 def start_memcached(log_dir: Path) -> tuple[str, Server]:
@@ -203,14 +236,14 @@ def fresh_moto_url(moto_url: str) -> str:
 
 @pytest.fixture
 def private_redis(server_logs: Path) -> Iterator[Callable[..., tuple[str, Server]]]:
-    """Start a redis-server of this test's own (``private_redis("--requirepass", "pw")``),
-    which the test may kill; every one started is stopped at the end of the test."""
+    """Start a redis-server of this test's own (``private_redis("--requirepass", "pw")``,
+    ``private_redis(tls=True)``), which the test may kill; all are stopped after the test."""
     if not shutil.which("redis-server"):
         unavailable("redis-server", "the binary is not installed")
     started: list[Server] = []
 
-    def start(*extra: str) -> tuple[str, Server]:
-        url, server = start_redis(server_logs, *extra)
+    def start(*extra: str, tls: bool = False) -> tuple[str, Server]:
+        url, server = start_redis(server_logs, *extra, tls=tls)
         started.append(server)
         return url, server
 
@@ -226,6 +259,28 @@ def table_arn(name: str) -> str:
     return f"arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/{name}"
 
 
+class Serialised:
+    """A client whose calls run one at a time.
+
+    moto's backend is not thread-safe (racing conditional writes can all succeed there),
+    while DynamoDB serialises writes to an item; the lock restores that for race tests.
+    """
+
+    def __init__(self, client: Any):
+        self._client = client
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr) or isinstance(attr, type):
+            return attr
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+        return locked
+
+
 @contextlib.contextmanager
 def in_process_dynamodb() -> Iterator[Any]:
     """A table in moto's in-process mock: a tenth of moto_server's cost per call."""
@@ -235,7 +290,7 @@ def in_process_dynamodb() -> Iterator[Any]:
     from sources.dynamodb import create_tables
 
     with moto.mock_aws():
-        client = boto3.client("dynamodb", region_name="us-east-1")
+        client = Serialised(boto3.client("dynamodb", region_name="us-east-1"))
         url = table_arn(f"fsm-{uuid.uuid4().hex[:8]}")
         create_tables(url, client=client)
         yield url, client

@@ -9,8 +9,9 @@ will actually see, not what the adapter believes it sent.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import boto3
 import pytest

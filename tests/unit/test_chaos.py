@@ -73,7 +73,7 @@ def test_other_attributes_and_methods_pass_through() -> None:
     assert bus.url == "memory://chaos" and bus.max_delay == target.max_delay
     assert bus.receive() == [] and bus.sent == 0    # not wrapped: never faults
     with pytest.raises(AttributeError):
-        bus.no_such_thing
+        _ = bus.no_such_thing
 
 
 def test_invalid_probability_is_rejected() -> None:

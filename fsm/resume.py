@@ -1,0 +1,34 @@
+"""``fsm resume ID``: continue an instance from its last Kinesis checkpoint.
+
+The record at the checkpoint is the message the instance last consumed, and it carries
+the context, so dispatching it again rebuilds a lost store record (the dispatcher takes a
+message whose record is missing as the truth) or, if the record is intact, is recognised
+as a duplicate that re-sends the outbox.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import UnknownInstance
+from .handler import App
+from .runtime import freshest_record, process
+
+
+def resume(application: App, cid: str) -> str:
+    wiring = application.wiring
+    found = freshest_record(wiring, cid)
+    checkpoint: Any = found[1].get("checkpoint") if found else None
+    if not checkpoint and wiring.dispatcher.checkpoints is not None:
+        checkpoint = wiring.dispatcher.checkpoints.get(cid)
+    if not checkpoint:
+        raise UnknownInstance(f"no checkpoint for instance {cid!r} (checkpoints are kept for messages read "
+                              "from Kinesis; settings `checkpoint:` keeps them apart from the store)")
+    from sources.pollers import read_at
+
+    arn = checkpoint["arn"]
+    body = read_at(arn, checkpoint["shard"], checkpoint["sequence"],
+                   endpoint_url=application.settings.endpoints.get(arn), aws=application.settings.aws or None)
+    outcome = process(wiring, body, {"arn": arn, "shard": checkpoint["shard"], "sequence": checkpoint["sequence"]})
+    wiring.metrics.flush()
+    return f"{outcome.result} ({outcome.status} in state {outcome.state})" if outcome else "dead-lettered"

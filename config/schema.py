@@ -1,7 +1,8 @@
 """Every key the YAML accepts, in one place: each later addition is one entry here.
 
-A key maps to (accepted types, description used in error messages). ``None`` as a
-default means the key is optional with no value.
+A key maps to (accepted types, description used in error messages). Keys not in
+``REQUIRED`` are optional; an optional key given with no value (``timeout:``) counts as
+absent, so the default applies.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ MACHINE = {
     "retry_max_delay": (NUMBER, "seconds; full-jitter backoff cap (default 60)"),
     "version": ((str, int), "the definition's version; messages for another version are rejected"),
 }
+MACHINE_DEFAULTS = {"max_retries": 5, "retry_base_delay": 1.0, "retry_max_delay": 60.0, "version": ""}
 STATE = {
     "name": (str, "the state's name"),
     "entry_action": ((str, dict), "action run when the state is entered"),
@@ -43,6 +45,7 @@ ACTION = {
     "params": (dict, "given to the action as self.params"),
 }
 REQUIRED = {
+    "import": ("import",),
     "machine": ("name", "states"),
     "state": ("name",),
     "transition": ("event", "target"),

@@ -110,7 +110,7 @@ def _decide(msg: Message, current: Record | None, now: int) -> Acquired | None:
     if msg.kind == "step":
         if current["status"] in FINISHED or (current["step"], current["retries"]) > msg.position:
             return Duplicate(current)
-    elif current["status"] in FINISHED:
+    elif current["status"] in FINISHED or msg.event_id in (current.get("event_ids") or ()):
         return Duplicate(current)
     elif msg.kind == "timer" and (current["step"] != msg.step or current["state"] != msg.state):
         return Duplicate(current)  # the state was left or re-entered since: stale timer

@@ -42,12 +42,17 @@ NETWORK_ERRORS: tuple[type[Exception], ...] = (
 
 
 def aws_config(aws: Mapping[str, Any] | None = None) -> Config:
-    """The botocore Config for ``aws`` (connect_timeout, read_timeout, max_attempts)."""
+    """The botocore Config for ``aws`` (connect_timeout, read_timeout, max_attempts).
+
+    ``max_attempts`` counts every call, the first included (botocore's own
+    ``max_attempts`` counts only the retries, so it is passed as ``total_max_attempts``):
+    ``max_attempts=1`` means no retry, which is what a failover test wants.
+    """
     settings = {**DEFAULT_AWS, **(aws or {})}
     return Config(
         connect_timeout=float(settings["connect_timeout"]),
         read_timeout=float(settings["read_timeout"]),
-        retries={"max_attempts": int(settings["max_attempts"]), "mode": "standard"},
+        retries={"total_max_attempts": int(settings["max_attempts"]), "mode": "standard"},
     )
 
 

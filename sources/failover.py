@@ -134,7 +134,11 @@ class FailoverBus:
             except PartialBatchError as exc:
                 failed = sorted({here[k] for k in exc.failed})
                 if not exc.recoverable:
-                    raise PartialBatchError(failed, recoverable=False, detail=str(exc)) from exc
+                    # Everything not delivered is reported, including entries this bus
+                    # could not hold and so never saw: none may go missing.
+                    sent_here = set(here) - set(failed)
+                    unsent = [n for n in pending if n not in sent_here]
+                    raise PartialBatchError(unsent, recoverable=False, detail=str(exc)) from exc
                 last = exc
                 if len(failed) == len(here):
                     self._failed_over(i, exc)

@@ -240,3 +240,15 @@ def test_breaker_counts_consecutive_failures_only(clock) -> None:
     assert breaker.state == "half-open" and breaker.allow()
     with pytest.raises(ValueError):
         CircuitBreaker(threshold=0)
+
+
+def test_batch_non_recoverable_still_reports_entries_the_bus_never_saw() -> None:
+    primary, stream = ScriptedBus("arn:sqs:p"), ScriptedBus("arn:kinesis:s", max_delay=0)
+    primary.failing = RecoverableError("down")
+
+    def reject(envelopes: Sequence[Envelope]) -> None:
+        raise PartialBatchError([0], recoverable=False, detail="too big")
+    stream.send_batch = reject  # type: ignore[method-assign]
+    with pytest.raises(PartialBatchError) as info:
+        FailoverBus([primary, stream]).send_batch([env(0, delay=60), env(1), env(2)])
+    assert info.value.failed == [0, 1] and not info.value.recoverable   # 2 was sent

@@ -1,5 +1,9 @@
 """YAML -> checked -> frozen machines. Every problem is collected and reported as
-``FILE:LINE: message``; nothing is checked later at run time."""
+``FILE:LINE: message``; nothing is checked later at run time.
+
+A value of the wrong type is reported once and then treated as absent, so one mistake
+does not crash the loader or set off a cascade of follow-on messages.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,10 @@ from fsm.errors import InvalidDefinition
 from fsm.model import Action, Machine, State, Transition
 
 from . import schema
-from .yamlsource import Located, load
+from .yamlsource import Located, LocatedList, load, plain
+
+ACTION_KEYS = ("entry_action", "do_action", "exit_action")
+_YAML_BOOLEANS = "; YAML reads unquoted yes, no, on, off, true and false as booleans: quote it"
 
 
 @dataclass
@@ -36,208 +43,311 @@ def load_file(path: str | Path) -> Definitions:
     """Load a config file (and its imports); raise one InvalidDefinition listing every problem."""
     loader = _Loader()
     loader.load(Path(path), stack=())
-    if loader.problems:
-        raise InvalidDefinition(loader.problems)
-    return loader.result
+    return loader.finish()
 
 
 def load_text(text: str, name: str = "<string>") -> Definitions:
     loader = _Loader()
     loader.load_text(text, Path(name), stack=())
-    if loader.problems:
-        raise InvalidDefinition(loader.problems)
-    return loader.result
+    return loader.finish()
+
+
+@dataclass
+class _StateSource:
+    """A built state with the YAML it came from, so graph checks can name lines."""
+
+    state: State
+    raw: Located
+    transitions: dict[str, Located]  # event -> the transition's mapping
+    doubtful: set[str]  # keys whose value was rejected; checks that rely on them are skipped
 
 
 class _Loader:
     def __init__(self) -> None:
-        self.problems: list[str] = []
         self.result = Definitions()
+        self._found: list[tuple[str, int, str]] = []
         self._machine_at: dict[str, str] = {}
-        self._target_lines: dict[tuple[str, str, str], int] = {}
+        self._loaded: set[Path] = set()
 
     def problem(self, where: Path, line: int, message: str) -> None:
-        self.problems.append(f"{where}:{line}: {message}")
+        self._found.append((str(where), line, message))
+
+    def finish(self) -> Definitions:
+        """Raise every problem, in file order then line order, or return the definitions."""
+        if not self._found:
+            return self.result
+        order = {name: index for index, name in reversed(list(enumerate(self.result.files)))}
+        found = sorted(self._found, key=lambda f: (order.get(f[0], len(order)), f[1]))
+        raise InvalidDefinition([f"{where}:{line}: {message}" for where, line, message in found])
 
     # -- files ------------------------------------------------------------------------
 
     def load(self, path: Path, stack: tuple[Path, ...], at: tuple[Path, int] | None = None) -> None:
         try:
             text = path.read_text(encoding="utf-8")
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             where, line = at or (path, 0)
-            self.problem(where, line, f"cannot read {str(path)!r}: {exc.strerror or exc}")
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.problem(where, line, f"cannot read {str(path)!r}: {reason}")
             return
         self.load_text(text, path, stack)
 
     def load_text(self, text: str, path: Path, stack: tuple[Path, ...]) -> None:
         self.result.files.append(str(path))
+        self._loaded.add(path.resolve())
+        doc = self.parse(path, text)
+        if doc is None:
+            return
+        self.check_keys(path, doc, schema.TOP_LEVEL, "top level")
+        if "settings" in doc:
+            self.load_settings(path, doc, imported=bool(stack))
+        machines = doc.get("machines")
+        if machines is None:
+            self.problem(path, doc.line_of("machines"), "missing `machines:` list")
+        elif isinstance(machines, LocatedList):
+            self.load_entries(path, machines, stack + (path.resolve(),))
+
+    def parse(self, path: Path, text: str) -> Located | None:
         try:
             doc = load(text)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark else 0
-            self.problem(path, line, f"YAML syntax error: {getattr(exc, 'problem', None) or exc}")
-            return
+            self.yaml_problem(path, text, exc)
+            return None
         if not isinstance(doc, Located):
-            self.problem(path, 1, "the file must be a mapping with a `machines:` list")
-            return
-        self.check_keys(path, doc, schema.TOP_LEVEL, "top level")
-        if "settings" in doc and not stack:
-            self.result.settings = dict(doc["settings"] or {})
-        machines = doc.get("machines")
-        if machines is None:
-            self.problem(path, doc.line, "missing `machines:` list")
-            return
-        for item in machines if isinstance(machines, list) else ():
+            found = "it is empty" if doc is None else f"got {_short(doc)}"
+            self.problem(path, getattr(doc, "line", 1), f"the file must be a mapping with a `machines:` list; {found}")
+        return doc if isinstance(doc, Located) else None
+
+    def yaml_problem(self, path: Path, text: str, exc: yaml.YAMLError) -> None:
+        kind = "YAML error" if isinstance(exc, yaml.constructor.ConstructorError) else "YAML syntax error"
+        reason = getattr(exc, "problem", None) or str(exc)
+        mark, context = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark else 1
+        if context and context.line + 1 != line and kind == "YAML syntax error":
+            reason += f" ({exc.context} that began at line {context.line + 1})"  # type: ignore[attr-defined]
+            if line > len(text.splitlines()):  # the end of the file is no place to look
+                line = context.line + 1
+        self.problem(path, line, f"{kind}: {reason}")
+
+    def load_settings(self, path: Path, doc: Located, imported: bool) -> None:
+        if imported:
+            self.problem(path, doc.line_of("settings"), "`settings:` is only read from the top file, "
+                         "not from an imported one; move it there")
+        elif isinstance(doc["settings"], dict):
+            self.result.settings = plain(doc["settings"])
+
+    def load_entries(self, path: Path, entries: LocatedList, stack: tuple[Path, ...]) -> None:
+        for index, item in enumerate(entries):
             if isinstance(item, Located) and "import" in item:
-                self.check_keys(path, item, schema.IMPORT, "import")
-                self.load_import(path, item, stack + (path.resolve(),))
+                if not self.check_keys(path, item, schema.IMPORT, "import", "import"):
+                    self.load_import(path, item, stack)
             elif isinstance(item, Located):
                 self.load_machine(path, item)
             else:
-                self.problem(path, getattr(machines, "line", 0), "each entry of `machines:` must be a mapping")
+                self.problem(path, entries.line_at(index), "each entry of `machines:` must be a machine "
+                             f"or `- import: file.yaml`, got {_short(item)}")
 
     def load_import(self, path: Path, item: Located, stack: tuple[Path, ...]) -> None:
-        name = item["import"]
-        line = item.line_of("import")
-        if not isinstance(name, str):
-            self.problem(path, line, "`import:` must be a file name")
+        """Resolve beside the importing file, then (as aws-lambda-fsm did) in the current directory."""
+        name, line = item["import"], item.line_of("import")
+        beside = path.parent / name
+        target = Path(name) if not beside.exists() and Path(name).exists() else beside
+        if not target.exists():
+            self.problem(path, line, f"import {name!r}: file not found (looked for {str(beside)!r} "
+                         f"and {str(Path.cwd() / name)!r})")
             return
-        target = path.parent / name
-        if not target.exists() and Path(name).exists():
-            target = Path(name)  # where aws-lambda-fsm looked: the current directory
-        if target.resolve() in stack:
-            chain = " -> ".join(str(p) for p in stack + (target.resolve(),))
-            self.problem(path, line, f"import cycle: {chain}")
-            return
-        self.load(target, stack, at=(path, line))
+        resolved = target.resolve()
+        if resolved in stack:
+            chain = " -> ".join(str(p) for p in (*stack[stack.index(resolved):], resolved))
+            self.problem(path, line, f"import {name!r} makes a cycle: {chain}")
+        elif resolved not in self._loaded:  # a file imported twice (a diamond) is loaded once
+            self.load(target, stack, at=(path, line))
 
-    # -- machines ---------------------------------------------------------------------
+    # -- machines and states ----------------------------------------------------------
 
     def load_machine(self, path: Path, raw: Located) -> None:
         name = raw.get("name")
-        label = f"machine {name!r}"
-        self.check_keys(path, raw, schema.MACHINE, label, "machine")
-        if not isinstance(name, str):
+        named = isinstance(name, str) and bool(name)
+        label = f"machine {name!r}" if named else "unnamed machine"
+        doubtful = self.check_keys(path, raw, schema.MACHINE, label, "machine")
+        registered = named and self.register(path, raw, name)
+        options = self.machine_options(path, raw, label)
+        sources, complete = self.load_states(path, raw, label)
+        if "states" in doubtful:
             return
+        initial = self.check_graph(path, raw, label, sources, complete)
+        if registered and initial is not None:
+            self.result.machines[name] = Machine(
+                name=name, states={n: s.state for n, s in sources.items()}, initial=initial,
+                source=f"{path}:{raw.line}", **options)
+
+    def register(self, path: Path, raw: Located, name: str) -> bool:
         if name in self._machine_at:
             self.problem(path, raw.line_of("name"), f"duplicate machine name {name!r} "
                          f"(first defined at {self._machine_at[name]})")
-            return
+            return False
         self._machine_at[name] = f"{path}:{raw.line}"
-        states: dict[str, State] = {}
-        state_lines: dict[str, int] = {}
-        for item in raw.get("states") or []:
-            if not isinstance(item, Located):
-                self.problem(path, raw.line_of("states"), f"{label}: each state must be a mapping")
-                continue
-            state = self.load_state(path, item, label)
-            if state is None:
-                continue
-            if state.name in states:
-                self.problem(path, item.line_of("name"), f"{label}: duplicate state name {state.name!r}")
-                continue
-            states[state.name] = state
-            state_lines[state.name] = item.line
-        retries = raw.get("max_retries", 5)
-        if isinstance(retries, int) and retries < 0:
-            self.problem(path, raw.line_of("max_retries"), f"{label}: max_retries must be 0 or more")
-        for key in ("retry_base_delay", "retry_max_delay"):
-            if isinstance(raw.get(key), schema.NUMBER) and raw[key] < 0:
-                self.problem(path, raw.line_of(key), f"{label}: {key} must be 0 or more")
-        initial = self.check_graph(path, raw, label, states, state_lines)
-        if initial is None:
-            return
-        self.result.machines[name] = Machine(
-            name=name, states=states, initial=initial, max_retries=retries,
-            retry_base_delay=float(raw.get("retry_base_delay", 1.0)),
-            retry_max_delay=float(raw.get("retry_max_delay", 60.0)),
-            version=str(raw.get("version", "")), source=f"{path}:{raw.line}")
+        return True
 
-    def load_state(self, path: Path, raw: Located, machine: str) -> State | None:
+    def machine_options(self, path: Path, raw: Located, label: str) -> dict[str, Any]:
+        options = {key: schema.value_or(raw, key, schema.MACHINE, default)
+                   for key, default in schema.MACHINE_DEFAULTS.items()}
+        for key in ("max_retries", "retry_base_delay", "retry_max_delay"):
+            if options[key] < 0:
+                self.problem(path, raw.line_of(key), f"{label}: {key!r} must be 0 or more, got {options[key]!r}")
+                options[key] = schema.MACHINE_DEFAULTS[key]
+        return {**options, "retry_base_delay": float(options["retry_base_delay"]),
+                "retry_max_delay": float(options["retry_max_delay"]), "version": str(options["version"])}
+
+    def load_states(self, path: Path, raw: Located, label: str) -> tuple[dict[str, _StateSource], bool]:
+        """The machine's states by name, and whether every state and transition could be built."""
+        sources: dict[str, _StateSource] = {}
+        items = raw.get("states")
+        if not isinstance(items, LocatedList):
+            return sources, False
+        complete = True
+        for index, item in enumerate(items):
+            source = self.load_state(path, item, label) if isinstance(item, Located) else None
+            if source is None:
+                if not isinstance(item, Located):
+                    self.problem(path, items.line_at(index), f"{label}: each state must be a mapping, "
+                                 f"got {_short(item)}")
+                complete = False
+            elif source.state.name in sources:
+                first = sources[source.state.name].raw.line_of("name")
+                self.problem(path, item.line_of("name"), f"{label}: duplicate state name "
+                             f"{source.state.name!r} (first at line {first})")
+            else:
+                sources[source.state.name] = source
+                complete = complete and "transitions" not in source.doubtful
+        return sources, complete
+
+    def load_state(self, path: Path, raw: Located, machine: str) -> _StateSource | None:
         name = raw.get("name")
-        label = f"{machine}, state {name!r}"
-        self.check_keys(path, raw, schema.STATE, label, "state")
-        if not isinstance(name, str):
+        named = isinstance(name, str) and bool(name)
+        label = f"{machine}, state {name!r}" if named else f"{machine}, unnamed state"
+        doubtful = self.check_keys(path, raw, schema.STATE, label, "state")
+        actions = {key: self.load_action(path, raw, key, label) for key in ACTION_KEYS}
+        transitions, complete = self.load_transitions(path, raw, label)
+        if not complete:
+            doubtful.add("transitions")
+        timeout = schema.value_or(raw, "timeout", schema.STATE, None)
+        if timeout is not None and timeout <= 0:
+            self.problem(path, raw.line_of("timeout"), f"{label}: 'timeout' must be more than 0 seconds, "
+                         f"got {timeout!r}")
+            timeout = None
+        if not named:
             return None
-        actions = {key: self.load_action(path, raw, key, label)
-                   for key in ("entry_action", "do_action", "exit_action")}
-        transitions: dict[str, Transition] = {}
-        for item in raw.get("transitions") or []:
+        state = State(name=name, initial=schema.value_or(raw, "initial", schema.STATE, False),
+                      final=schema.value_or(raw, "final", schema.STATE, False),
+                      transitions={event: t for event, (t, _) in transitions.items()}, timeout=timeout,
+                      timeout_event=schema.value_or(raw, "timeout_event", schema.STATE, "timeout"), **actions)
+        return _StateSource(state, raw, {event: r for event, (_, r) in transitions.items()}, doubtful)
+
+    def load_transitions(self, path: Path, raw: Located,
+                         label: str) -> tuple[dict[str, tuple[Transition, Located]], bool]:
+        """Transitions by event, and whether every one could be built."""
+        built: dict[str, tuple[Transition, Located]] = {}
+        items = raw.get("transitions")
+        if not isinstance(items, LocatedList):
+            return built, items is None
+        complete = True
+        for index, item in enumerate(items):
             if not isinstance(item, Located):
-                self.problem(path, raw.line_of("transitions"), f"{label}: each transition must be a mapping")
+                self.problem(path, items.line_at(index), f"{label}: each transition must be a mapping "
+                             f"with `event:` and `target:`, got {_short(item)}")
+                complete = False
                 continue
             event = item.get("event")
-            tlabel = f"{label}, transition on {event!r}"
-            if not self.check_keys(path, item, schema.TRANSITION, tlabel, "transition"):
-                continue
-            if event in transitions:
-                self.problem(path, item.line_of("event"), f"{label}: two transitions on event {event!r}")
-                continue
-            transitions[event] = Transition(event=event, target=item["target"],
-                                            action=self.load_action(path, item, "action", tlabel),
-                                            local=bool(item.get("local", False)))
-            self._target_lines[(machine, name, event)] = item.line_of("target")
-        if raw.get("timeout") is not None and raw["timeout"] <= 0:
-            self.problem(path, raw.line_of("timeout"), f"{label}: timeout must be more than 0 seconds")
-        return State(name=name, initial=bool(raw.get("initial", False)), final=bool(raw.get("final", False)),
-                     transitions=transitions, timeout=raw.get("timeout"),
-                     timeout_event=raw.get("timeout_event", "timeout"), **actions)
+            where = f"{label}, transition on {event!r}" if isinstance(event, str) else f"{label}, transition"
+            doubtful = self.check_keys(path, item, schema.TRANSITION, where, "transition")
+            action = self.load_action(path, item, "action", where)
+            if doubtful & {"event", "target"}:
+                complete = False
+            elif event in built:
+                self.problem(path, item.line_of("event"), f"{label}: two transitions on event {event!r} "
+                             f"(the first at line {built[event][1].line_of('event')})")
+            else:
+                local = schema.value_or(item, "local", schema.TRANSITION, False)
+                built[event] = (Transition(event, item["target"], action, local), item)
+        return built, complete
 
-    def check_graph(self, path: Path, raw: Located, label: str, states: dict[str, State],
-                    lines: dict[str, int]) -> str | None:
-        before = len(self.problems)
-        initials = [s.name for s in states.values() if s.initial]
-        if not initials:
-            self.problem(path, raw.line, f"{label}: no initial state (mark one with `initial: true`)")
-        elif len(initials) > 1:
-            self.problem(path, lines[initials[1]], f"{label}: several initial states: {', '.join(initials)}")
-        for state in states.values():
-            if state.final and state.transitions:
-                self.problem(path, lines[state.name], f"{label}: final state {state.name!r} has transitions")
-            if not state.final and not state.transitions:
-                self.problem(path, lines[state.name], f"{label}: state {state.name!r} is not final and has "
-                             "no transitions, so an instance there could never leave")
-            if state.timeout and state.timeout_event not in state.transitions:
-                self.problem(path, lines[state.name], f"{label}: state {state.name!r} has a timeout but no "
-                             f"transition on its timeout event {state.timeout_event!r}")
-            for event, transition in state.transitions.items():
-                if transition.target not in states:
-                    line = self._target_lines.get((label, state.name, event), lines[state.name])
-                    self.problem(path, line, f"{label}, state {state.name!r}: transition on {event!r} goes to "
-                                 f"unknown state {transition.target!r}{_suggest(transition.target, states)}")
-        if len(initials) == 1:
-            seen, todo = {initials[0]}, deque([initials[0]])
-            while todo:
-                for transition in states[todo.popleft()].transitions.values():
-                    if transition.target in states and transition.target not in seen:
-                        seen.add(transition.target)
-                        todo.append(transition.target)
-            for name in states:
-                if name not in seen:
-                    self.problem(path, lines[name], f"{label}: state {name!r} is unreachable from the "
-                                 f"initial state {initials[0]!r}")
-        return initials[0] if len(self.problems) == before and initials else None
+    # -- the graph --------------------------------------------------------------------
 
-    # -- actions and keys ---------------------------------------------------------------
+    def check_graph(self, path: Path, raw: Located, label: str, sources: dict[str, _StateSource],
+                    complete: bool) -> str | None:
+        """Return the initial state's name, after reporting every structural problem."""
+        initial = self.check_initial(path, raw, label, sources)
+        for source in sources.values():
+            self.check_state(path, f"{label}, state {source.state.name!r}", source, sources)
+        if initial is not None and complete:
+            self.check_reachable(path, label, initial, sources)
+        return initial
+
+    def check_initial(self, path: Path, raw: Located, label: str,
+                      sources: dict[str, _StateSource]) -> str | None:
+        initials = [name for name, source in sources.items() if source.state.initial]
+        if len(initials) > 1:
+            second = sources[initials[1]].raw
+            self.problem(path, second.line_of("initial"), f"{label}: several initial states "
+                         f"({', '.join(map(repr, initials))}); mark exactly one with `initial: true`")
+        elif not initials and not any("initial" in s.doubtful for s in sources.values()):
+            self.problem(path, raw.line_of("states"), f"{label}: no initial state; mark one with `initial: true`")
+        return initials[0] if len(initials) == 1 else None
+
+    def check_state(self, path: Path, label: str, source: _StateSource,
+                    sources: dict[str, _StateSource]) -> None:
+        state, raw = source.state, source.raw
+        if state.final and isinstance(raw.get("transitions"), list) and raw["transitions"]:
+            self.problem(path, raw.line_of("transitions"), f"{label}: a final state cannot have transitions "
+                         "(entering it ends the instance)")
+        elif not state.final and not state.transitions and not source.doubtful & {"final", "transitions"}:
+            self.problem(path, raw.line_of("name"), f"{label}: not final and has no transitions, so an "
+                         "instance there could never leave; add a transition or `final: true`")
+        if state.timeout and state.timeout_event not in state.transitions:
+            self.problem(path, raw.line_of("timeout"), f"{label}: has a timeout but no transition on its "
+                         f"timeout event {state.timeout_event!r}")
+        for event, transition in state.transitions.items():
+            if transition.target not in sources:
+                self.problem(path, source.transitions[event].line_of("target"),
+                             f"{label}, transition on {event!r}: unknown target state {transition.target!r}"
+                             f"{_suggest(transition.target, sources)}; states: {', '.join(sources)}")
+
+    def check_reachable(self, path: Path, label: str, initial: str, sources: dict[str, _StateSource]) -> None:
+        seen, todo = {initial}, deque([initial])
+        while todo:
+            for transition in sources[todo.popleft()].state.transitions.values():
+                if transition.target in sources and transition.target not in seen:
+                    seen.add(transition.target)
+                    todo.append(transition.target)
+        for name, source in sources.items():
+            if name not in seen:
+                self.problem(path, source.raw.line_of("name"), f"{label}, state {name!r}: unreachable "
+                             f"from the initial state {initial!r}")
+
+    # -- actions and keys -------------------------------------------------------------
 
     def load_action(self, path: Path, raw: Located, key: str, label: str) -> Action | None:
-        spec = raw.get(key)
-        if spec is None:
-            return None
-        line = raw.line_of(key)
-        params: dict[str, Any] = {}
+        """``key: dotted.Class`` or ``key: {class: dotted.Class, params: {...}}``."""
+        spec, where, line, params = raw.get(key), f"{label}, {key}", raw.line_of(key), {}
         if isinstance(spec, Located):
-            if not self.check_keys(path, spec, schema.ACTION, f"{label}, {key}", "action"):
+            if self.check_keys(path, spec, schema.ACTION, where, "action") & {"class", "params"}:
                 return None
-            spec, params = spec["class"], dict(spec.get("params") or {})
-        cls = self.import_action(path, line, spec, f"{label}, {key}")
-        return cls(name=spec, params=params) if cls else None
+            spec, line, params = spec["class"], spec.line_of("class"), plain(spec.get("params") or {})
+        if not isinstance(spec, str):  # absent, or a wrong type check_keys has reported
+            return None
+        cls = self.import_action(path, line, spec, where)
+        if cls is None:
+            return None
+        try:
+            return cls(name=spec, params=params)
+        except Exception as exc:  # noqa: BLE001 - a user's constructor may raise anything
+            self.problem(path, line, f"{where}: cannot create {spec!r}: {type(exc).__name__}: {exc}")
+            return None
 
     def import_action(self, path: Path, line: int, dotted: str, label: str) -> type[Action] | None:
         module_name, _, class_name = dotted.rpartition(".")
-        if not module_name:
+        if not module_name or not class_name:
             self.problem(path, line, f"{label}: {dotted!r} is not a dotted path like `module.ClassName`")
             return None
         try:
@@ -247,30 +357,38 @@ class _Loader:
             return None
         cls = getattr(module, class_name, None)
         if cls is None:
-            self.problem(path, line, f"{label}: module {module_name!r} has no {class_name!r}")
-            return None
-        if not (isinstance(cls, type) and issubclass(cls, Action)):
-            self.problem(path, line, f"{label}: {dotted!r} is not a subclass of fsm.Action")
-            return None
-        return cls
+            public = [n for n in dir(module) if not n.startswith("_")]
+            self.problem(path, line, f"{label}: cannot import {dotted!r}: module {module_name!r} has no "
+                         f"{class_name!r}{_suggest(class_name, public)}")
+        elif not (isinstance(cls, type) and issubclass(cls, Action)):
+            kind = "a class" if isinstance(cls, type) else f"a {type(cls).__name__}"
+            self.problem(path, line, f"{label}: {dotted!r} is not a subclass of fsm.Action (it is {kind})")
+        elif cls.execute is Action.execute:
+            self.problem(path, line, f"{label}: {dotted!r} does not implement execute(context, obj)")
+        else:
+            return cls
+        return None
 
     def check_keys(self, path: Path, raw: Located, allowed: dict[str, tuple[Any, str]], label: str,
-                   required_for: str | None = None) -> bool:
-        ok = True
+                   required_for: str | None = None) -> set[str]:
+        """Report unknown keys, wrong types and missing required keys; return the keys whose
+        value cannot be used (wrong type or missing)."""
+        doubtful: set[str] = set()
         for key, value in raw.items():
             if key not in allowed:
-                self.problem(path, raw.line_of(str(key)), f"{label}: unknown key {key!r}"
+                self.problem(path, raw.line_of(key), f"{label}: unknown key {key!r}"
                              f"{_suggest(str(key), allowed)}; allowed: {', '.join(allowed)}")
-                ok = False
-            elif value is not None and not _is_a(value, allowed[key][0]):
-                self.problem(path, raw.line_of(key), f"{label}: {key!r} must be {_type_name(allowed[key][0])} "
-                             f"({allowed[key][1]}), got {value!r}")
-                ok = False
+            elif value is not None and not schema.accepts(value, allowed[key][0]):
+                self.problem(path, raw.line_of(key), f"{label}: {key!r} must be "
+                             f"{schema.describe_type(allowed[key][0])}, got {_short(value)} ({allowed[key][1]})"
+                             + (_YAML_BOOLEANS if isinstance(value, bool) else ""))
+                doubtful.add(key)
         for key in schema.REQUIRED.get(required_for or "", ()):
-            if key not in raw:
-                self.problem(path, raw.line, f"{label}: missing required key {key!r}")
-                ok = False
-        return ok
+            if key not in doubtful and raw.get(key) in (None, ""):
+                self.problem(path, raw.line_of(key), f"{label}: missing required key {key!r} "
+                             f"({allowed[key][1]})")
+                doubtful.add(key)
+        return doubtful
 
 
 def _suggest(word: str, choices: Any) -> str:
@@ -278,15 +396,7 @@ def _suggest(word: str, choices: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _is_a(value: Any, types: Any) -> bool:
-    types = types if isinstance(types, tuple) else (types,)
-    if isinstance(value, bool):  # YAML `true` is an int to Python; only bool keys take it
-        return bool in types
-    return isinstance(value, types)
-
-
-def _type_name(types: Any) -> str:
-    types = types if isinstance(types, tuple) else (types,)
-    names = {int: "an integer", float: "a number", str: "a string", dict: "a mapping", list: "a list",
-             bool: "true or false"}
-    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+def _short(value: Any, limit: int = 60) -> str:
+    """A value for a message: its repr, cut short (a whole mapping would drown the message)."""
+    text = repr(plain(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -7,19 +7,21 @@ absent, so the default applies.
 
 from __future__ import annotations
 
+from typing import Any
+
 NUMBER = (int, float)
 
 TOP_LEVEL = {
-    "machines": (list, "the list of machines (or `- import: file.yaml` entries)"),
+    "machines": (list, "the list of machines and `- import: file.yaml` entries"),
     "settings": (dict, "backend roles and options, see the settings reference"),
 }
 IMPORT = {"import": (str, "a YAML file whose machines are added here")}
 MACHINE = {
     "name": (str, "the machine's name"),
     "states": (list, "the machine's states"),
-    "max_retries": (int, "retries of a failing transition before the instance fails (default 5)"),
-    "retry_base_delay": (NUMBER, "seconds; full-jitter backoff base (default 1)"),
-    "retry_max_delay": (NUMBER, "seconds; full-jitter backoff cap (default 60)"),
+    "max_retries": (int, "retries of a failing transition before the instance fails; default 5, 0 for none"),
+    "retry_base_delay": (NUMBER, "seconds; full-jitter backoff base; default 1"),
+    "retry_max_delay": (NUMBER, "seconds; full-jitter backoff cap; default 60"),
     "version": ((str, int), "the definition's version; messages for another version are rejected"),
 }
 MACHINE_DEFAULTS = {"max_retries": 5, "retry_base_delay": 1.0, "retry_max_delay": 60.0, "version": ""}
@@ -28,11 +30,11 @@ STATE = {
     "entry_action": ((str, dict), "action run when the state is entered"),
     "do_action": ((str, dict), "action run after entry; returns the next event"),
     "exit_action": ((str, dict), "action run when the state is left"),
-    "initial": (bool, "the state a new instance starts in (exactly one)"),
+    "initial": (bool, "the state a new instance starts in; exactly one per machine"),
     "final": (bool, "entering it ends the instance"),
     "transitions": (list, "the events this state accepts"),
     "timeout": (NUMBER, "seconds after entering the state at which `timeout_event` fires"),
-    "timeout_event": (str, "the event a timeout sends (default `timeout`)"),
+    "timeout_event": (str, "the event a timeout sends; default `timeout`"),
 }
 TRANSITION = {
     "event": (str, "the event that triggers it"),
@@ -51,3 +53,26 @@ REQUIRED = {
     "transition": ("event", "target"),
     "action": ("class",),
 }
+
+
+def accepts(value: Any, types: type | tuple[type, ...]) -> bool:
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool):  # YAML `true` is an int to Python; only bool keys take it
+        return bool in types
+    return isinstance(value, types)
+
+
+def describe_type(types: type | tuple[type, ...]) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    if float in types:  # "a number" covers integers too
+        types = tuple(t for t in types if t is not int)
+    names = {int: "an integer", float: "a number", str: "a string", dict: "a mapping", list: "a list",
+             bool: "true or false"}
+    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+
+
+def value_or(raw: dict[str, Any], key: str, allowed: dict[str, tuple[Any, str]], default: Any) -> Any:
+    """The key's value, or ``default`` when it is absent or of a type the schema rejects
+    (the loader has reported that already)."""
+    value = raw.get(key)
+    return value if value is not None and accepts(value, allowed[key][0]) else default

@@ -41,9 +41,11 @@ class OpenOrder(Action):
         menu = _menu(self)
         context.setdefault("customer", "guest")
         context["order_id"] = _stable_id("ord_", context.correlation_id)
-        context["pizzas"] = [p for p in context.get("pizzas", []) if p in menu]
+        wanted = list(context.get("pizzas", []))
+        context["pizzas"] = [p for p in wanted if p in menu]
         context["total_cents"] = sum(menu[p] for p in context["pizzas"])
-        context["problems"] = []
+        context["problems"] = [f"no pizza {p!r} on the menu ({', '.join(sorted(menu))})"
+                               for p in wanted if p not in menu]
         return "opened"
 
 

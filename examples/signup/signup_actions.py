@@ -27,7 +27,8 @@ EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
 def _token(secret: str, correlation_id: str, links_sent: int) -> str:
-    return hmac.new(secret.encode(), f"{correlation_id}:{links_sent}".encode(), hashlib.sha256).hexdigest()[:32]
+    message = f"{correlation_id}:{links_sent}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:32]
 
 
 def _sha256(text: str) -> str:

@@ -25,14 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return BAD_INPUT
-    from .errors import FsmError, InstanceError, InvalidDefinition, MalformedMessage, ShadowedModule
+    from .errors import (FsmError, InstanceError, InvalidDefinition, MalformedMessage, ShadowedModule,
+                         UnknownMachine)
     from .logs import configure
 
     configure(os.environ.get("FSM_LOG_LEVEL", "ERROR"))
     try:
         check_packages()
         return args.func(args)
-    except (InvalidDefinition, ShadowedModule, MalformedMessage, UsageError) as exc:
+    except (InvalidDefinition, ShadowedModule, MalformedMessage, UnknownMachine, UsageError) as exc:
         print(f"fsm {args.command}: {exc}" if not isinstance(exc, InvalidDefinition) else str(exc),
               file=sys.stderr)
         return BAD_INPUT
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         return FAILED
     except KeyboardInterrupt:
         return FAILED
+    except BrokenPipeError:  # `fsm status ID | head -3`
+        sys.stderr.close()
+        return OK
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -77,6 +81,7 @@ def _definitions(args: argparse.Namespace):
     for folder in (str(Path(path).resolve().parent), os.getcwd()):
         if folder not in sys.path:
             sys.path.insert(0, folder)
+    check_packages()  # again: the folders just added may hold a config.py or actions.py
     return load_file(path)
 
 
@@ -104,7 +109,10 @@ def _print_outcome(outcome) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from config.settings import load_settings
+
     definitions = _definitions(args)
+    load_settings(definitions.settings, environ={})  # the file's own `settings:` must be valid too
     for machine in definitions.machines.values():
         finals = sum(1 for s in machine.states.values() if s.final)
         print(f"{machine.name}: {len(machine.states)} states, initial {machine.initial!r}, "
@@ -131,9 +139,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status))
     else:
-        print(f"{cid}: {status['status']} in state {status['state']} after {status['steps']} steps"
-              + (f" ({status['last_error']})" if status["last_error"] else ""))
+        print(_summary(status))
     return FAILED if status["status"] == "failed" else OK
+
+
+def _summary(status: dict[str, Any]) -> str:
+    where = f"in state {status['state']}" if status["state"] else "before its first state"
+    error = f" ({status['last_error']})" if status["last_error"] else ""
+    return f"{status['correlation_id']}: {status['status']} {where} after {status['steps']} steps{error}"
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -145,12 +158,16 @@ def cmd_start(args: argparse.Namespace) -> int:
 def cmd_send(args: argparse.Namespace) -> int:
     client = _client(args)
     client.send_event(args.id, args.event, _json_arg(args.data, "--data"), args.event_id)
-    if client.runtime is not None:
-        status = client.status(args.id)
-        print(f"{args.id}: {status['status']} in state {status['state']} after {status['steps']} steps")
-        if status["status"] == "failed":
-            return FAILED
-    return OK
+    return _settled(client, args.id)
+
+
+def _settled(client: Any, cid: str) -> int:
+    """On the embedded runtime the instance has run: say where it is, fail if it failed."""
+    if client.runtime is None:
+        return OK
+    status = client.status(cid)
+    print(_summary(status))
+    return FAILED if status["status"] == "failed" else OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -169,7 +186,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(json.dumps(entries))
         return OK
     for e in entries:
-        note = f"  rejected: {e['error']}" if e.get("rejected") else f"  error: {e['error']}" if e.get("error") else ""
+        note = (f"  rejected: {e['error']}" if e.get("rejected") else f"  error: {e['error']}" if e.get("error")
+                else f"  cancelled: {e['cancelled']}" if e.get("cancelled") else "")
         print(f"{e['step']:>5}  {e['time']}  {e['from'] or '(start)'} --{e['event'] or '-'}--> "
               f"{e['to'] or '-'}  {e['duration'] * 1000:.2f}ms retries={e['retries']}{note}")
     return OK
@@ -181,8 +199,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    _client(args).retry(args.id)
-    return OK
+    client = _client(args)
+    client.retry(args.id)
+    return _settled(client, args.id)
 
 
 def _app(args: argparse.Namespace):

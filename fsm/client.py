@@ -19,7 +19,7 @@ from config.loader import Definitions, load_file
 from config.settings import Settings, load_settings
 
 from .dispatcher import Outcome
-from .errors import EventRejected, InstanceError, UnknownInstance
+from .errors import EventRejected, InstanceError, UnknownInstance, UnknownMachine
 from .lease import FINISHED
 from .message import Message, check_correlation_id, new_event_id
 from .model import check_json
@@ -55,7 +55,7 @@ class Client:
               correlation_id: str | None = None) -> str:
         """Start an instance; a given ``correlation_id`` makes it idempotent."""
         if machine not in self.machines:
-            raise InstanceError(f"unknown machine {machine!r}; known: {', '.join(sorted(self.machines))}")
+            raise UnknownMachine(f"unknown machine {machine!r}; known: {', '.join(sorted(self.machines)) or 'none'}")
         cid = check_correlation_id(correlation_id) if correlation_id else uuid.uuid4().hex
         context = dict(context or {})
         check_json(context)
@@ -69,7 +69,7 @@ class Client:
         index, record = self._record(correlation_id)
         if record["status"] in FINISHED:
             raise InstanceError(f"instance {correlation_id!r} is {record['status']}; it takes no events")
-        state = self.machines[record["machine"]].states.get(record["state"] or "")
+        state = self._machine_of(record).states.get(record["state"] or "")
         if state is None or event not in state.transitions:
             accepted = ", ".join(sorted(state.transitions)) if state else "none yet"
             raise EventRejected(f"instance {correlation_id!r} is in state {record['state']!r}, which does "
@@ -85,6 +85,7 @@ class Client:
 
     def cancel(self, correlation_id: str, reason: str = "cancelled") -> None:
         index, record = self._record(correlation_id)
+        self._machine_of(record)
         if record["status"] in FINISHED:
             raise InstanceError(f"instance {correlation_id!r} is already {record['status']}")
         self._send(Message(machine=record["machine"], correlation_id=correlation_id, kind="cancel",
@@ -94,6 +95,7 @@ class Client:
     def retry(self, correlation_id: str) -> None:
         """Resume a failed instance from the message it failed on."""
         index, record = self._record(correlation_id)
+        self._machine_of(record)
         kept = record.get("failed_message")
         if record["status"] != "failed" or not kept:
             raise InstanceError(f"instance {correlation_id!r} is {record['status']}; only a failed "
@@ -119,8 +121,17 @@ class Client:
 
     # -- plumbing ---------------------------------------------------------------------
 
+    def _machine_of(self, record: dict[str, Any]) -> Any:
+        machine = self.machines.get(record["machine"])
+        if machine is None:
+            raise UnknownMachine(f"instance {record['id']!r} runs machine {record['machine']!r}, which the "
+                                 f"loaded config does not define (it has: {', '.join(sorted(self.machines))})")
+        return machine
+
     def _record(self, cid: str) -> tuple[int, dict[str, Any]]:
         check_correlation_id(cid)
+        if self.runtime is not None:
+            self.runtime.catch_up()  # fire overdue timers first: they happened before this call
         found = freshest_record(self.wiring, cid)
         if found is None:
             raise UnknownInstance(f"no instance {cid!r} in {', '.join(s.url for s in self.wiring.stores)}")

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import LocalHopLimit, UnknownEvent
+from .errors import LocalHopLimit, TransitionError, UnknownEvent
 from .model import Action, Context, Machine, State
 
 
@@ -90,5 +90,5 @@ def _call(action: Action | None, context: Context, obj: dict[str, Any]) -> str |
         return None
     result = action.execute(context, obj)
     if result is not None and not isinstance(result, str):
-        raise TypeError(f"{action!r}.execute returned {result!r}; an event must be a string or None")
+        raise TransitionError(f"{action!r}.execute returned {result!r}; an event must be a string or None")
     return result

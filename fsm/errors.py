@@ -58,6 +58,10 @@ class MalformedMessage(FsmError):
     """A message that can never be processed: it is dead-lettered, never retried."""
 
 
+class UnknownMachine(FsmError):
+    """A machine name the loaded definitions do not have (bad input, not a runtime failure)."""
+
+
 class InstanceError(FsmError):
     """A request about one instance that cannot be honoured (unknown id, finished, ...)."""
 

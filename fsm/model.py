@@ -128,11 +128,16 @@ class Context(dict):
 
 
 def check_json(data: Mapping[str, Any]) -> None:
+    """Refuse, naming the key, anything JSON would reject or silently change (a non-string
+    key becomes a string; NaN is not JSON)."""
+    from .errors import ContextNotSerialisable
+
+    for key in data:
+        if not isinstance(key, str):
+            raise ContextNotSerialisable(repr(key), key)
     try:
         json.dumps(data, allow_nan=False)
     except (TypeError, ValueError):
-        from .errors import ContextNotSerialisable
-
         for key, value in data.items():
             try:
                 json.dumps(value, allow_nan=False)

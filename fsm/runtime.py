@@ -77,13 +77,17 @@ class LocalRuntime:
                 if outcome is not None:
                     self.on_outcome(outcome)
 
+    def catch_up(self) -> None:
+        """Release the timers that are due and run what they start."""
+        release_due_timers(self.wiring, self.clock())
+        self.drain()
+
     def drive(self, cid: str, max_wait: float | None = None) -> dict | None:
         """Run until instance ``cid`` settles (waiting, done, failed, cancelled), sleeping
         through retry backoffs; returns its record."""
         deadline = None if max_wait is None else self.clock() + max_wait
         while True:
-            release_due_timers(self.wiring, self.clock())
-            self.drain()
+            self.catch_up()
             found = freshest_record(self.wiring, cid)
             record = found[1] if found else None
             if record is None or record["status"] in SETTLED:

@@ -8,7 +8,8 @@ worth trying on the secondary?", which the failover router reads from the error 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import boto3
 import botocore.exceptions as bx

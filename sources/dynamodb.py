@@ -36,8 +36,9 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
@@ -239,7 +240,7 @@ class DynamoStore:
             "TableName": self.table, "Key": self._key(cid, RECORD_SK), "UpdateExpression": update,
             "ConditionExpression": condition, "ExpressionAttributeNames": ex.names,
             "ExpressionAttributeValues": ex.values, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}]
-        entries = {**self._key(cid, "h#%012d" % (known + 1)), "entries": {"S": dumps(list(history))}}
+        entries = {**self._key(cid, f"h#{known + 1:012d}"), "entries": {"S": dumps(list(history))}}
         expires = fields.get("expires_at")
         if isinstance(expires, (int, float)) and expires > 0:
             entries[TTL] = _number(int(expires))

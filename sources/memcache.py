@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 from pymemcache.client.base import PooledClient
-from pymemcache.exceptions import (MemcacheError, MemcacheServerError, MemcacheUnexpectedCloseError,
-                                   MemcacheUnknownError)
+from pymemcache.exceptions import (
+    MemcacheError,
+    MemcacheServerError,
+    MemcacheUnexpectedCloseError,
+    MemcacheUnknownError,
+)
 
 from fsm.errors import BackendError, RecoverableError
 from fsm.ports import Record, Scalar, SwapResult
@@ -94,7 +99,7 @@ class MemcacheStore:
         entries: list[dict[str, Any]] = []
         for start in range(1, length + 1, self.page_size):
             keys = [self._key(cid, f"h{n}") for n in range(start, min(start + self.page_size, length + 1))]
-            found = self._call(lambda: self.client.get_many(keys))
+            found = self._call(lambda keys=keys: self.client.get_many(keys))
             entries += [json.loads(found[k]) for k in keys if k in found]
         return entries
 

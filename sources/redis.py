@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import redis
 import redis.exceptions as rx
@@ -169,7 +170,7 @@ class RedisStore:
     def history(self, cid: str) -> list[dict[str, Any]]:
         key, entries, start = self._keys(cid)[1], [], 0
         while True:   # in pages, so a long history is not one huge reply
-            page = call(self.where, lambda: self.client.lrange(key, start, start + self.page_size - 1))
+            page = call(self.where, lambda first=start: self.client.lrange(key, first, first + self.page_size - 1))
             entries += [json.loads(text(raw)) for raw in page]
             if len(page) < self.page_size:
                 return entries

@@ -22,8 +22,9 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -122,10 +123,9 @@ def tls_answers(port: int) -> bool:
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw:
-            with context.wrap_socket(raw) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw, context.wrap_socket(raw) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -281,6 +281,77 @@ class Serialised:
         return locked
 
 
+class _TransactionSnapshots:
+    """Makes moto's TransactWriteItems cost what the transaction touches.
+
+    moto (5.x) snapshots every table a transaction names with ``copy.deepcopy``, once per
+    item of the transaction, to roll back on failure: quadratic in the table's size, so a
+    long history made each swap slower than the last (1,500 swaps took a minute). This
+    stands in for ``copy`` inside ``moto.dynamodb.models``: a table snapshot copies the
+    containers and deep-copies only the items the transaction names, which is all a
+    rollback needs. Installed once, and only if moto's internals look as expected.
+    """
+
+    def __init__(self, table_type: type, key_type: type):
+        self.table_type, self.key_type = table_type, key_type
+        self.local = threading.local()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(__import__("copy"), name)
+
+    def deepcopy(self, value: Any, memo: Any = None) -> Any:
+        keys = getattr(self.local, "keys", None)
+        if keys is None or not isinstance(value, self.table_type):
+            return __import__("copy").deepcopy(value, memo)
+        clone = __import__("copy").copy(value)
+        clone.items = type(value.items)(dict)
+        for hash_key, stored in value.items.items():
+            clone.items[hash_key] = dict(stored) if value.has_range_key else stored
+        for table_name, hash_key, range_key in keys:
+            if table_name != value.name or hash_key not in clone.items:
+                continue
+            if not value.has_range_key:
+                clone.items[hash_key] = __import__("copy").deepcopy(clone.items[hash_key])
+            elif range_key in clone.items[hash_key]:
+                clone.items[hash_key][range_key] = __import__("copy").deepcopy(clone.items[hash_key][range_key])
+        return clone
+
+    def wrap(self, transact: Callable[..., Any]) -> Callable[..., Any]:
+        def transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) -> Any:
+            self.local.keys = list(self.touched(backend, transact_items))
+            try:
+                return transact(backend, transact_items)
+            finally:
+                self.local.keys = None
+        return transact_write_items
+
+    def touched(self, backend: Any, transact_items: list[dict[str, Any]]) -> Iterator[tuple[str, Any, Any]]:
+        for entry in transact_items:
+            op = next(iter(entry.values()))
+            table = backend.tables.get(op.get("TableName"))
+            if table is None:
+                continue
+            key = op.get("Key") or op.get("Item") or {}
+            if table.hash_key_attr in key:
+                range_attr = table.range_key_attr
+                yield (table.name, self.key_type(key[table.hash_key_attr]),
+                       self.key_type(key[range_attr]) if range_attr and range_attr in key else None)
+
+    @classmethod
+    def install(cls) -> None:
+        from moto.dynamodb import models
+        if isinstance(getattr(models, "copy", None), cls):
+            return
+        from moto.dynamodb.models.dynamo_type import DynamoType
+        from moto.dynamodb.models.table import Table
+        expected = all(hasattr(Table, name) for name in ("has_range_key", "get_item", "put_item"))
+        if not expected or getattr(models, "copy", None) is not __import__("copy"):
+            return      # another moto: leave it alone, the tests are only slower
+        shim = cls(Table, DynamoType)
+        models.DynamoDBBackend.transact_write_items = shim.wrap(models.DynamoDBBackend.transact_write_items)
+        models.copy = shim
+
+
 @contextlib.contextmanager
 def in_process_dynamodb() -> Iterator[Any]:
     """A table in moto's in-process mock: a tenth of moto_server's cost per call."""
@@ -289,6 +360,7 @@ def in_process_dynamodb() -> Iterator[Any]:
 
     from sources.dynamodb import create_tables
 
+    _TransactionSnapshots.install()
     with moto.mock_aws():
         client = Serialised(boto3.client("dynamodb", region_name="us-east-1"))
         url = table_arn(f"fsm-{uuid.uuid4().hex[:8]}")

@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("boto3")
 
-import botocore.exceptions as bx  # noqa: E402
+import botocore.exceptions as bx
 
-from fsm.errors import BackendError, RecoverableError  # noqa: E402
-from sources.aws import classify, make_client, parse_arn  # noqa: E402
+from fsm.errors import BackendError, RecoverableError
+from sources.aws import classify, make_client, parse_arn
 
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/T"
 

@@ -9,9 +9,8 @@ top of these primitives, so any difference between backends shows up here first.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
-
-import pytest
+from collections.abc import Callable
+from typing import Any
 
 from fsm.ports import SwapResult
 

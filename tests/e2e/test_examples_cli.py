@@ -300,11 +300,11 @@ def test_signup_link_expires(tmp_path: Path) -> None:
     idle = fsm.start("signup", {"email": "idle@example.com"})
     late = fsm.start("signup", {"email": "late@example.com"})
     time.sleep(0.7)
-    # The right token, too late: the signup expires, by its overdue timeout or by
-    # CheckToken's own expires_at check, whichever the runtime applies first. Any
-    # command that drives the embedded runtime (here `send`) also fires the idle
-    # instance's due timeout: no `fsm worker` is needed.
-    verify(fsm, late, mailed_token(fsm, late))
+    # The right token, too late: the overdue timeout happened before the send, so the
+    # embedded runtime fires it first and the send is refused. Any command that drives
+    # the embedded runtime also fires the idle instance's due timeout: no `fsm worker`.
+    refused = fsm("send", late, "VERIFY", "--data", json.dumps({"token": mailed_token(fsm, late)}), expect=1)
+    assert "done" in refused.stderr
     assert (fsm.status(late)["state"], fsm.status(idle)["state"]) == ("expired", "expired")
     assert fsm.json("history", idle)[-1]["event"] == "timeout"
 

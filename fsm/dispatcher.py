@@ -59,6 +59,7 @@ class Dispatcher:
     def __init__(self, machines: Mapping[str, Machine], stores: Sequence[InstanceStore], routes: Routes,
                  *, metrics: Metrics | None = None, lease_timeout: float = 960.0,
                  max_local_hops: int = 100, resend_after: float = 60.0, checkpoints: Any = None,
+                 retention_days: float = 0.0,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None):
         if not stores:
             raise ValueError("at least one store is needed")
@@ -70,6 +71,7 @@ class Dispatcher:
         self.max_local_hops = max_local_hops
         self.resend_after = resend_after
         self.checkpoints = checkpoints  # correlation id -> last consumed stream position
+        self.retention_days = retention_days
         self.clock = clock
         self.rng = rng or random.Random()
         self._node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -132,7 +134,7 @@ class Dispatcher:
             return self._cancel(store, lease, msg, record, now)
         if msg.kind != "step":
             state = machine.states[record["state"]]
-            event = msg.event if msg.kind == "event" else state.timeout_event
+            event = msg.event or state.timeout_event
             if event not in state.transitions:
                 return self._reject(store, lease, msg, record, machine, event, now)
             msg = msg.evolve(event=event, state=state.name)
@@ -143,7 +145,10 @@ class Dispatcher:
         step = msg.step if msg.kind == "step" else record["step"]
         retries = msg.retries if msg.kind == "step" else record.get("retries", 0)
         committed = msg.context if msg.kind == "step" else record.get("context") or {}
-        context = Context({**(committed or {}), **msg.data}, correlation_id=msg.correlation_id,
+        # A private copy: a failed attempt must not leak its changes to nested values into
+        # the retry (or the failover) that starts again from the committed context.
+        context = Context({**json.loads(json.dumps(committed or {})), **json.loads(json.dumps(msg.data))},
+                          correlation_id=msg.correlation_id,
                           machine=machine, steps=step, retries=retries,
                           current_state=machine.states.get(msg.state or ""), current_event=msg.event)
         obj = {"message": msg.to_dict(), "source": dict(source or {}), "fence_token": lease.fence,
@@ -164,17 +169,14 @@ class Dispatcher:
         if run.status == "running":
             outbox.append((Message(kind="step", step=new_step, event=run.next_event, state=run.state,
                                    context=data, **base), 0.0))
-        target = machine.states[run.state]
-        if target.timeout and run.status != "done":
-            outbox.append((Message(kind="timer", step=new_step, event=target.timeout_event,
-                                   state=run.state, event_id=f"timeout-{new_step}", **base), target.timeout))
+        outbox.extend(self._timers(machine.states[run.state], run.status, obj.get("schedule"), new_step, base))
         history = [{"step": h.step + 1, "from": h.source, "event": h.event, "to": h.target,
                     "time": _iso(now), "duration": round(h.duration, 6), "retries": retries}
                    for h in run.hops]
         fields = {"state": run.state, "status": run.status, "step": new_step, "retries": 0,
                   "context": data, "outbox": _entries(outbox), "consumed": _identity(msg),
                   "event_ids": _remember(record, msg), "last_error": None, "failed_message": None,
-                  "updated_at": now}
+                  "updated_at": now, **self._expiry(now)}
         checkpoint = None
         if source and source.get("sequence"):
             checkpoint = {k: source.get(k) for k in ("arn", "shard", "sequence")}
@@ -194,6 +196,29 @@ class Dispatcher:
         self._notify(msg.correlation_id, machine, run.state, run.status, new_step)
         return Outcome("committed", msg.correlation_id, run.status, run.state, run.hops, retries=retries)
 
+    @staticmethod
+    def _timers(state: Any, status: str, schedule: Any, step: int,
+                base: dict[str, Any]) -> list[tuple[Message, float]]:
+        """Timer messages for the state just entered: its ``timeout``, and a wake-up an
+        action asked for (``obj["schedule"]``, see ``actions.wait.Sleep``). Each names
+        the step it was set at, so it is ignored once the state was left or re-entered."""
+        if status == "done":
+            return []
+        timers = []
+        if state.timeout:
+            timers.append((Message(kind="timer", step=step, event=state.timeout_event, state=state.name,
+                                   event_id=f"timeout-{step}", **base), float(state.timeout)))
+        if schedule and status == "waiting":
+            timers.append((Message(kind="timer", step=step, event=str(schedule["event"]), state=state.name,
+                                   event_id=f"wake-{step}", **base), float(schedule["delay"])))
+        return timers
+
+    def _expiry(self, now: float) -> dict[str, int]:
+        """With a retention, records and history expire that long after their last change."""
+        if not self.retention_days:
+            return {}
+        return {"expires_at": int(now + self.retention_days * 86400)}
+
     def _fail(self, store: InstanceStore, lease: leases.Lease, msg: Message, again: Message, record: Record,
               machine: Machine, exc: BaseException, now: float, retryable: bool) -> Outcome:
         """A failed attempt: schedule the retry, or fail the instance for good."""
@@ -203,6 +228,7 @@ class Dispatcher:
         entry = {"step": again.step + 1, "from": again.state, "event": again.event, "to": None,
                  "time": _iso(now), "duration": 0.0, "retries": again.retries, "error": error}
         fields: dict[str, Any] = {
+            **self._expiry(now),
             "retries": again.retries + 1, "updated_at": now, "consumed": _identity(msg),
             "event_ids": _remember(record, again),
             "last_error": {"message": error, "step": again.step, "state": again.state,
@@ -250,6 +276,7 @@ class Dispatcher:
                 now: float) -> Outcome:
         reason = msg.reason or "cancelled"
         fields = {"status": "cancelled", "outbox": [], "updated_at": now, "event_ids": _remember(record, msg),
+                  **self._expiry(now),
                   "last_error": {"message": f"cancelled: {reason}", "step": record["step"],
                                  "state": record["state"], "event": None, "time": _iso(now)}}
         entry = {"step": record["step"], "from": record["state"], "event": "cancel", "to": None,

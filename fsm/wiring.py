@@ -100,5 +100,5 @@ def build(machines: dict[str, Machine], settings: Settings, *, metrics: Metrics 
         checkpoints = DynamoCheckpoints(name, endpoint_url=settings.endpoints.get(name), aws=settings.aws or None)
     dispatcher = Dispatcher(machines, stores, routes, metrics=metrics, lease_timeout=settings.lease_timeout,
                             max_local_hops=settings.max_local_hops, resend_after=settings.resend_after,
-                            checkpoints=checkpoints)
+                            checkpoints=checkpoints, retention_days=settings.history_retention_days)
     return Wiring(settings, stores, routes, metrics, dispatcher, embedded, chaos)

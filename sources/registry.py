@@ -25,6 +25,8 @@ ADAPTERS: dict[str, dict[str, str]] = {
     "timers": {
         "memory": "sources.memory:MemoryTimers",
         "sqlite": "sources.sqlite:SqliteStore",
+        "redis": "sources.redis:RedisTimers",
+        "rediss": "sources.redis:RedisTimers",
         "dynamodb": "sources.dynamodb:DynamoTimers",
     },
     "bus": {

@@ -192,14 +192,16 @@ machines:
     bus = HandBus()
     d = dispatcher(machines, store_factory(), bus)
     cid = _cid()
-    start(bus, "flaky", cid)
+    start(bus, "flaky", cid, {"log": ["ordered"]})
     results = [o.result for o in run_to_end(d, bus)]
     assert results == ["committed", "retrying", "retrying", "failed"]
     record = d.stores[0].get(cid)
     assert record["status"] == "failed" and record["state"] == "a"
     assert "RuntimeError: kitchen on fire" in record["last_error"]["message"]
     assert record["failed_message"]["event"] == "next"
-    assert "tainted" not in record["context"]        # failed attempts never leak into the context
+    assert "tainted" not in record["context"]        # failed attempts never leak into the context,
+    assert record["context"]["log"] == ["ordered"]   # not even into nested values
+    assert record["failed_message"]["context"]["log"] == ["ordered"]
 
 
 class Fails:
@@ -208,6 +210,7 @@ class Fails:
 
 def _fails_execute(self: Any, context: Any, obj: Any) -> None:
     context["tainted"] = True
+    context["log"].append("tainted")
     raise RuntimeError("kitchen on fire")
 
 

@@ -73,6 +73,7 @@ def build(machines: dict[str, Machine], settings: Settings, *, metrics: Metrics 
           bus: EventBus | None = None) -> Wiring:
     """Open every backend the settings name. ``bus`` overrides the stream (tests)."""
     from sources.memory import MemoryBus, MemoryTimers
+    from sources.registry import ADAPTERS, scheme_of
 
     chaos: list[Any] = []
     metrics = metrics or open_metrics(settings)
@@ -82,11 +83,15 @@ def build(machines: dict[str, Machine], settings: Settings, *, metrics: Metrics 
     timers: TimerStore | None = None
     retry_names = [n for n in settings.retry if not n.startswith("arn:aws:dynamodb:")]
     timer_names = [n for n in settings.retry if n.startswith("arn:aws:dynamodb:")]
+    primary = settings.store[0]
     if timer_names:
         timers = open_role("timers", timer_names[0], settings, chaos)
+    elif primary.startswith("sqlite:"):
+        timers = stores[0]  # the same file: one transaction log for records and timers
+    elif scheme_of(primary) in ADAPTERS["timers"] and not primary.startswith("memory:"):
+        timers = open_role("timers", primary, settings, chaos)  # DynamoDB: the same table
     elif embedded:
-        primary = settings.store[0]
-        timers = stores[0] if primary.startswith("sqlite:") else MemoryTimers()
+        timers = MemoryTimers()
     if embedded:
         stream = MemoryBus()
     routes = Routes(bus=stream, retry=open_bus(retry_names, settings, metrics, chaos), timers=timers,

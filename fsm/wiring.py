@@ -27,7 +27,8 @@ class Wiring:
             store.close()
 
 
-def open_role(role: str, name: str, settings: Settings, chaos: list[Any] | None = None, **extra: Any) -> Any:
+def open_role(role: str, name: str, settings: Settings, chaos: list[Any] | None = None,
+              metrics: Metrics | None = None, **extra: Any) -> Any:
     from sources.registry import open_adapter, scheme_of
 
     options: dict[str, Any] = dict(extra)
@@ -38,7 +39,7 @@ def open_role(role: str, name: str, settings: Settings, chaos: list[Any] | None 
     if probability:
         from sources.chaos import ChaosWrapper
 
-        adapter = ChaosWrapper(adapter, float(probability))
+        adapter = ChaosWrapper(adapter, float(probability), counters=metrics)
         if chaos is not None:
             chaos.append(adapter)
     return adapter
@@ -47,7 +48,7 @@ def open_role(role: str, name: str, settings: Settings, chaos: list[Any] | None 
 def open_bus(names: list[str], settings: Settings, metrics: Metrics, chaos: list[Any]) -> EventBus | None:
     if not names:
         return None
-    buses = [open_role("bus", name, settings, chaos) for name in names]
+    buses = [open_role("bus", name, settings, chaos, metrics) for name in names]
     if len(buses) == 1:
         return buses[0]
     from sources.failover import FailoverBus
@@ -77,7 +78,7 @@ def build(machines: dict[str, Machine], settings: Settings, *, metrics: Metrics 
 
     chaos: list[Any] = []
     metrics = metrics or open_metrics(settings)
-    stores = [open_role("store", name, settings, chaos) for name in settings.store]
+    stores = [open_role("store", name, settings, chaos, metrics) for name in settings.store]
     stream = bus or open_bus(settings.stream, settings, metrics, chaos)
     embedded = stream is None
     timers: TimerStore | None = None
@@ -85,11 +86,11 @@ def build(machines: dict[str, Machine], settings: Settings, *, metrics: Metrics 
     timer_names = [n for n in settings.retry if n.startswith("arn:aws:dynamodb:")]
     primary = settings.store[0]
     if timer_names:
-        timers = open_role("timers", timer_names[0], settings, chaos)
+        timers = open_role("timers", timer_names[0], settings, chaos, metrics)
     elif primary.startswith("sqlite:"):
         timers = stores[0]  # the same file: one transaction log for records and timers
     elif scheme_of(primary) in ADAPTERS["timers"] and not primary.startswith("memory:"):
-        timers = open_role("timers", primary, settings, chaos)  # DynamoDB: the same table
+        timers = open_role("timers", primary, settings, chaos, metrics)  # DynamoDB: the same table
     elif embedded:
         timers = MemoryTimers()
     if embedded:

@@ -39,7 +39,7 @@ import tracemalloc
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -49,19 +49,21 @@ if __name__ == "__main__":
     # rather than importing the file a second time.
     sys.modules.setdefault("engine", sys.modules[__name__])
 
-from config.loader import load_text  # noqa: E402
-from config.settings import Settings  # noqa: E402
-from fsm import Action  # noqa: E402
-from fsm.client import Client  # noqa: E402
-from fsm.dispatcher import Outcome  # noqa: E402
-from fsm.message import Message  # noqa: E402
-from fsm.model import Context, Machine  # noqa: E402
-from fsm.ports import Envelope  # noqa: E402
-from fsm.runtime import LocalRuntime  # noqa: E402
-from fsm.wiring import Wiring, build  # noqa: E402
-from servers import Servers  # noqa: E402
+from servers import Servers
+
+from config.loader import load_text
+from config.settings import Settings
+from fsm import Action
+from fsm.client import Client
+from fsm.dispatcher import Outcome
+from fsm.message import Message
+from fsm.model import Context, Machine
+from fsm.ports import Envelope
+from fsm.runtime import LocalRuntime
+from fsm.wiring import Wiring, build
 
 TARGET = 20_000.0
+RUN = uuid.uuid4().hex[:8]   # every correlation id of this process starts with bench-RUN-
 STATES = 10
 
 
@@ -118,10 +120,10 @@ def open_wiring(store_url: str, defs: dict[str, Machine]) -> Wiring:
     return build(defs, Settings(store=[store_url]))
 
 
-def start_messages(machine: Machine, count: int, run: str) -> list[Envelope]:
+def start_messages(machine: Machine, count: int, batch: str) -> list[Envelope]:
     envelopes = []
     for i in range(count):
-        msg = Message(machine=machine.name, correlation_id=f"bench-{run}-{i}", context={},
+        msg = Message(machine=machine.name, correlation_id=f"bench-{RUN}-{batch}-{i}", context={},
                       version=machine.version, sent_at=time.time())
         envelopes.append(Envelope(msg.encode(), msg.correlation_id, msg.dedup_id))
     return envelopes
@@ -138,7 +140,7 @@ def run_drain(store_url: str, label: str, defs: dict[str, Machine], count: int,
         done["finished"] += outcome.status == "done"
 
     runtime = LocalRuntime(wiring, on_outcome=seen)
-    for envelope in start_messages(defs["linear"], count, uuid.uuid4().hex[:8]):
+    for envelope in start_messages(defs["linear"], count, uuid.uuid4().hex[:6]):
         runtime.bus.send(envelope)
     gc.collect()
     began = time.perf_counter()
@@ -161,13 +163,13 @@ def run_client(store_url: str, label: str, defs: dict[str, Machine], count: int)
     counted = {"transitions": 0}
     client = Client(wiring=wiring, on_outcome=lambda o: counted.__setitem__(
         "transitions", counted["transitions"] + len(o.hops)))
-    run = uuid.uuid4().hex[:8]
+    batch = uuid.uuid4().hex[:6]
     gc.collect()
     began = time.perf_counter()
     for i in range(count):
-        client.start("linear", correlation_id=f"bench-{run}-c{i}")
+        client.start("linear", correlation_id=f"bench-{RUN}-{batch}-c{i}")
     seconds = time.perf_counter() - began
-    last = client.status(f"bench-{run}-c{count - 1}")
+    last = client.status(f"bench-{RUN}-{batch}-c{count - 1}")
     wiring.close()
     if last["status"] != "done":
         raise SystemExit(f"{label}: the last instance is {last['status']}, not done")
@@ -185,9 +187,9 @@ def maxrss_bytes() -> int:
 def settle_waiting(wiring: Wiring, count: int) -> LocalRuntime:
     runtime = LocalRuntime(wiring)
     machine = wiring.dispatcher.machines["waiter"]
-    run = uuid.uuid4().hex[:8]
+    batch = uuid.uuid4().hex[:6]
     for start in range(0, count, 1000):   # in slices: the bus never holds them all at once
-        for envelope in start_messages(machine, min(1000, count - start), f"{run}-{start}"):
+        for envelope in start_messages(machine, min(1000, count - start), f"{batch}-{start}"):
             runtime.bus.send(envelope)
         runtime.drain()
     return runtime
@@ -224,8 +226,8 @@ def measure_memory(defs: dict[str, Machine], count: int) -> list[tuple[str, str]
         ("traced heap peak", f"{_mib(peak - base)}"),
         ("record JSON held", f"{_mib(record_bytes)}  ({record_bytes / count:,.0f} B per instance)"),
         ("history JSON held", f"{_mib(history_bytes)}  ({history_bytes / count:,.0f} B per instance)"),
-        ("peak RSS growth", f"{_mib(max(0, rss_after - rss_before))}  (ru_maxrss {_mib(rss_before)} -> "
-                            f"{_mib(rss_after)}, untraced run)"),
+        ("peak RSS growth", (f"{_mib(max(0, rss_after - rss_before))}  (ru_maxrss {_mib(rss_before)} -> "
+                             f"{_mib(rss_after)}, untraced run)")),
     ]
     return rows
 
@@ -248,10 +250,10 @@ def _mib(n: float) -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"{'store':<34} {'mode':<6} {'instances':>9} {'transitions':>11} {'seconds':>8} "
+    print(f"{'store':<30} {'mode':<6} {'instances':>9} {'transitions':>11} {'seconds':>8} "
           f"{'transitions/s':>13}  note")
     for r in rows:
-        print(f"{r.store:<34} {r.mode:<6} {r.instances:>9} {r.transitions:>11} {r.seconds:>8.3f} "
+        print(f"{r.store:<30} {r.mode:<6} {r.instances:>9} {r.transitions:>11} {r.seconds:>8.3f} "
               f"{r.rate:>13,.0f}  {r.note}")
 
 
@@ -324,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                 if url is None:
                     skipped.append(f"{kind}: {servers.missing.get(kind, 'unavailable')}")
                     continue
-                label = f"{kind}://127.0.0.1 (real server)"
+                label = f"{url.split('://')[0]}://127.0.0.1 (server)"
                 try:
                     rows.append(run_drain(url, label, defs, n_other))
                     rows.append(run_client(url, label, defs, max(5, n_client // 2)))
@@ -348,14 +350,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cleanup(kind: str, url: str) -> None:
-    """Leave nothing behind on a shared redis (keys of this run start with ``fsm:{bench-``)."""
+    """Leave nothing behind on a shared redis (this run's keys start with ``fsm:{bench-RUN-``)."""
     if kind != "redis":
         return      # memcached: the keys are unique per run and memcached evicts them
     import redis
 
     client = redis.Redis.from_url(url)
     try:
-        keys = list(client.scan_iter(match="fsm:{bench-*", count=1000))
+        keys = list(client.scan_iter(match=f"fsm:{{bench-{RUN}-*", count=1000))
         for start in range(0, len(keys), 500):
             client.delete(*keys[start:start + 500])
     finally:

@@ -8,6 +8,9 @@ benchmark can print "skipped" for it instead of failing.
 
     with Servers() as servers:
         url = servers.redis()          # "redis://127.0.0.1:PORT/0" or None
+
+    with running_servers("moto", "redis") as urls:    # all required: raises if one is missing
+        urls["moto"]                   # "http://127.0.0.1:PORT"
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Callable
 
 ENV = {"redis": "FSM_TEST_REDIS_URL", "memcached": "FSM_TEST_MEMCACHED_URL", "moto": "FSM_TEST_MOTO_URL"}
 START_TIMEOUT = 20.0
@@ -140,7 +143,8 @@ class Servers:
             return self.urls[kind]
         binary = BINARIES.get(kind)
         if binary and not shutil.which(binary):
-            return self._missing(kind, f"{binary} is not installed and {ENV[kind]} is not set")
+            self._missing(kind, f"{binary} is not installed and {ENV[kind]} is not set")
+            return None
         error = ""
         for _ in range(3):       # the free port may be taken between the probe and the bind
             try:
@@ -151,7 +155,8 @@ class Servers:
             self.started.append(process)
             self.urls[kind] = url
             return url
-        return self._missing(kind, error)
+        self._missing(kind, error)
+        return None
 
     def shared(self, kind: str) -> bool:
         """Whether the server came from the environment (so others may use it too)."""
@@ -173,7 +178,6 @@ class Servers:
     def _missing(self, kind: str, why: str) -> None:
         self.urls[kind] = None
         self.missing[kind] = why
-        return None
 
     def __enter__(self) -> Servers:
         return self
@@ -181,3 +185,20 @@ class Servers:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def running_servers(*kinds: str, log_dir: str | Path | None = None) -> Iterator[dict[str, str]]:
+    """``{kind: url}`` for every server named (redis, memcached, moto), all required:
+    one that cannot be had raises RuntimeError saying why. Started ones stop on exit."""
+    unknown = sorted(set(kinds) - set(ENV))
+    if unknown:
+        raise ValueError(f"unknown servers {unknown}; known: {', '.join(ENV)}")
+    with Servers(log_dir) as servers:
+        urls: dict[str, str] = {}
+        for kind in kinds:
+            url = servers.url(kind)
+            if url is None:
+                raise RuntimeError(f"{kind} is needed: {servers.missing.get(kind, 'unavailable')}")
+            urls[kind] = url
+        yield urls

@@ -135,8 +135,11 @@ def _extract(kind: str, record: dict[str, Any]) -> tuple[str, dict[str, Any]] | 
         shard = record.get("eventID", "").split(":", 1)[0]
         return body, {"arn": arn, "sequence": data.get("sequenceNumber"), "shard": shard}
     if kind == "aws:dynamodb":
-        if record.get("eventName") == "REMOVE":
-            return None  # a message item expiring by TTL: nothing to do
+        if record.get("eventName", "INSERT") != "INSERT":
+            # REMOVE: a message item expiring by TTL. MODIFY: a batch re-writing an item
+            # already sent, whose INSERT was (or will be) handled: acting on it again
+            # would re-send the instance's outbox.
+            return None
         image = record.get("dynamodb", {}).get("NewImage", {})
         return image.get("body", {}).get("S", ""), {"arn": arn,
                                                    "sequence": record.get("dynamodb", {}).get("SequenceNumber")}

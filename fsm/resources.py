@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from config.settings import Settings
+from fsm.errors import InvalidDefinition
 
 
 def create_resources(settings: Settings) -> Iterator[str]:
@@ -12,6 +13,12 @@ def create_resources(settings: Settings) -> Iterator[str]:
     from sources.registry import adapter_class
 
     tables = [n for n in settings.store + settings.checkpoint + settings.retry if n.startswith("arn:aws:dynamodb:")]
+    both = sorted(set(tables) & set(settings.stream))
+    if both:
+        # The stream's table is keyed by message alone and streams new items; a store
+        # table is keyed by instance and item kind. One table cannot be both.
+        raise InvalidDefinition(f"settings: {', '.join(both)} is named as a `stream:` and as a table of "
+                                "`store:`, `checkpoint:` or `retry:`; give the stream a table of its own")
     for name in dict.fromkeys(tables):
         create_tables(name, endpoint_url=settings.endpoints.get(name), aws=settings.aws or None)
         yield f"table   {name}"

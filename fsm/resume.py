@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import UnknownInstance
+from .errors import InstanceError, UnknownInstance
 from .handler import App
 from .runtime import freshest_record, process
 
@@ -26,7 +26,10 @@ def resume(application: App, cid: str) -> str:
                               "from Kinesis; settings `checkpoint:` keeps them apart from the store)")
     from sources.pollers import read_at
 
-    arn = checkpoint["arn"]
+    arn = checkpoint.get("arn") or ""
+    if not arn.startswith("arn:aws:kinesis:") or not checkpoint.get("shard"):
+        raise InstanceError(f"instance {cid!r} last consumed {arn or 'an unnamed source'!r}, which cannot be "
+                            "replayed: `fsm resume` re-reads Kinesis streams only")
     body = read_at(arn, checkpoint["shard"], checkpoint["sequence"],
                    endpoint_url=application.settings.endpoints.get(arn), aws=application.settings.aws or None)
     outcome = process(wiring, body, {"arn": arn, "shard": checkpoint["shard"], "sequence": checkpoint["sequence"]})

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from fsm.errors import BackendError
 
@@ -30,7 +31,7 @@ class Poller(Protocol):
 def open_poller(arn: str, *, endpoint_url: str | None = None, aws: Mapping[str, Any] | None = None,
                 positions: Any = None, batch: int = 10) -> Poller:
     service, region, account, resource = awslib.parse_arn(arn)
-    client_args = dict(region=region or None, endpoint_url=endpoint_url, aws=aws)
+    client_args = {"region": region or None, "endpoint_url": endpoint_url, "aws": aws}
     if service == "sqs":
         return SqsPoller(arn, awslib.make_client("sqs", **client_args), account, resource, batch)
     if service == "kinesis":
@@ -87,16 +88,23 @@ class _ShardPoller:
     """Shared by Kinesis and DynamoDB streams: one iterator per shard, positions kept in
     ``positions`` (a dict, or a checkpoint store) so a restarted worker resumes."""
 
+    # Shards change only on resharding: listing them on every poll would double the calls
+    # an idle reader makes.
+    SHARDS_TTL = 30.0
+
     def __init__(self, arn: str, positions: Any, batch: int):
         self.arn, self.batch = arn, batch
         self.positions = positions if positions is not None else {}
         self._iterators: dict[str, str | None] = {}
         self._shard_of_seq: dict[str, str] = {}
+        self._shards_listed_at = -self.SHARDS_TTL
 
     def poll(self) -> list[dict[str, Any]]:
-        for shard in self._shards():
-            if shard not in self._iterators:
-                self._iterators[shard] = self._iterator(shard, self.positions.get(self._key(shard)))
+        if time.monotonic() - self._shards_listed_at >= self.SHARDS_TTL:
+            for shard in self._shards():
+                if shard not in self._iterators:
+                    self._iterators[shard] = self._iterator(shard, self.positions.get(self._key(shard)))
+            self._shards_listed_at = time.monotonic()
         records: list[dict[str, Any]] = []
         for shard, iterator in list(self._iterators.items()):
             if iterator is None or len(records) >= self.batch:
@@ -110,7 +118,10 @@ class _ShardPoller:
         return records
 
     def done(self, records: list[dict[str, Any]], failed: set[str]) -> None:
+        """Each shard moves past its records up to the first failed one, which is read
+        again; a position is written once per shard and batch, not once per record."""
         first_failed: dict[str, str] = {}
+        last_done: dict[str, str] = {}
         for r in records:
             seq = self._sequence(r)
             shard = self._shard_of_seq.pop(seq)
@@ -119,7 +130,9 @@ class _ShardPoller:
             if seq in failed:
                 first_failed[shard] = seq
             else:
-                self.positions[self._key(shard)] = seq
+                last_done[shard] = seq
+        for shard, seq in last_done.items():
+            self.positions[self._key(shard)] = seq
         for shard, seq in first_failed.items():
             self._iterators[shard] = self._iterator(shard, seq, at=True)
 

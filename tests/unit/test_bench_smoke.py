@@ -1,0 +1,47 @@
+"""The benchmarks still run: each script at a tiny size (``--quick``), as a user runs it.
+
+They print figures rather than assert them; these tests only check that every section
+was printed and nothing failed. Servers come from FSM_TEST_* or are started on free
+ports by bench/servers.py; a missing one is reported as skipped by the script.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+
+
+def run(script: str, *args: str, timeout: float = 60.0) -> str:
+    done = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=ROOT, capture_output=True,
+                          check=False, text=True, timeout=timeout, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert done.returncode == 0, f"{script} {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.stdout
+
+
+def test_engine_quick() -> None:
+    out = run("engine.py", "--quick")
+    assert "== memory: 500 instances waiting in state s1 on memory:// ==" in out
+    assert "traced heap retained" in out and "peak RSS growth" in out
+    rows = [line for line in out.splitlines() if line.startswith(("memory://", "sqlite:///"))]
+    assert len(rows) == 4, out          # drain and client, on memory and sqlite
+    assert "target: >= 20,000 transitions/s on memory:// (drain):" in out
+
+
+def test_roundtrips_quick_with_a_short_long_run() -> None:
+    out = run("roundtrips.py", "--quick", "--long", "--steps", "30")
+    assert "ERROR" not in out, out
+    lines = out.splitlines()
+    happy = next(line for line in lines if line.startswith("happy path (transition of a running instance)"))
+    figures = happy.split(")")[-1].split()
+    assert len(figures) == 5 and all(f.isdigit() or f == "-" for f in figures), happy
+    assert any(line.startswith("verdict") for line in lines)
+    for pair in ("SQS + redis", "Kinesis + DynamoDB (checkpoint)", "DynamoDB stream + DynamoDB", "SNS + memcached"):
+        assert any(line.startswith(pair) for line in lines), pair
+    assert "31 messages = 31 transitions" in out
+    assert any(line.startswith("verdict: ") for line in lines)

@@ -11,7 +11,7 @@ setup(
     python_requires=">=3.10",
     packages=["fsm", "actions", "sources", "config"],
     package_data={"fsm": ["py.typed"]},
-    install_requires=["PyYAML>=6"],
+    install_requires=["PyYAML>=6", "orjson>=3.9"],
     extras_require={
         "aws": ["boto3>=1.34"],
         "redis": ["redis>=5"],

@@ -10,7 +10,6 @@ in ``fsm run`` and in tests.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import random
@@ -20,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from . import codec
 from . import lease as leases
 from .backoff import full_jitter
 from .engine import Hop, run_transitions
@@ -86,7 +86,9 @@ class Dispatcher:
         index = min(msg.store, len(self.stores) - 1)
         while True:
             try:
-                return self._handle(self.stores[index], msg.evolve(store=index), machine, source)
+                if msg.store != index:
+                    msg = msg.evolve(store=index)
+                return self._handle(self.stores[index], msg, machine, source)
             except RecoverableError as exc:
                 if index + 1 >= len(self.stores):
                     raise
@@ -114,7 +116,7 @@ class Dispatcher:
         now = self.clock()
         owner = f"{self._node}:{next(self._seq)}"
         got = leases.acquire(store, msg, owner, self.lease_ms, int(now * 1000),
-                             self._new_record(msg, machine, now))
+                             lambda: self._new_record(msg, machine, now))
         cid = msg.correlation_id
         if isinstance(got, leases.Missing):
             self._dead_letter(msg, f"no instance {cid!r} to send {msg.kind} {msg.event!r} to")
@@ -134,6 +136,10 @@ class Dispatcher:
             return self._cancel(store, lease, msg, record, now)
         if msg.kind != "step":
             state = machine.states[record["state"]]
+            if msg.kind == "event" and msg.state and msg.state != state.name:
+                return self._reject(store, lease, msg, record, machine, msg.event, now,
+                                    f"event {msg.event!r} was sent to state {msg.state!r}; the instance "
+                                    f"has moved on to {state.name!r}")
             event = msg.event or state.timeout_event
             if event not in state.transitions:
                 return self._reject(store, lease, msg, record, machine, event, now)
@@ -147,21 +153,23 @@ class Dispatcher:
         committed = msg.context if msg.kind == "step" else record.get("context") or {}
         # A private copy: a failed attempt must not leak its changes to nested values into
         # the retry (or the failover) that starts again from the committed context.
-        context = Context({**json.loads(json.dumps(committed or {})), **json.loads(json.dumps(msg.data))},
+        private = codec.copy(committed) if committed else {}
+        if msg.data:
+            private.update(codec.copy(msg.data))
+        context = Context(private,
                           correlation_id=msg.correlation_id,
                           machine=machine, steps=step, retries=retries,
                           current_state=machine.states.get(msg.state or ""), current_event=msg.event)
         obj = {"message": msg.to_dict(), "source": dict(source or {}), "fence_token": lease.fence,
-               "event_data": dict(msg.data), "store": store.url}
-        # What a retry re-runs: this step, from the context as last committed.
-        again = msg.evolve(kind="step", step=step, retries=retries, context=committed, busy=0, copy=False)
+               "event_data": msg.data, "store": store.url}
         try:
             run = run_transitions(machine, msg.state, msg.event, context, obj, self.max_local_hops)
             data = context.user_data()
-        except (TransitionError, ContextNotSerialisable) as exc:
-            return self._fail(store, lease, msg, again, record, machine, exc, now, retryable=False)
         except Exception as exc:  # noqa: BLE001 - user code: any exception is a failed attempt
-            return self._fail(store, lease, msg, again, record, machine, exc, now, retryable=True)
+            # What a retry re-runs: this step, from the context as last committed.
+            again = msg.evolve(kind="step", step=step, retries=retries, context=committed, busy=0, copy=False)
+            retryable = not isinstance(exc, (TransitionError, ContextNotSerialisable))
+            return self._fail(store, lease, msg, again, record, machine, exc, now, retryable)
         new_step = step + len(run.hops)
         outbox: list[tuple[Message, float]] = []
         base = dict(machine=machine.name, correlation_id=msg.correlation_id, fence=lease.fence,
@@ -257,10 +265,10 @@ class Dispatcher:
                        retries=again.retries + 1)
 
     def _reject(self, store: InstanceStore, lease: leases.Lease, msg: Message, record: Record,
-                machine: Machine, event: str | None, now: float) -> Outcome:
+                machine: Machine, event: str | None, now: float, error: str | None = None) -> Outcome:
         state = machine.states[record["state"]]
-        error = (f"event {event!r} rejected: state {state.name!r} accepts "
-                 f"{', '.join(sorted(state.transitions)) or 'no events'}")
+        error = error or (f"event {event!r} rejected: state {state.name!r} accepts "
+                          f"{', '.join(sorted(state.transitions)) or 'no events'}")
         fields = {"event_ids": _remember(record, msg), "updated_at": now,
                   "last_error": {"message": error, "step": record["step"], "state": state.name,
                                  "event": event, "time": _iso(now)}}
@@ -313,8 +321,10 @@ class Dispatcher:
     # -- sending ----------------------------------------------------------------------
 
     def _requeue(self, msg: Message) -> None:
+        """Send the message again later. The requeued one is a copy: it is not the
+        redelivery of a consumed message, so it must not re-send that message's outbox."""
         delay = full_jitter(msg.busy, 0.2, 20.0, self.rng)
-        self._send([(msg.evolve(busy=msg.busy + 1), delay)])
+        self._send([(msg.evolve(busy=msg.busy + 1, copy=msg.kind == "step" or msg.copy), delay)])
 
     def _send(self, entries: Sequence[tuple[Message, float]]) -> None:
         for msg, delay in entries:
@@ -340,7 +350,7 @@ class Dispatcher:
             return
         body = {"correlation_id": cid, "machine": machine.name, "state": state, "status": status, "step": step}
         try:
-            self.routes.notify.send(Envelope(json.dumps(body), cid, f"{cid}:{step}:{status}"))
+            self.routes.notify.send(Envelope(codec.dumps(body), cid, f"{cid}:{step}:{status}"))
         except BackendError as exc:  # a UI feed must not fail a committed transition
             log(logging.WARNING, "notify failed", correlation_id=cid, error=str(exc))
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .message import Message
 from .ports import InstanceStore, Record
@@ -65,12 +65,12 @@ def _live(record: Record, now: int) -> bool:
 
 
 def acquire(store: InstanceStore, msg: Message, owner: str, lease_ms: int, now: int,
-            new_record: dict[str, Any]) -> Acquired:
-    """Take the instance's lease for ``msg``; ``new_record`` is used if none exists."""
+            new_record: Callable[[], dict[str, Any]]) -> Acquired:
+    """Take the instance's lease for ``msg``; ``new_record()`` makes one if none exists."""
     steps = msg.kind == "step"
     if steps and msg.position == (0, 0):
         expect = None
-        fields = {**new_record, **_lease_fields(owner, msg.fence + 1, now, lease_ms)}
+        fields = {**new_record(), **_lease_fields(owner, msg.fence + 1, now, lease_ms)}
     else:
         expect = {"step": msg.step, "fence": msg.fence, "lease_owner": ""}
         if steps:
@@ -89,7 +89,7 @@ def acquire(store: InstanceStore, msg: Message, owner: str, lease_ms: int, now: 
     fence = max(current["fence"] if current else 0, msg.fence) + 1
     fields = _lease_fields(owner, fence, now, lease_ms)
     if current is None:
-        expect, fields = None, {**new_record, **fields}
+        expect, fields = None, {**new_record(), **fields}
     else:
         expect = {k: current[k] for k in ("step", "retries", "fence", "lease_owner", "lease_expires")}
         if steps and (current["step"], current["retries"]) < msg.position:

@@ -80,7 +80,8 @@ class LocalRuntime:
     def catch_up(self) -> None:
         """Release the timers that are due and run what they start."""
         release_due_timers(self.wiring, self.clock())
-        self.drain()
+        if self.drain():
+            self.wiring.metrics.flush()
 
     def drive(self, cid: str, max_wait: float | None = None) -> dict | None:
         """Run until instance ``cid`` settles (waiting, done, failed, cancelled), sleeping

@@ -119,6 +119,8 @@ def run_worker(application: App, sources: list[str], *, idle_exit: float | None 
                 log(logging.WARNING, "releasing timers failed; trying again later", error=str(exc))
         if local is not None:
             counts["records"] += (drained := local.drain())
+            if drained:
+                application.wiring.metrics.flush()
             busy = busy or drained > 0
         for reader in readers:
             records = reader.poll()

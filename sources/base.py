@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping
 
+from fsm import codec
 from fsm.ports import Record, Scalar
 
 
@@ -24,4 +24,4 @@ def merged(current: Record | None, fields: Mapping[str, Any]) -> Record:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return codec.dumps(value)

@@ -114,7 +114,7 @@ class MemcacheStore:
         """``add`` (token None) or ``cas`` the new envelope; None when another writer won."""
         record = merged(envelope.get("record"), fields)
         new = {"record": record, "history_len": envelope.get("history_len", 0) + len(history)}
-        text, expire = dumps(new), _expire(record)
+        text, expire = dumps(new).encode(), _expire(record)  # UTF-8 bytes: values must be binary-safe
         if token is None:
             ok = self._call(lambda: self.client.add(key, text, expire=expire, noreply=False))
         else:
@@ -124,7 +124,7 @@ class MemcacheStore:
     def _finish(self, cid: str, stored: dict[str, Any], history: Sequence[Mapping[str, Any]]) -> SwapResult:
         if history:
             first = stored["history_len"] - len(history) + 1
-            entries = {self._key(cid, f"h{first + i}"): dumps(entry) for i, entry in enumerate(history)}
+            entries = {self._key(cid, f"h{first + i}"): dumps(entry).encode() for i, entry in enumerate(history)}
             failed = self._call(lambda: self.client.set_many(entries, expire=_expire(stored["record"]),
                                                              noreply=False))
             if failed:

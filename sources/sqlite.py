@@ -7,12 +7,12 @@ transaction: the write lock makes read-check-write atomic across processes.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from fsm import codec
 from fsm.errors import BackendError, RecoverableError
 from fsm.ports import Record, Scalar, SwapResult
 
@@ -81,7 +81,7 @@ class SqliteStore:
     def history(self, cid: str) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute("SELECT entry FROM history WHERE id = ? ORDER BY seq", (cid,)).fetchall()
-        return [json.loads(entry) for (entry,) in rows]
+        return [codec.loads(entry) for (entry,) in rows]
 
     # -- timers (the same file: the embedded runtime needs no other backend) --------------
 
@@ -109,4 +109,4 @@ class SqliteStore:
 
 def _load(db: sqlite3.Connection, cid: str) -> Record | None:
     row = db.execute("SELECT record FROM instances WHERE id = ?", (cid,)).fetchone()
-    return None if row is None else json.loads(row[0])
+    return None if row is None else codec.loads(row[0])

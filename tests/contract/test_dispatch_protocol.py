@@ -152,7 +152,7 @@ def test_a_stale_worker_cannot_commit(store_factory: Callable[[], Any]) -> None:
     from fsm import lease as leases
 
     got = leases.acquire(slow.stores[0], msg, "slow-worker", 10_000, int(clock.now * 1000),
-                         slow._new_record(msg, machines["linear"], clock.now))
+                         lambda: slow._new_record(msg, machines["linear"], clock.now))
     assert isinstance(got, leases.Lease)
     clock.now += 11                                  # the slow worker's lease expires
     assert fast.handle(msg).result == "committed"    # taken over, with a higher fence

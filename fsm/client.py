@@ -101,13 +101,15 @@ class Client:
             raise InstanceError(f"instance {correlation_id!r} is {record['status']}; only a failed "
                                 "instance can be retried")
         store = self.wiring.stores[index]
+        now = time.time()
+        msg = Message(**{**kept, "retries": 0, "fence": record["fence"], "store": index, "sent_at": now})
+        # The message goes in the outbox first, so a send lost here is re-sent by the sweep.
         result = store.swap(correlation_id, {"status": "failed", "fence": record["fence"], "lease_owner": ""},
-                            {"status": "running", "retries": 0, "failed_message": None,
-                             "updated_at": time.time()})
+                            {"status": "running", "retries": 0, "failed_message": None, "updated_at": now,
+                             "outbox": [{"message": msg.to_dict(), "delay": 0.0}], "pending": now})
         if not result.ok:
             raise InstanceError(f"instance {correlation_id!r} changed while retrying it; try again")
-        self._send(Message(**{**kept, "retries": 0, "fence": record["fence"], "store": index,
-                              "sent_at": time.time()}))
+        self._send(msg)
 
     # -- queries ----------------------------------------------------------------------
 

@@ -184,14 +184,14 @@ class Dispatcher:
         fields = {"state": run.state, "status": run.status, "step": new_step, "retries": 0,
                   "context": data, "outbox": _entries(outbox), "consumed": _identity(msg),
                   "event_ids": _remember(record, msg), "last_error": None, "failed_message": None,
-                  "updated_at": now, **self._expiry(now)}
+                  "updated_at": now, "pending": now if run.status == "running" else 0.0, **self._expiry(now)}
         checkpoint = None
         if source and source.get("sequence"):
             checkpoint = {k: source.get(k) for k in ("arn", "shard", "sequence")}
             fields["checkpoint"] = checkpoint
         if not leases.commit(store, lease, fields, history):
             return self._stale(msg)
-        if checkpoint and self.checkpoints is not None:
+        if checkpoint and self.checkpoints is not None and not self._checkpoints_with_commit(store):
             self.checkpoints[msg.correlation_id] = checkpoint
         for hop in run.hops:
             dims = {"Machine": machine.name, "State": hop.target, "Event": str(hop.event)}
@@ -242,12 +242,12 @@ class Dispatcher:
             "last_error": {"message": error, "step": again.step, "state": again.state,
                            "event": again.event, "time": _iso(now)}}
         if final:
-            fields.update(status="failed", outbox=[], failed_message=again.evolve(retries=0).to_dict())
+            fields.update(status="failed", outbox=[], pending=0.0, failed_message=again.evolve(retries=0).to_dict())
             outbox: list[tuple[Message, float]] = []
         else:
             delay = full_jitter(again.retries, machine.retry_base_delay, machine.retry_max_delay, self.rng)
             outbox = [(again.evolve(retries=again.retries + 1, fence=lease.fence, sent_at=now), delay)]
-            fields.update(status="running", outbox=_entries(outbox))
+            fields.update(status="running", outbox=_entries(outbox), pending=now)
         if not leases.commit(store, lease, fields, [entry]):
             return self._stale(again)
         log(logging.ERROR if final else logging.WARNING, "action failed", correlation_id=again.correlation_id,
@@ -283,7 +283,8 @@ class Dispatcher:
     def _cancel(self, store: InstanceStore, lease: leases.Lease, msg: Message, record: Record,
                 now: float) -> Outcome:
         reason = msg.reason or "cancelled"
-        fields = {"status": "cancelled", "outbox": [], "updated_at": now, "event_ids": _remember(record, msg),
+        fields = {"status": "cancelled", "outbox": [], "pending": 0.0, "updated_at": now,
+                  "event_ids": _remember(record, msg),
                   **self._expiry(now),
                   "last_error": {"message": f"cancelled: {reason}", "step": record["step"],
                                  "state": record["state"], "event": None, "time": _iso(now)}}
@@ -317,6 +318,53 @@ class Dispatcher:
         self.metrics.incr("LeaseContention", dims={"Machine": msg.machine})
         log(logging.WARNING, "stale lease: commit refused", correlation_id=msg.correlation_id, step=msg.step)
         return Outcome("duplicate", msg.correlation_id, error="lease lost before commit")
+
+    # -- healing ----------------------------------------------------------------------
+
+    def resend_overdue(self, limit: int = 100) -> int:
+        """Re-send the outbox of instances that owe a message long after it was due.
+
+        Redelivery heals a crash between commit and send, but not a message that vanished
+        from the bus (a queue deleted with messages in it). The stores index the instances
+        that owe a message (``pending``); this sends copies of what is overdue by
+        ``resend_after``, which are duplicates if the original is still on its way.
+        Run by ``fsm worker`` and the scheduled Lambda handler. Returns the instances healed.
+        """
+        now = self.clock()
+        healed = 0
+        for store in self.stores:
+            try:
+                records = store.pending(now - self.resend_after, limit)
+            except (AttributeError, NotImplementedError):
+                continue
+            except BackendError as exc:
+                log(logging.DEBUG, "cannot list pending instances", store=store.url, error=str(exc))
+                continue
+            for record in records:
+                healed += self.resend_outbox(record, now)
+        return healed
+
+    def resend_outbox(self, record: Record, now: float | None = None, force: bool = False) -> int:
+        """Send copies of a record's overdue outbox messages (all of them with ``force``,
+        for ``fsm resume``); 1 if any were sent."""
+        now = self.clock() if now is None else now
+        if leases.live(record, int(now * 1000)) or record.get("status") != "running":
+            return 0  # a worker is on it, or it owes nothing
+        since = record.get("pending") or record.get("updated_at", 0)
+        due = [(Message(**{**e["message"], "copy": True}), e["delay"]) for e in record.get("outbox") or []
+               if force or since + e["delay"] + self.resend_after < now]
+        if not due:
+            return 0
+        self.metrics.incr("Resent", len(due), dims={"Machine": record.get("machine", "")})
+        log(logging.WARNING, "re-sending overdue messages", correlation_id=record.get("id"), messages=len(due))
+        self._send(due)
+        return 1
+
+    def _checkpoints_with_commit(self, store: InstanceStore) -> bool:
+        """The DynamoDB store writes the checkpoint item in the commit's own transaction
+        when the checkpoint table is its table: no extra round trip."""
+        return bool(getattr(store, "writes_checkpoints", False)) and \
+            getattr(self.checkpoints, "url", None) == store.url
 
     # -- sending ----------------------------------------------------------------------
 

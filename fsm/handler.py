@@ -69,7 +69,7 @@ def handle_event(application: App, event: dict[str, Any]) -> dict[str, Any]:
             return _ecs_task_change(application, event)
         if event.get("source") == "aws.events" or event.get("detail-type") == "Scheduled Event":
             moved = release_due_timers(wiring, wiring.dispatcher.clock())
-            return {"timers_released": moved}
+            return {"timers_released": moved, "instances_healed": wiring.dispatcher.resend_overdue()}
         log(logging.ERROR, "unrecognised event dropped", payload=redact(event))
         wiring.metrics.incr("DeadLetters", dims={"Machine": "unknown"})
         return {"batchItemFailures": []}

@@ -60,7 +60,8 @@ def _lease_fields(owner: str, fence: int, now: int, lease_ms: int) -> dict[str, 
     return {"lease_owner": owner, "lease_expires": now + lease_ms, "fence": fence}
 
 
-def _live(record: Record, now: int) -> bool:
+def live(record: Record, now: int) -> bool:
+    """Someone holds the lease and it has not expired (``now`` in epoch milliseconds)."""
     return bool(record.get("lease_owner")) and record.get("lease_expires", 0) > now
 
 
@@ -116,7 +117,7 @@ def _decide(msg: Message, current: Record | None, now: int) -> Acquired | None:
         return Duplicate(current)  # the state was left or re-entered since: stale timer
     elif msg.kind in ("event", "timer") and current["status"] != "waiting":
         return Busy(current)  # mid-run: apply it once the instance settles
-    if _live(current, now):
+    if live(current, now):
         return Busy(current)
     return None
 

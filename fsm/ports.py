@@ -34,6 +34,7 @@ RECORD_FIELDS: dict[str, str] = {
     "created_at": "float",
     "updated_at": "float",
     "expires_at": "int",      # epoch seconds for store-side expiry (DynamoDB TTL), 0 = never
+    "pending": "float",       # when the outbox was written and not yet consumed; 0 = nothing owed
 }
 
 Record = dict[str, Any]
@@ -74,6 +75,12 @@ class InstanceStore(Protocol):
     def get(self, cid: str) -> Record | None: ...
 
     def history(self, cid: str) -> list[dict[str, Any]]: ...
+
+    def pending(self, before: float, limit: int = 100) -> list[Record]:
+        """Records whose ``0 < pending < before``, oldest first: instances that owe a
+        message. Stores keep this index in the same write as ``swap`` (a sorted set, a
+        sparse GSI, a scan for the embedded ones); memcached cannot list and raises
+        ``BackendError``."""
 
     def close(self) -> None: ...
 

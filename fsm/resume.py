@@ -1,4 +1,9 @@
-"""``fsm resume ID``: continue an instance from its last Kinesis checkpoint.
+"""``fsm resume ID``: get a stuck instance going again.
+
+An instance whose record still owes messages (its outbox) gets copies of them sent
+again: they were lost on the way (a deleted queue, say), and copies of messages that
+were not lost are recognised as duplicates. Otherwise it continues from its last
+Kinesis checkpoint.
 
 The record at the checkpoint is the message the instance last consumed, and it carries
 the context, so dispatching it again rebuilds a lost store record (the dispatcher takes a
@@ -18,6 +23,9 @@ from .runtime import freshest_record, process
 def resume(application: App, cid: str) -> str:
     wiring = application.wiring
     found = freshest_record(wiring, cid)
+    if found and found[1].get("outbox") and wiring.dispatcher.resend_outbox(found[1], force=True):
+        wiring.metrics.flush()
+        return f"re-sent its {len(found[1]['outbox'])} pending message(s)"
     checkpoint: Any = found[1].get("checkpoint") if found else None
     if not checkpoint and wiring.dispatcher.checkpoints is not None:
         checkpoint = wiring.dispatcher.checkpoints.get(cid)

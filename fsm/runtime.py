@@ -80,8 +80,7 @@ class LocalRuntime:
     def catch_up(self) -> None:
         """Release the timers that are due and run what they start."""
         release_due_timers(self.wiring, self.clock())
-        if self.drain():
-            self.wiring.metrics.flush()
+        self.drain()
 
     def drive(self, cid: str, max_wait: float | None = None) -> dict | None:
         """Run until instance ``cid`` settles (waiting, done, failed, cancelled), sleeping
@@ -91,13 +90,14 @@ class LocalRuntime:
             self.catch_up()
             found = freshest_record(self.wiring, cid)
             record = found[1] if found else None
-            if record is None or record["status"] in SETTLED:
-                return record
-            if deadline is not None and self.clock() >= deadline:
+            settled = record is None or record["status"] in SETTLED
+            if settled or (deadline is not None and self.clock() >= deadline):
+                self.wiring.metrics.flush()  # one command is one "invocation": one batch of metrics
                 return record
             # Running, with nothing on the bus: its next message is a timer (a retry backoff).
             next_due = getattr(self.wiring.routes.timers, "next_due", lambda: self.clock() + 0.25)()
             if next_due is None:
+                self.wiring.metrics.flush()
                 return record  # nothing will ever come: report where it stands
             self.sleep(max(0.0, min(next_due - self.clock(), 1.0)))
 

@@ -106,17 +106,25 @@ def run_worker(application: App, sources: list[str], *, idle_exit: float | None 
     readers = [Source(arn, opener(arn), clock) for arn in sources]
     local = LocalRuntime(application.wiring) if application.wiring.embedded else None
     counts = {"records": 0, "failed": 0, "timers": 0}
+    counts["healed"] = 0
+    dispatcher = application.wiring.dispatcher
+    sweep_every = max(1.0, dispatcher.resend_after / 4)
     idle_since = clock()
     timers_retry_at = 0.0
+    next_sweep = clock() + sweep_every
     while not should_stop():
         busy = False
         if clock() >= timers_retry_at:
             try:
                 counts["timers"] += (moved := release_due_timers(application.wiring, time.time()))
                 busy = moved > 0
+                if clock() >= next_sweep:
+                    next_sweep = clock() + sweep_every
+                    counts["healed"] += (healed := dispatcher.resend_overdue())
+                    busy = busy or healed > 0
             except BackendError as exc:
                 timers_retry_at = clock() + FIRST_PAUSE
-                log(logging.WARNING, "releasing timers failed; trying again later", error=str(exc))
+                log(logging.WARNING, "releasing timers or healing failed; trying again later", error=str(exc))
         if local is not None:
             counts["records"] += (drained := local.drain())
             if drained:

@@ -45,6 +45,12 @@ class MemoryStore:
         with self._lock:
             return [codec.loads(h) for h in self._history.get(cid, [])]
 
+    def pending(self, before: float, limit: int = 100) -> list[Record]:
+        with self._lock:
+            records = [codec.loads(raw) for raw in self._records.values()]
+        owing = sorted((r for r in records if 0 < (r.get("pending") or 0) < before), key=lambda r: r["pending"])
+        return owing[:limit]
+
     def close(self) -> None:
         pass
 

@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS history (id TEXT NOT NULL, seq INTEGER NOT NULL, entr
                                     PRIMARY KEY (id, seq));
 CREATE TABLE IF NOT EXISTS timers (id TEXT PRIMARY KEY, due REAL NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS timers_due ON timers (due);
+CREATE INDEX IF NOT EXISTS instances_pending ON instances (json_extract(record, '$.pending'));
 """
 
 
@@ -82,6 +83,14 @@ class SqliteStore:
         with self._lock:
             rows = self._db.execute("SELECT entry FROM history WHERE id = ? ORDER BY seq", (cid,)).fetchall()
         return [codec.loads(entry) for (entry,) in rows]
+
+    def pending(self, before: float, limit: int = 100) -> list[Record]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record FROM instances WHERE json_extract(record, '$.pending') > 0 "
+                "AND json_extract(record, '$.pending') < ? ORDER BY json_extract(record, '$.pending') LIMIT ?",
+                (before, limit)).fetchall()
+        return [codec.loads(record) for (record,) in rows]
 
     # -- timers (the same file: the embedded runtime needs no other backend) --------------
 

@@ -1,0 +1,59 @@
+"""Dispatcher options a user turns on in settings: notify, retention, the overdue sweep."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from protocol_kit import Clock, HandBus, linear, run_to_end, start
+
+from fsm.dispatcher import Dispatcher, Routes
+from sources.memory import MemoryStore, MemoryTimers
+
+
+def test_notify_gets_one_small_message_per_commit() -> None:
+    bus, feed, store = HandBus(), HandBus(), MemoryStore()
+    d = Dispatcher(linear(3), [store], Routes(bus=bus, timers=MemoryTimers(), notify=feed))
+    cid = uuid.uuid4().hex
+    start(bus, "linear", cid, {"secret": "not for the feed"})
+    run_to_end(d, bus)
+    updates = [json.loads(e.body) for e in feed.sent]
+    assert [(u["state"], u["status"], u["step"]) for u in updates] == [
+        ("s0", "running", 1), ("s1", "running", 2), ("s2", "done", 3)]
+    assert all(u["correlation_id"] == cid and u["machine"] == "linear" for u in updates)
+    assert all("secret" not in e.body for e in feed.sent)
+
+
+def test_retention_sets_expiry_after_the_last_change() -> None:
+    bus, store, clock = HandBus(), MemoryStore(), Clock()
+    d = Dispatcher(linear(2), [store], Routes(bus=bus, timers=MemoryTimers()), retention_days=2, clock=clock)
+    cid = uuid.uuid4().hex
+    start(bus, "linear", cid)
+    run_to_end(d, bus)
+    assert store.get(cid)["expires_at"] == int(clock.now + 2 * 86400)
+
+
+def test_no_retention_means_no_expiry() -> None:
+    bus, store = HandBus(), MemoryStore()
+    d = Dispatcher(linear(2), [store], Routes(bus=bus, timers=MemoryTimers()))
+    cid = uuid.uuid4().hex
+    start(bus, "linear", cid)
+    run_to_end(d, bus)
+    assert store.get(cid)["expires_at"] == 0
+
+
+def test_a_message_lost_on_the_bus_is_re_sent_once_overdue() -> None:
+    bus, store, clock = HandBus(), MemoryStore(), Clock()
+    d = Dispatcher(linear(4), [store], Routes(bus=bus, timers=MemoryTimers()), resend_after=30, clock=clock)
+    cid = uuid.uuid4().hex
+    start(bus, "linear", cid)
+    d.handle(bus.take())
+    bus.sent.clear()                                  # the queue was deleted with step 1 in it
+    assert store.get(cid)["pending"] == clock.now
+    assert d.resend_overdue() == 0                    # not overdue yet: it may be on its way
+    clock.now += 31
+    assert d.resend_overdue() == 1
+    run_to_end(d, bus)
+    record = store.get(cid)
+    assert record["status"] == "done" and record["pending"] == 0
+    assert d.resend_overdue() == 0                    # nothing owed any more

@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fsm import Action  # noqa: E402
+from fsm import Action
 
 REDIS: dict[str, Any] = {}
 
@@ -87,8 +87,8 @@ def run_soak(moto_url: str, redis_url: str, instances: int = 50, steps: int = 20
     from fsm.handler import App
     from fsm.ports import NullMetrics
     from fsm.resources import create_resources
-    from fsm.worker import run_worker
     from fsm.wiring import build
+    from fsm.worker import run_worker
     from sources.aws import make_client
 
     os.environ["AWS_ENDPOINT_URL"] = moto_url
@@ -97,8 +97,9 @@ def run_soak(moto_url: str, redis_url: str, instances: int = 50, steps: int = 20
     arn = "arn:aws:{}:us-east-1:123456789012:{}"
     table = arn.format("dynamodb", f"table/{run}")
     primary, secondary = arn.format("sqs", f"{run}-a"), arn.format("sqs", f"{run}-b")
-    base = dict(store=[table], stream=[primary, secondary], lease_timeout=lease_timeout, resend_after=5.0,
-                aws={"connect_timeout": 1, "read_timeout": 5, "max_attempts": 1})
+    base: dict[str, Any] = {"store": [table], "stream": [primary, secondary], "lease_timeout": lease_timeout,
+                            "resend_after": 5.0,
+                            "aws": {"connect_timeout": 1, "read_timeout": 5, "max_attempts": 1}}
     list(create_resources(Settings(**base)))
     settings = Settings(**base, chaos={table: chaos, primary: chaos, secondary: chaos})
     definitions = load_text(machine_yaml(steps))
@@ -153,12 +154,14 @@ def run_soak(moto_url: str, redis_url: str, instances: int = 50, steps: int = 20
 
 
 def _status(wiring: Any, cid: str) -> str | None:
+    from fsm.errors import RecoverableError
+
     for _ in range(10):  # reads go through the chaos wrapper too
         try:
             record = wiring.stores[0].target.get(cid) if hasattr(wiring.stores[0], "target") else \
                 wiring.stores[0].get(cid)
             return record["status"] if record else None
-        except Exception:  # noqa: BLE001 - an injected fault: read again
+        except RecoverableError:  # an injected fault: read again
             continue
     return None
 

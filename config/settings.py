@@ -11,9 +11,10 @@ from __future__ import annotations
 import difflib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from fsm.errors import InvalidDefinition
 
@@ -67,13 +68,15 @@ def load_settings(config_settings: Mapping[str, Any] | None = None, settings_fil
 def _file_layer(path: str | None) -> list[tuple[str, Mapping[str, Any]]]:
     if not path:
         return []
+    import yaml
+
     from config.yamlsource import load
 
     try:
         doc = load(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise InvalidDefinition(f"{path}:0: cannot read settings file: {exc.strerror or exc}") from None
-    except Exception as exc:  # yaml.YAMLError, imported lazily
+    except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise InvalidDefinition(f"{path}:{mark.line + 1 if mark else 0}: YAML syntax error: {exc}") from None
     if isinstance(doc, dict) and "settings" in doc and isinstance(doc["settings"], dict):

@@ -7,8 +7,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .shadow import check_packages
 
@@ -25,8 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return BAD_INPUT
-    from .errors import (FsmError, InstanceError, InvalidDefinition, MalformedMessage, ShadowedModule,
-                         UnknownMachine)
+    from .errors import (
+        FsmError,
+        InstanceError,
+        InvalidDefinition,
+        MalformedMessage,
+        ShadowedModule,
+        UnknownMachine,
+    )
     from .logs import configure
 
     configure(os.environ.get("FSM_LOG_LEVEL", "ERROR"))

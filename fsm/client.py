@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from config.loader import Definitions, load_file
 from config.settings import Settings, load_settings
@@ -21,7 +22,7 @@ from config.settings import Settings, load_settings
 from .dispatcher import Outcome
 from .errors import EventRejected, InstanceError, UnknownInstance, UnknownMachine
 from .lease import FINISHED
-from .message import Message, check_correlation_id, new_event_id
+from .message import Message, check_correlation_id, iso, new_event_id
 from .model import check_json
 from .ports import Envelope
 from .runtime import LocalRuntime, freshest_record
@@ -155,9 +156,7 @@ def status_view(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _iso(ts: float | None) -> str | None:
-    if not ts:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+    return iso(ts) if ts else None
 
 
 _default: Client | None = None

@@ -16,19 +16,33 @@ import random
 import socket
 import time
 import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from . import codec
 from . import lease as leases
 from .backoff import full_jitter
 from .engine import Hop, run_transitions
-from .errors import (BackendError, ContextNotSerialisable, MalformedMessage, RecoverableError,
-                     TransitionError)
+from .errors import (
+    BackendError,
+    ContextNotSerialisable,
+    MalformedMessage,
+    RecoverableError,
+    TransitionError,
+)
 from .logs import log
-from .message import Message
+from .message import Message, iso
 from .model import Context, Machine
-from .ports import Envelope, EventBus, InstanceStore, Metrics, NullMetrics, Record, TimerStore
+from .ports import (
+    Envelope,
+    EventBus,
+    InstanceStore,
+    Metrics,
+    NullMetrics,
+    Record,
+    TimerStore,
+)
 
 
 @dataclass
@@ -172,14 +186,14 @@ class Dispatcher:
             return self._fail(store, lease, msg, again, record, machine, exc, now, retryable)
         new_step = step + len(run.hops)
         outbox: list[tuple[Message, float]] = []
-        base = dict(machine=machine.name, correlation_id=msg.correlation_id, fence=lease.fence,
-                    store=msg.store, version=machine.version, sent_at=now)
+        base = {"machine": machine.name, "correlation_id": msg.correlation_id, "fence": lease.fence,
+                "store": msg.store, "version": machine.version, "sent_at": now}
         if run.status == "running":
             outbox.append((Message(kind="step", step=new_step, event=run.next_event, state=run.state,
                                    context=data, **base), 0.0))
         outbox.extend(self._timers(machine.states[run.state], run.status, obj.get("schedule"), new_step, base))
         history = [{"step": h.step + 1, "from": h.source, "event": h.event, "to": h.target,
-                    "time": _iso(now), "duration": round(h.duration, 6), "retries": retries}
+                    "time": iso(now), "duration": round(h.duration, 6), "retries": retries}
                    for h in run.hops]
         fields = {"state": run.state, "status": run.status, "step": new_step, "retries": 0,
                   "context": data, "outbox": _entries(outbox), "consumed": _identity(msg),
@@ -234,13 +248,13 @@ class Dispatcher:
         dims = {"Machine": machine.name, "State": str(again.state), "Event": str(again.event)}
         final = not retryable or again.retries >= machine.max_retries
         entry = {"step": again.step + 1, "from": again.state, "event": again.event, "to": None,
-                 "time": _iso(now), "duration": 0.0, "retries": again.retries, "error": error}
+                 "time": iso(now), "duration": 0.0, "retries": again.retries, "error": error}
         fields: dict[str, Any] = {
             **self._expiry(now),
             "retries": again.retries + 1, "updated_at": now, "consumed": _identity(msg),
             "event_ids": _remember(record, again),
             "last_error": {"message": error, "step": again.step, "state": again.state,
-                           "event": again.event, "time": _iso(now)}}
+                           "event": again.event, "time": iso(now)}}
         if final:
             fields.update(status="failed", outbox=[], pending=0.0, failed_message=again.evolve(retries=0).to_dict())
             outbox: list[tuple[Message, float]] = []
@@ -271,8 +285,8 @@ class Dispatcher:
                           f"{', '.join(sorted(state.transitions)) or 'no events'}")
         fields = {"event_ids": _remember(record, msg), "updated_at": now,
                   "last_error": {"message": error, "step": record["step"], "state": state.name,
-                                 "event": event, "time": _iso(now)}}
-        entry = {"step": record["step"], "from": state.name, "event": event, "to": None, "time": _iso(now),
+                                 "event": event, "time": iso(now)}}
+        entry = {"step": record["step"], "from": state.name, "event": event, "to": None, "time": iso(now),
                  "duration": 0.0, "retries": 0, "rejected": True, "error": error}
         if not leases.commit(store, lease, fields, [entry]):
             return self._stale(msg)
@@ -287,9 +301,9 @@ class Dispatcher:
                   "event_ids": _remember(record, msg),
                   **self._expiry(now),
                   "last_error": {"message": f"cancelled: {reason}", "step": record["step"],
-                                 "state": record["state"], "event": None, "time": _iso(now)}}
+                                 "state": record["state"], "event": None, "time": iso(now)}}
         entry = {"step": record["step"], "from": record["state"], "event": "cancel", "to": None,
-                 "time": _iso(now), "duration": 0.0, "retries": 0, "cancelled": reason}
+                 "time": iso(now), "duration": 0.0, "retries": 0, "cancelled": reason}
         if not leases.commit(store, lease, fields, [entry]):
             return self._stale(msg)
         self._notify(msg.correlation_id, self.machines[msg.machine], record["state"], "cancelled", record["step"])
@@ -426,7 +440,3 @@ def _remember(record: Record, msg: Message, keep: int = 100) -> list[str]:
 
 def _entries(outbox: list[tuple[Message, float]]) -> list[dict[str, Any]]:
     return [{"message": m.to_dict(), "delay": d} for m, d in outbox]
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"

@@ -21,14 +21,14 @@ from .shadow import check_packages
 
 check_packages()
 
-from config.loader import Definitions, load_file  # noqa: E402
-from config.settings import Settings, load_settings  # noqa: E402
+from config.loader import Definitions, load_file
+from config.settings import Settings, load_settings
 
-from .client import Client, default_config_path  # noqa: E402
-from .errors import FsmError, InstanceError, MalformedMessage  # noqa: E402
-from .logs import configure, log, redact  # noqa: E402
-from .runtime import process, release_due_timers  # noqa: E402
-from .wiring import Wiring, build  # noqa: E402
+from .client import Client, default_config_path
+from .errors import FsmError, InstanceError, MalformedMessage
+from .logs import configure, log, redact
+from .runtime import process, release_due_timers
+from .wiring import Wiring, build
 
 
 @dataclass

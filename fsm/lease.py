@@ -13,9 +13,9 @@ commit must present it: a worker whose lease expired and was taken over cannot c
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .message import Message
 from .ports import InstanceStore, Record
@@ -50,10 +50,6 @@ class Missing:
 
 
 Acquired = Lease | Duplicate | Busy | Missing
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _lease_fields(owner: str, fence: int, now: int, lease_ms: int) -> dict[str, Any]:

@@ -128,5 +128,6 @@ def decode(body: str | bytes | dict[str, Any]) -> Message:
     return Message(**raw)
 
 
-def now() -> float:
-    return time.time()
+def iso(ts: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with milliseconds, the format of every time we show."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"

@@ -7,8 +7,9 @@ are written once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 # The instance record: field name -> how adapters that need types store it.
 #   str / int / float: scalars, the only kinds an ``expect`` condition compares;

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .dispatcher import Outcome
 from .errors import BackendError, MalformedMessage

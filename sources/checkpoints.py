@@ -1,7 +1,12 @@
 """Stream positions: where an instance last consumed (for ``fsm resume``) and where a
 worker's shard reader stands. A DynamoDB table (``settings checkpoint:``), one item per
-key (``pk`` = ``ckpt#`` + key, ``sk`` = ``checkpoint``), so the table can be the
-instance store's own table."""
+key (``pk`` = PREFIX + ``ckpt#`` + key, ``sk`` = ``checkpoint``, ``value`` = JSON text), so
+the table can be the instance store's own table.
+
+When it is, :class:`sources.dynamodb.DynamoStore` writes an instance's item itself, in
+the transaction of the commit that consumed the record (``writes_checkpoints``): give
+both the same ``prefix`` so that this class reads what the store wrote.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +14,19 @@ import json
 from typing import Any, Mapping
 
 from .aws import classify, make_client
-from .dynamodb import table_of
+from .dynamodb import checkpoint_key, table_of
 
 
 class DynamoCheckpoints:
     def __init__(self, url: str, *, client: Any = None, endpoint_url: str | None = None,
-                 aws: Mapping[str, Any] | None = None):
+                 aws: Mapping[str, Any] | None = None, prefix: str = ""):
         self.url = url
+        self.prefix = prefix
         self.table, region = table_of(url)
         self.client = make_client("dynamodb", region, endpoint_url, aws, client)
 
     def _key(self, key: str) -> dict[str, Any]:
-        return {"pk": {"S": f"ckpt#{key}"}, "sk": {"S": "checkpoint"}}
+        return checkpoint_key(self.prefix, key)
 
     def get(self, key: str, default: Any = None) -> Any:
         try:

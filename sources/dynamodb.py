@@ -8,6 +8,7 @@ item                   pk                          sk
 instance record        PREFIX + correlation id     ``record``
 history of one swap    PREFIX + correlation id     ``h#%012d`` % n, n = number of its first entry
 timer                  PREFIX + ``timer#`` + id    ``timer``  (+ GSI ``timers-by-due``)
+stream checkpoint      PREFIX + ``ckpt#`` + id     ``checkpoint`` (see ``sources.checkpoints``)
 =====================  ==========================  ==========================================
 
 Record fields are attributes: ``str`` fields as S, ``int``/``float`` fields as N, ``json``
@@ -18,7 +19,18 @@ failed condition). With history it is one TransactWriteItems of two items: the r
 update and one Put holding all of that swap's entries as a JSON array. One item per swap
 rather than per entry keeps a transaction at two items whatever the entry count, and
 small entries share one write unit instead of paying one each; the price is that one
-swap's entries must fit in an item (400 KB).
+swap's entries must fit in an item (400 KB). A swap whose ``fields`` carry a
+``checkpoint`` (a commit of a message read from Kinesis) also puts the checkpoint item in
+the same transaction, so ``fsm resume`` finds an instance's last stream position even
+after its record is gone, without the separate PutItem the dispatcher would otherwise
+make (``writes_checkpoints``).
+
+Pending index: a record whose ``pending`` is > 0 also gets ``pending_shard`` (PREFIX +
+``pending#`` + shard), which puts it in the sparse GSI ``pending-by-time`` (partition
+``pending_shard``, sort ``pending``, projection ALL); a swap that sets ``pending`` to 0
+removes ``pending_shard`` in the same update, which takes the item out of the index.
+``pending`` itself stays a plain N attribute (``null`` is removed instead: an index key
+attribute cannot hold NULL). ``pending()`` queries every shard and needs no second read.
 
 The history item's sort key needs the record's history length, which the request must
 name before it is sent, so the adapter remembers each record's ``history_len`` from the
@@ -34,8 +46,11 @@ removed when it is 0 (DynamoDB would treat 0 as "long expired"). History entries
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
+import time
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -44,6 +59,7 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fsm.errors import BackendError, RecoverableError
+from fsm.logs import log
 from fsm.ports import RECORD_FIELDS, Record, Scalar, SwapResult
 
 from .aws import classify, error_code, make_client, parse_arn
@@ -52,8 +68,13 @@ from .base import dumps, matches
 RECORD_SK = "record"
 HISTORY_LEN = "history_len"
 TTL = "ttl"
-RESERVED = frozenset({"pk", "sk", HISTORY_LEN, TTL})
+PENDING = "pending"
+PENDING_SHARD = "pending_shard"
+RESERVED = frozenset({"pk", "sk", HISTORY_LEN, TTL, PENDING_SHARD})
 TIMER_INDEX = "timers-by-due"
+PENDING_INDEX = "pending-by-time"
+CHECKPOINT_PREFIX = "ckpt#"
+CHECKPOINT_SK = "checkpoint"
 STALE_GUESS_ATTEMPTS = 4
 _deserialize = TypeDeserializer().deserialize
 
@@ -129,16 +150,31 @@ def _number(n: int) -> dict[str, str]:
     return {"N": str(n)}
 
 
+def checkpoint_key(prefix: str, key: str) -> dict[str, Any]:
+    """The checkpoint item of ``key``: written by the store's commits and by
+    :class:`sources.checkpoints.DynamoCheckpoints`, so both must agree on it."""
+    return {"pk": {"S": f"{prefix}{CHECKPOINT_PREFIX}{key}"}, "sk": {"S": CHECKPOINT_SK}}
+
+
 class DynamoStore:
-    """An :class:`fsm.ports.InstanceStore` on one DynamoDB table (see the module docstring)."""
+    """An :class:`fsm.ports.InstanceStore` on one DynamoDB table (see the module docstring).
+
+    ``pending_shards`` (default 1) spreads the pending index over several GSI partitions,
+    for write rates one index partition cannot take; ``pending()`` then queries each.
+    """
+
+    # Commits carry their checkpoint item (see the module docstring): a dispatcher whose
+    # checkpoint table is this table needs no PutItem of its own.
+    writes_checkpoints = True
 
     def __init__(self, url: str, *, client: Any = None, endpoint_url: str | None = None,
                  aws: Mapping[str, Any] | None = None, prefix: str = "",
-                 page_size: int | None = None):
+                 page_size: int | None = None, pending_shards: int = 1):
         self.url = url
         self.table, region = table_of(url)
         self.prefix = prefix
         self.page_size = page_size
+        self.pending_shards = max(1, pending_shards)
         self._owns_client = client is None
         self.client = make_client("dynamodb", region, endpoint_url, aws, client)
         self._history_len: dict[str, int] = {}   # last seen per correlation id, see module doc
@@ -155,7 +191,7 @@ class DynamoStore:
         bad = RESERVED.intersection(fields)
         if bad:
             raise BackendError(f"{self.url}: record fields {sorted(bad)} are reserved by the DynamoDB store")
-        if not history:
+        if not history and fields.get("checkpoint") is None:
             return self._update(cid, expect, fields)
         return self._transact(cid, expect, fields, history)
 
@@ -180,6 +216,27 @@ class DynamoStore:
             query["Limit"] = self.page_size
         return [entry for item in self._pages("query", query) for entry in json.loads(item["entries"]["S"])]
 
+    def pending(self, before: float, limit: int = 100) -> list[Record]:
+        """Records whose ``0 < pending < before``, oldest first, from the sparse GSI
+        (eventually consistent: a commit of a moment ago may show up on the next call)."""
+        if limit <= 0:
+            return []
+        found: list[tuple[float, str, Record]] = []
+        for shard in range(self.pending_shards):
+            query = {
+                "TableName": self.table, "IndexName": PENDING_INDEX, "Limit": limit,
+                "KeyConditionExpression": "#shard = :shard AND #pending < :before",
+                "ExpressionAttributeNames": {"#shard": PENDING_SHARD, "#pending": PENDING},
+                "ExpressionAttributeValues": {":shard": {"S": self._pending_shard(shard)},
+                                              ":before": {"N": repr(float(before))}},
+            }
+            for item in paginate(self.client, "query", query, self.url, limit=limit):
+                record = decode_record(item)
+                if record is not None:
+                    found.append((float(item[PENDING]["N"]), item["pk"]["S"], record))
+        found.sort(key=lambda entry: entry[:2])
+        return [record for _, _, record in found[:limit]]
+
     def close(self) -> None:
         if self._owns_client:
             self.client.close()
@@ -188,7 +245,7 @@ class DynamoStore:
 
     def _update(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any]) -> SwapResult:
         ex = _Expression()
-        update = self._update_expression(ex, fields, appended=0)
+        update = self._update_expression(ex, cid, fields, appended=0)
         condition = self._condition(ex, expect, history_len=None)
         try:
             reply = self.client.update_item(
@@ -209,8 +266,10 @@ class DynamoStore:
 
     def _transact(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
                   history: Sequence[Mapping[str, Any]]) -> SwapResult:
+        """The record update plus the history item and/or the checkpoint item, in one
+        TransactWriteItems. Without history no ``history_len`` guess is needed."""
         for _ in range(STALE_GUESS_ATTEMPTS):
-            known = 0 if expect is None else self._history_len.get(cid, 0)
+            known = 0 if expect is None or not history else self._history_len.get(cid, 0)
             try:
                 self.client.transact_write_items(TransactItems=self._transaction(cid, expect, fields, history, known))
             except ClientError as exc:
@@ -226,35 +285,52 @@ class DynamoStore:
                 return SwapResult(False, record)
             except BotoCoreError as exc:
                 raise classify(exc, self.url) from exc
-            with self._lock:
-                self._history_len[cid] = known + len(history)
+            if history:
+                with self._lock:
+                    self._history_len[cid] = known + len(history)
             return SwapResult(True, None)
         raise RecoverableError(f"{self.url}: history of {cid!r} kept moving during {STALE_GUESS_ATTEMPTS} attempts")
 
     def _transaction(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
                      history: Sequence[Mapping[str, Any]], known: int) -> list[dict[str, Any]]:
         ex = _Expression()
-        update = self._update_expression(ex, fields, appended=len(history))
-        condition = self._condition(ex, expect, history_len=known)
+        update = self._update_expression(ex, cid, fields, appended=len(history))
+        condition = self._condition(ex, expect, history_len=known if history else None)
         items: list[dict[str, Any]] = [{"Update": {
             "TableName": self.table, "Key": self._key(cid, RECORD_SK), "UpdateExpression": update,
             "ConditionExpression": condition, "ExpressionAttributeNames": ex.names,
             "ExpressionAttributeValues": ex.values, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}]
-        entries = {**self._key(cid, f"h#{known + 1:012d}"), "entries": {"S": dumps(list(history))}}
         expires = fields.get("expires_at")
-        if isinstance(expires, (int, float)) and expires > 0:
-            entries[TTL] = _number(int(expires))
-        return [*items, {"Put": {"TableName": self.table, "Item": entries}}]
+        ttl = {TTL: _number(int(expires))} if isinstance(expires, (int, float)) and expires > 0 else {}
+        if history:
+            entries = {**self._key(cid, f"h#{known + 1:012d}"), "entries": {"S": dumps(list(history))}, **ttl}
+            items.append({"Put": {"TableName": self.table, "Item": entries}})
+        checkpoint = fields.get("checkpoint")
+        if checkpoint is not None:
+            # The item DynamoCheckpoints reads. It outlives a deleted record; with a
+            # retention it expires with the record and history of this commit.
+            position = {**checkpoint_key(self.prefix, cid), "value": {"S": dumps(checkpoint)}, **ttl}
+            items.append({"Put": {"TableName": self.table, "Item": position}})
+        return items
 
     # -- expressions -----------------------------------------------------------------------
 
-    @staticmethod
-    def _update_expression(ex: _Expression, fields: Mapping[str, Any], appended: int) -> str:
+    def _update_expression(self, ex: _Expression, cid: str, fields: Mapping[str, Any], appended: int) -> str:
         # history_len is always set, so the expression is never empty and every record has it.
         length = ex.name(HISTORY_LEN)
         sets = [f"{length} = if_not_exists({length}, {ex.value(_number(0))}) + {ex.value(_number(appended))}"]
-        sets += [f"{ex.name(name)} = {ex.value(encode(name, value))}" for name, value in fields.items()]
         removes = []
+        for name, value in fields.items():
+            if name == PENDING and value is None:
+                removes.append(ex.name(name))    # an index key attribute cannot be NULL
+            else:
+                sets.append(f"{ex.name(name)} = {ex.value(encode(name, value))}")
+        if PENDING in fields:
+            pending = fields[PENDING]
+            if isinstance(pending, (int, float)) and not isinstance(pending, bool) and pending > 0:
+                sets.append(f"{ex.name(PENDING_SHARD)} = {ex.value({'S': self._pending_shard_of(cid)})}")
+            else:
+                removes.append(ex.name(PENDING_SHARD))
         if "expires_at" in fields:
             expires = fields["expires_at"]
             if isinstance(expires, (int, float)) and expires > 0:
@@ -287,6 +363,13 @@ class DynamoStore:
 
     def _key(self, cid: str, sk: str) -> dict[str, Any]:
         return {"pk": {"S": self.prefix + cid}, "sk": {"S": sk}}
+
+    def _pending_shard(self, shard: int) -> str:
+        """The index partition: the prefix keeps stores sharing a table apart."""
+        return f"{self.prefix}pending#{shard}"
+
+    def _pending_shard_of(self, cid: str) -> str:
+        return self._pending_shard(zlib.crc32(cid.encode()) % self.pending_shards)
 
     def _remember(self, cid: str, item: Mapping[str, Any] | None) -> None:
         if item and HISTORY_LEN in item:
@@ -402,11 +485,15 @@ class DynamoTimers:
 
 
 def create_tables(*urls: str, client: Any = None, endpoint_url: str | None = None,
-                  aws: Mapping[str, Any] | None = None) -> None:
-    """Create each table (pk/sk, the timer index, on-demand billing) and enable TTL on ``ttl``.
+                  aws: Mapping[str, Any] | None = None, index_wait: float = 600.0) -> None:
+    """Create each table (pk/sk, the timer and pending indexes, on-demand billing) and
+    enable TTL on ``ttl``.
 
-    Safe to run twice: an existing table is left as it is, and TTL is only switched on when
-    it is off. One table can hold both records and timers.
+    Safe to run twice: an existing table keeps its items, gains the indexes it lacks (a
+    table made by an older version has no pending index; DynamoDB builds it from the
+    existing items, which on a large table takes a while: this waits up to
+    ``index_wait`` seconds for it, then leaves it building), and TTL is only switched on
+    when it is off. One table can hold records, timers and checkpoints.
     """
     for url in dict.fromkeys(urls):
         table, region = table_of(url)
@@ -414,6 +501,7 @@ def create_tables(*urls: str, client: Any = None, endpoint_url: str | None = Non
         try:
             _create_table(dynamodb, table)
             dynamodb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+            _add_missing_indexes(dynamodb, table, index_wait)
             status = dynamodb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
             if status.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
                 dynamodb.update_time_to_live(TableName=table, TimeToLiveSpecification={
@@ -422,17 +510,58 @@ def create_tables(*urls: str, client: Any = None, endpoint_url: str | None = Non
             raise classify(exc, url) from exc
 
 
+# index name -> (partition attribute, sort attribute); both sparse, projection ALL.
+INDEXES = {TIMER_INDEX: ("timer_shard", "due"), PENDING_INDEX: (PENDING_SHARD, PENDING)}
+ATTRIBUTE_TYPES = {"pk": "S", "sk": "S", "timer_shard": "S", "due": "N", PENDING_SHARD: "S", PENDING: "N"}
+
+
+def _index(name: str) -> dict[str, Any]:
+    partition, sort = INDEXES[name]
+    return {"IndexName": name, "Projection": {"ProjectionType": "ALL"},
+            "KeySchema": [{"AttributeName": partition, "KeyType": "HASH"},
+                          {"AttributeName": sort, "KeyType": "RANGE"}]}
+
+
+def _definitions(names: Iterable[str]) -> list[dict[str, str]]:
+    return [{"AttributeName": n, "AttributeType": ATTRIBUTE_TYPES[n]} for n in names]
+
+
 def _create_table(dynamodb: Any, table: str) -> None:
-    attributes = [("pk", "S"), ("sk", "S"), ("timer_shard", "S"), ("due", "N")]
     try:
         dynamodb.create_table(
             TableName=table, BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": n, "AttributeType": t} for n, t in attributes],
+            AttributeDefinitions=_definitions(ATTRIBUTE_TYPES),
             KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            GlobalSecondaryIndexes=[{
-                "IndexName": TIMER_INDEX, "Projection": {"ProjectionType": "ALL"},
-                "KeySchema": [{"AttributeName": "timer_shard", "KeyType": "HASH"},
-                              {"AttributeName": "due", "KeyType": "RANGE"}]}])
+            GlobalSecondaryIndexes=[_index(name) for name in INDEXES])
     except ClientError as exc:
         if error_code(exc) != "ResourceInUseException":
             raise
+
+
+def _add_missing_indexes(dynamodb: Any, table: str, wait: float) -> None:
+    """Add the indexes a table made by an older version lacks, one per UpdateTable (the
+    most DynamoDB takes at a time), waiting for each to be ACTIVE before the next."""
+    statuses = _index_statuses(dynamodb, table)
+    for name in INDEXES:
+        if name in statuses:
+            continue
+        log(logging.INFO, "adding index", table=table, index=name)
+        dynamodb.update_table(
+            TableName=table, AttributeDefinitions=_definitions(("pk", "sk", *INDEXES[name])),
+            GlobalSecondaryIndexUpdates=[{"Create": _index(name)}])
+        deadline = time.monotonic() + wait
+        status = _index_statuses(dynamodb, table).get(name)
+        while status != "ACTIVE" and time.monotonic() < deadline:
+            time.sleep(2)
+            status = _index_statuses(dynamodb, table).get(name)
+        if status != "ACTIVE":
+            log(logging.WARNING, "index still being built from the existing items; it serves "
+                "queries once ACTIVE", table=table, index=name, status=status)
+            return      # DynamoDB builds one index at a time: the next one waits for a later run
+
+
+def _index_statuses(dynamodb: Any, table: str) -> dict[str, str]:
+    """Index name -> IndexStatus of the table's global secondary indexes."""
+    description = dynamodb.describe_table(TableName=table)["Table"]
+    return {index["IndexName"]: str(index.get("IndexStatus") or "ACTIVE")
+            for index in description.get("GlobalSecondaryIndexes") or []}

@@ -1,34 +1,66 @@
-"""``memcached://HOST:PORT``: instance records on memcached's gets/cas.
+"""``memcached://HOST:PORT``: instance records on memcached's CAS tokens.
 
-memcached has no server-side conditions, so ``swap`` reads the record with ``gets``,
-checks ``expect`` in Python and writes with ``cas`` (``add`` when creating): two round
-trips, one for a create. When the ``cas`` loses a race the record is read again and the
-condition re-checked, so a swap only fails when its condition is false on the record it
-would have replaced.
+memcached has no server-side conditions, so ``swap`` checks ``expect`` in Python against
+a record it knows together with the record's CAS token, and writes only if the token is
+still the item's: the write is the condition. It knows the record in one of two ways:
+
+- it read it with ``gets`` (one round trip), or
+- it wrote it itself. memcached 1.6's meta ``ms`` command answers a successful write
+  with the item's new token (``HD c<token>``), which the classic ``cas`` does not; the
+  store remembers, per record, the value and token of its own last write. A swap whose
+  ``expect`` holds on that remembered record writes directly with the remembered token,
+  no read. If anyone wrote since, the token has moved on, the write is refused (``EX``,
+  or ``NF`` once the item is gone) and the swap falls back to ``gets`` + write: a stale
+  memory costs one round trip, never a wrong write.
+
+So the dispatcher's acquire costs ``gets`` + ``ms`` (or just ``ms`` when this store wrote
+the previous commit) and its commit one ``ms``. A create is ``ms ... ME`` (add). When the
+write loses a race the record is read again and the condition re-checked, so a swap only
+fails when its condition is false on the record it would have replaced.
+
+Tokens count up from 1 again when memcached restarts, so after a restart a remembered
+token could equal a new item's token by chance. A remembered token is therefore only used
+on a pooled connection that was already open when the token was issued (or the one it
+was issued on): a connection that still answers proves the server has not restarted since.
+Behind a proxy that keeps client connections open across server restarts (mcrouter,
+twemproxy), that proof does not hold: pass ``remember_writes=False`` there.
+
+A server without meta commands (before 1.6) is detected on the first write, after which
+the store uses ``gets`` + ``cas``, and ``add`` to create.
 
 History is not atomic here. The record carries its history length (inside the stored
-value, next to the record), so the ``cas`` itself reserves the entry numbers; the entries
-are then written under their own keys with one ``set_many``: one more round trip. A crash
-between the two loses those entries (``history`` skips missing numbers), and, memcached
-being a cache, eviction may lose any key: use it where that is acceptable.
+value, next to the record), so the record's write itself reserves the entry numbers; the
+entries are then written under their own keys with one ``set_many``: one more round trip.
+A crash between the two loses those entries (``history`` skips missing numbers), and,
+memcached being a cache, eviction may lose any key: use it where that is acceptable.
 
-Every write passes ``noreply=False``: with pymemcache's default a failed ``add``/``cas``
-would report success.
+memcached cannot list keys, so there is no pending index: ``pending()`` raises
+``BackendError``. Instances whose message vanished after their commit are healed only by
+the redelivery of the message they consumed.
+
+Every write waits for its answer: ``noreply=False`` on the classic commands (with
+pymemcache's default a failed ``add``/``cas`` would report success), and ``ms`` is sent
+without the quiet flag.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 from pymemcache.client.base import PooledClient
 from pymemcache.exceptions import (
+    MemcacheClientError,
     MemcacheError,
     MemcacheServerError,
     MemcacheUnexpectedCloseError,
+    MemcacheUnknownCommandError,
     MemcacheUnknownError,
 )
 
@@ -38,6 +70,7 @@ from fsm.ports import Record, Scalar, SwapResult
 from .base import dumps, matches, merged
 
 CAS_ATTEMPTS = 16
+REMEMBERED_RECORDS = 10_000     # a cache: when full it starts over, a miss costs one gets
 RECOVERABLE = (OSError, MemcacheUnexpectedCloseError, MemcacheServerError, MemcacheUnknownError)
 
 
@@ -48,6 +81,86 @@ def address_of(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port or 11211
 
 
+@dataclass(frozen=True)
+class MetaReply:
+    """The answer to ``ms``: ``status`` is ``HD`` (stored), ``NS`` (not stored: an add
+    found the key), ``EX`` (the token has moved on), ``NF`` (no such item) or ``moved``
+    (nothing sent: no connection the ``valid`` token may be used on was free).
+    ``origin`` is what :meth:`MetaClient.meta_set` needs to use ``token`` again."""
+
+    status: str
+    token: int = 0
+    origin: tuple[int, int] = (0, 0)
+
+
+class MetaClient(PooledClient):
+    """A pymemcache ``PooledClient`` plus ``meta_set``: memcached's ``ms``, which answers
+    a successful write with the item's new CAS token.
+
+    It numbers the pooled connections in the order it first sees them, so that a token
+    can be tied to the connections that were open when it was issued (see the module
+    docstring on restarts). The numbering lives here because only the code holding a
+    pooled connection can check it before sending on it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._serials: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._latest = 0
+        self._serial_lock = threading.Lock()
+
+    def meta_set(self, key: str, value: bytes, *, expire: int = 0, cas: int | None = None,
+                 add: bool = False, valid: tuple[int, int] | None = None) -> MetaReply:
+        """Store ``value`` (``add``: only if absent; ``cas``: only if the item's token is
+        still ``cas``) and return the new token. ``valid`` is the ``origin`` of the reply
+        that gave ``cas``: the token is only sent on a connection it may be used on."""
+        with self.client_pool.get_and_release(destroy_on_fail=True) as client:
+            if valid is not None and not self._may_use(client.sock, valid):
+                return MetaReply("moved")
+            with self._serial_lock:
+                before = self._latest       # every connection numbered so far is older than the token
+            flags = [f"ms {self.check_key(key).decode()} {len(value)}", "c"]
+            if cas is not None:
+                flags.append(f"C{cas}")
+            if add:
+                flags.append("ME")
+            if expire:
+                flags.append(f"T{expire}")
+            line = client.raw_command(" ".join(flags).encode() + b"\r\n" + value)
+            parts = line.split()
+            if not parts or parts[0] not in (b"HD", b"NS", b"EX", b"NF"):
+                client.close()              # an answer we cannot place: never reuse the stream
+                raise MemcacheUnknownError(f"unexpected answer to ms: {line[:80]!r}")
+            token = next((int(p[1:]) for p in parts[1:] if p.startswith(b"c") and p[1:].isdigit()), 0)
+            return MetaReply(parts[0].decode(), token, (self._serial(client.sock), before))
+
+    def _serial(self, sock: Any) -> int:
+        with self._serial_lock:
+            serial = self._serials.get(sock)
+            if serial is None:
+                self._latest += 1
+                serial = self._serials[sock] = self._latest
+            return serial
+
+    def _may_use(self, sock: Any, valid: tuple[int, int]) -> bool:
+        """The connection carried the token, or was open (numbered) before it was issued."""
+        if sock is None:
+            return False            # it would connect now: perhaps to a restarted server
+        with self._serial_lock:
+            serial = self._serials.get(sock)
+        own, before = valid
+        return serial is not None and (serial == own or serial <= before)
+
+
+@dataclass(frozen=True)
+class _Written:
+    """The store's own last write of a record: the exact stored text and its token."""
+
+    text: bytes
+    token: int
+    origin: tuple[int, int]
+
+
 class MemcacheStore:
     """An :class:`fsm.ports.InstanceStore` on memcached (see the module docstring).
 
@@ -56,35 +169,45 @@ class MemcacheStore:
 
     def __init__(self, url: str, *, client: Any = None, prefix: str = "fsm:",
                  timeout: float = 5.0, connect_timeout: float = 2.0, max_pool_size: int = 16,
-                 page_size: int = 500):
+                 page_size: int = 500, remember_writes: bool = True):
         self.url = url
         self.prefix = prefix
         self.page_size = page_size
         self._owns_client = client is None
-        # PooledClient: a plain Client is one socket and not safe to share between threads.
-        self.client = client or PooledClient(address_of(url), connect_timeout=connect_timeout,
-                                             timeout=timeout, no_delay=True, max_pool_size=max_pool_size,
-                                             default_noreply=False)
+        # A pool: a plain Client is one socket and not safe to share between threads.
+        self.client = client or MetaClient(address_of(url), connect_timeout=connect_timeout,
+                                           timeout=timeout, no_delay=True, max_pool_size=max_pool_size,
+                                           default_noreply=False)
+        # A given client without meta_set (a plain PooledClient) works with gets + cas.
+        self._meta = callable(getattr(self.client, "meta_set", None))
+        self._remember = remember_writes and self._meta
+        # memcached key -> our last write of it. Plain dict operations, atomic under the
+        # GIL: a thread may drop or replace another's entry, which only costs a gets.
+        self._written: dict[str, _Written] = {}
 
     def swap(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
              history: Sequence[Mapping[str, Any]] = ()) -> SwapResult:
         key = self._key(cid, "r")
-        for _ in range(CAS_ATTEMPTS):
-            if expect is None:
-                stored = self._write(key, {}, fields, history, token=None)
+        if expect is None:
+            return self._create(cid, key, fields, history)
+        known = self._written.get(key)
+        if known is not None:
+            envelope = _decode(known.text)
+            if matches(envelope["record"], expect):
+                stored = self._write(key, envelope, fields, history, known.token, known.origin)
                 if stored is not None:
                     return self._finish(cid, stored, history)
-                current = self._call(lambda: self.client.get(key))
-                if current is None:
-                    continue      # deleted or expired between our add and get
-                return SwapResult(False, _decode(current)["record"])
+        for _ in range(CAS_ATTEMPTS):
             value, token = self._call(lambda: self.client.gets(key))
+            if known is not None and (value is None or int(token) != known.token):
+                self._written.pop(key, None)   # someone else wrote since: forget ours
+                known = None
             if value is None:
                 return SwapResult(False, None)
             envelope = _decode(value)
             if not matches(envelope["record"], expect):
                 return SwapResult(False, envelope["record"])
-            stored = self._write(key, envelope, fields, history, token=token)
+            stored = self._write(key, envelope, fields, history, int(token))
             if stored is not None:
                 return self._finish(cid, stored, history)
         raise RecoverableError(f"{self.url}: {cid!r} changed under {CAS_ATTEMPTS} attempts to swap it")
@@ -103,23 +226,69 @@ class MemcacheStore:
             entries += [json.loads(found[k]) for k in keys if k in found]
         return entries
 
+    def pending(self, before: float, limit: int = 100) -> list[Record]:
+        raise BackendError(f"{self.url}: memcached cannot list pending instances; it has no way to "
+                           "list or index keys (use redis, DynamoDB or sqlite to have overdue outboxes "
+                           "re-sent)")
+
     def close(self) -> None:
         if self._owns_client:
             self.client.close()
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def _create(self, cid: str, key: str, fields: Mapping[str, Any],
+                history: Sequence[Mapping[str, Any]]) -> SwapResult:
+        for _ in range(CAS_ATTEMPTS):
+            stored = self._write(key, {}, fields, history, token=None)
+            if stored is not None:
+                return self._finish(cid, stored, history)
+            current = self._call(lambda: self.client.get(key))
+            if current is not None:
+                return SwapResult(False, _decode(current)["record"])
+            # deleted or expired between our add and get: add again
+        raise RecoverableError(f"{self.url}: {cid!r} changed under {CAS_ATTEMPTS} attempts to create it")
+
     def _write(self, key: str, envelope: dict[str, Any], fields: Mapping[str, Any],
-               history: Sequence[Mapping[str, Any]], token: bytes | None) -> dict[str, Any] | None:
-        """``add`` (token None) or ``cas`` the new envelope; None when another writer won."""
+               history: Sequence[Mapping[str, Any]], token: int | None,
+               origin: tuple[int, int] | None = None) -> dict[str, Any] | None:
+        """Add (``token`` None) or compare-and-set the new envelope; None when another
+        writer won. ``origin`` marks a remembered token (see ``MetaClient.meta_set``)."""
         record = merged(envelope.get("record"), fields)
         new = {"record": record, "history_len": envelope.get("history_len", 0) + len(history)}
         text, expire = dumps(new).encode(), _expire(record)  # UTF-8 bytes: values must be binary-safe
+        if self._meta:
+            reply = self._meta_set(key, text, expire, token, origin)
+            if reply is not None:
+                if reply.status != "HD":
+                    if origin is not None:
+                        self._written.pop(key, None)
+                    return None
+                if self._remember:
+                    if len(self._written) >= REMEMBERED_RECORDS:
+                        self._written.clear()
+                    self._written[key] = _Written(text, reply.token, reply.origin)
+                return _decode(text)
+            if origin is not None:
+                return None     # meta went away with a remembered token: read the record instead
         if token is None:
             ok = self._call(lambda: self.client.add(key, text, expire=expire, noreply=False))
         else:
             ok = self._call(lambda: self.client.cas(key, text, token, expire=expire, noreply=False))
         return _decode(text) if ok else None
+
+    def _meta_set(self, key: str, text: bytes, expire: int, token: int | None,
+                  origin: tuple[int, int] | None) -> MetaReply | None:
+        """``ms``; None when the server does not know meta commands (then never again)."""
+        try:
+            return self._call(lambda: self.client.meta_set(key, text, expire=expire, cas=token,
+                                                           add=token is None, valid=origin))
+        except BackendError as exc:
+            if not isinstance(exc.__cause__, (MemcacheUnknownCommandError, MemcacheClientError)):
+                raise
+            self._meta = self._remember = False
+            self._written.clear()
+            return None
 
     def _finish(self, cid: str, stored: dict[str, Any], history: Sequence[Mapping[str, Any]]) -> SwapResult:
         if history:

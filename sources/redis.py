@@ -7,8 +7,12 @@ floats to 14 digits and cannot tell ``{}`` from ``[]``. History is a list next t
 record, appended by the same script, so ``swap`` is one EVALSHA round trip, history and
 expiry included.
 
-Keys are ``PREFIX{cid}:r`` and ``PREFIX{cid}:h``: the hash tag puts both keys of an
-instance in one Redis Cluster slot, which a multi-key script needs.
+Keys are ``PREFIX{cid}:r`` and ``PREFIX{cid}:h``: the hash tag keeps both keys of an
+instance together. The pending index (records whose ``pending`` is > 0, scored by it) is
+one sorted set, ``PREFIX{pending}``, updated by the same script whenever a swap names
+``pending``: the index can never disagree with the records, at no extra round trip. A
+script then touches keys of two hash slots, so this store needs a single Redis (with
+replicas if wanted), not a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from .base import dumps
 MARKER = "@"    # not a JSON-able identifier, so it never collides with a record field
 T = TypeVar("T")
 
-# KEYS: record, history.  ARGV: mode ("new" | "cas"), n_expect, then n_expect triples
+# KEYS: record, history, pending index.  ARGV: mode ("new" | "cas"), n_expect, then n_expect triples
 # (field, kind "n" numeric | "s" JSON text, value), n_fields, pairs (field, JSON text),
 # then the history entries. Returns {1, fields...} on success, {0, fields...} on failure.
 SWAP_LUA = """
@@ -59,11 +63,13 @@ for _ = 1, n do
   i = i + 3
 end
 local updates = {'@', '1'}
+local pending = nil
 local nf = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, nf do
   table.insert(updates, ARGV[i])
   table.insert(updates, ARGV[i + 1])
+  if ARGV[i] == 'pending' then pending = ARGV[i + 1] end
   i = i + 2
 end
 local unpack = table.unpack or unpack
@@ -73,12 +79,32 @@ while i <= #ARGV do      -- in chunks: unpack() is limited by Lua's C stack
   redis.call('RPUSH', KEYS[2], unpack(ARGV, i, last))
   i = last + 1
 end
+if pending ~= nil then  -- the score is the JSON text itself: Lua would round it to 14 digits
+  if (tonumber(pending) or 0) > 0 then
+    redis.call('ZADD', KEYS[3], pending, KEYS[1])
+  else
+    redis.call('ZREM', KEYS[3], KEYS[1])
+  end
+end
 local expires = tonumber(redis.call('HGET', KEYS[1], 'expires_at') or '0') or 0
-for _, key in ipairs(KEYS) do
-  if expires > 0 then redis.call('EXPIREAT', key, math.floor(expires)) else redis.call('PERSIST', key) end
+for k = 1, 2 do         -- the record's own keys; the index is shared and never expires
+  if expires > 0 then redis.call('EXPIREAT', KEYS[k], math.floor(expires)) else redis.call('PERSIST', KEYS[k]) end
 end
 exists = true
 return current(1)
+"""
+
+# KEYS: pending index. ARGV: before (exclusive, as "(N"), limit. Returns one HGETALL
+# reply per indexed record, oldest first. A member whose record is gone (it expired with
+# ``expires_at``) is dropped from the index here, since nothing else would notice it.
+PENDING_LUA = """
+local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '(0', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, key in ipairs(keys) do
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then redis.call('ZREM', KEYS[1], key) else table.insert(out, flat) end
+end
+return out
 """
 
 # KEYS: due zset, bodies hash. ARGV: now, limit. Returns {id, body, id, body, ...}.
@@ -151,6 +177,7 @@ class RedisStore:
         self._owns_client = client is None
         self.client = connect(url, client, socket_timeout, connect_timeout, **options)
         self._swap = self.client.register_script(SWAP_LUA)
+        self._pending = self.client.register_script(PENDING_LUA)
 
     def swap(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
              history: Sequence[Mapping[str, Any]] = ()) -> SwapResult:
@@ -176,12 +203,28 @@ class RedisStore:
                 return entries
             start += self.page_size
 
+    def pending(self, before: float, limit: int = 100) -> list[Record]:
+        """Records whose ``0 < pending < before``, oldest first, in one script call.
+
+        The index holds record keys, so the script reads the records without a second
+        round trip. A record the index names but that expired is left out (and unindexed).
+        """
+        if limit <= 0:
+            return []
+        args = [f"({float(before)!r}", int(limit)]
+        replies = call(self.where, lambda: self._pending(keys=[self._index], args=args))
+        return [record for flat in replies if (record := record_of(flat)) is not None]
+
     def close(self) -> None:
         if self._owns_client:
             self.client.close()
 
+    @property
+    def _index(self) -> str:
+        return f"{self.prefix}{{pending}}"
+
     def _keys(self, cid: str) -> list[str]:
-        return [f"{self.prefix}{{{cid}}}:r", f"{self.prefix}{{{cid}}}:h"]
+        return [f"{self.prefix}{{{cid}}}:r", f"{self.prefix}{{{cid}}}:h", self._index]
 
     @staticmethod
     def _flat(mapping: Mapping[Any, Any]) -> list[Any]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from fsm import codec
 from fsm.errors import BackendError, RecoverableError

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from protocol_kit import EFFECTS, Clock, HandBus, dispatcher, linear, run_to_end, start
 
@@ -204,17 +205,13 @@ machines:
     assert record["failed_message"]["context"]["log"] == ["ordered"]
 
 
-class Fails:
-    pass
-
-
 def _fails_execute(self: Any, context: Any, obj: Any) -> None:
     context["tainted"] = True
     context["log"].append("tainted")
     raise RuntimeError("kitchen on fire")
 
 
-from fsm import Action  # noqa: E402
+from fsm import Action
 
 Fails = type("Fails", (Action,), {"execute": _fails_execute})  # type: ignore[misc]
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from protocol_kit import HandBus, dispatcher, start
 
@@ -33,7 +35,9 @@ class CountingStore:
 
     def swap(self, cid: str, expect: Any, fields: Any, history: Any = ()) -> Any:
         self.swaps += 1
-        self.sizes.append(len(json.dumps(fields)))
+        # The shape of what is written: digits collapsed, so counters and timestamps
+        # gaining digits do not count as growth, and anything accumulating does.
+        self.sizes.append(len(re.sub(r"\d+", "0", json.dumps(fields))))
         return self.inner.swap(cid, expect, fields, history)
 
     def __getattr__(self, name: str) -> Any:
@@ -66,7 +70,7 @@ machines:
     assert record["status"] == "done" and record["step"] == steps + 1 and record["context"]["n"] == steps
     assert set(swaps_per_message) == {2}           # acquire + commit, at step 1 as at step 5,000
     early, late = store.sizes[10:20], store.sizes[-20:-10]
-    assert max(late) <= max(early) + 16            # only the digits of the counters grew
+    assert max(late) == max(early)                 # nothing accumulates in the record
     history = store.history(cid)
     assert len(history) == steps + 1 and history[-1]["to"] == "end"
     assert [h["step"] for h in history] == list(range(1, steps + 2))

@@ -7,7 +7,8 @@ from __future__ import annotations
 import socket
 import threading
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

@@ -1,0 +1,467 @@
+"""The examples (pizza, signup, approval) deployed on AWS: a standard SQS queue and a
+DynamoDB table, served by moto_server.
+
+Each test is an operator's session: a settings file naming the queue and the table (the
+table is the store and, with no ``retry:`` table, the timer store too), ``fsm
+create-resources``, then ``fsm start`` / ``send`` / ``cancel`` / ``status --json`` /
+``history --json``, each a process of its own that sees only a shell's environment
+(``FSM_CONFIG``, ``FSM_SETTINGS``, ``AWS_ENDPOINT_URL``, credentials). Nothing runs until a
+worker reads the queue: ``fsm worker --source QUEUE --idle-exit N`` in a subprocess once
+per test, and otherwise ``run_worker`` in this process, built from the same files and
+stopped as soon as the queue holds nothing (visible, in flight or delayed), which costs
+no idle wait.
+
+Timers. A standard queue holds a delay of up to 900 s itself (``DelaySeconds``), so only
+a longer timeout goes to the DynamoDB timer table. The timeouts here are all longer (the
+examples' own, and the signup copy's 901 s link lifetime), so every timer is an item of
+the table; a test makes one due by moving its ``due`` into the past, as if the time had
+passed, and a worker releases it onto the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from config.loader import load_file
+from config.settings import load_settings
+from fsm.handler import App
+from fsm.wiring import build
+from fsm.worker import run_worker
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+OK, FAILED = 0, 1
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+WORKER_LINE = re.compile(r"worker: (\d+) records \((\d+) failed\), (\d+) timers released")
+HISTORY_KEYS = {"step", "from", "event", "to", "time", "duration", "retries"}
+# Above the 900 s a standard queue can delay a message: the timer goes to the table.
+LINK_LIFETIME = 901
+
+
+def short_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class Site:
+    """One example deployed on moto_server: its files, its queue and table, a shell to run
+    ``fsm`` in, and a worker in this process for the runs the test does not time."""
+
+    def __init__(self, folder: Path, example: str, config: Path, moto_url: str):
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.example_dir = EXAMPLES / example
+        self.config = config
+        self.moto_url = moto_url
+        self.queue = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{short_id(example)}"
+        self.dead_letter = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{short_id(example + '-dead')}"
+        self.table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{short_id(example)}"
+        self.settings_file = self.folder / "settings.yaml"
+        self.settings_file.write_text(
+            f"stream: [{self.queue}]\nstore: [{self.table}]\ndead_letter: [{self.dead_letter}]\n",
+            encoding="utf-8")
+        self.sqs = boto3.client("sqs", region_name=REGION, endpoint_url=moto_url)
+        self.dynamodb = boto3.client("dynamodb", region_name=REGION, endpoint_url=moto_url)
+        self._app: App | None = None
+
+    # -- the shell ------------------------------------------------------------------------
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FSM_", "AWS_"))}
+        paths = [str(self.example_dir), str(ROOT), env.get("PYTHONPATH", "")]
+        env.update(FSM_CONFIG=str(self.config), FSM_SETTINGS=str(self.settings_file),
+                   AWS_ENDPOINT_URL=self.moto_url, AWS_ACCESS_KEY_ID="testing",
+                   AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION,
+                   AWS_ACCOUNT_ID_ENDPOINT_MODE="disabled",
+                   PYTHONPATH=os.pathsep.join(p for p in paths if p))
+        return env
+
+    def launch(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "fsm", *args], cwd=self.folder, env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def fsm(self, *args: str, expect: int = OK) -> subprocess.CompletedProcess[str]:
+        return self.together([list(args)], expect=expect)[0]
+
+    def together(self, commands: list[list[str]], expect: int | list[int] = OK
+                 ) -> list[subprocess.CompletedProcess[str]]:
+        """Run the commands at the same moment (one process each) and wait for all."""
+        expected = expect if isinstance(expect, list) else [expect] * len(commands)
+        running = [(args, self.launch(*args)) for args in commands]
+        done = []
+        for (args, process), code in zip(running, expected):
+            stdout, stderr = process.communicate(timeout=60)
+            assert process.returncode == code, (
+                f"fsm {' '.join(args)} exited {process.returncode}, expected {code}\n"
+                f"stdout: {stdout}\nstderr: {stderr[-3000:]}")
+            done.append(subprocess.CompletedProcess(args, process.returncode, stdout, stderr))
+        return done
+
+    def start(self, machine: str, context: dict[str, Any]) -> str:
+        cid = self.fsm("start", "--machine", machine, "--context", json.dumps(context)).stdout.strip()
+        assert re.fullmatch(r"[0-9a-f]{32}", cid), cid
+        return cid
+
+    def send(self, cid: str, event: str, data: dict[str, Any] | None = None,
+             expect: int = OK) -> subprocess.CompletedProcess[str]:
+        return self.fsm("send", cid, event, *(["--data", json.dumps(data)] if data is not None else []),
+                        expect=expect)
+
+    def send_args(self, cid: str, event: str, data: dict[str, Any]) -> list[str]:
+        return ["send", cid, event, "--data", json.dumps(data)]
+
+    def status(self, cid: str) -> dict[str, Any]:
+        status: dict[str, Any] = json.loads(self.fsm("status", cid, "--json").stdout)
+        assert status["correlation_id"] == cid
+        return status
+
+    def history(self, cid: str) -> list[dict[str, Any]]:
+        history: list[dict[str, Any]] = json.loads(self.fsm("history", cid, "--json").stdout)
+        return history
+
+    def worker_cli(self, idle_exit: float = 1.5) -> tuple[int, int, int]:
+        """``fsm worker`` as an operator runs it: (records, failed, timers released)."""
+        out = self.fsm("worker", "--source", self.queue, "--idle-exit", str(idle_exit)).stdout
+        found = WORKER_LINE.search(out)
+        assert found, out
+        records, failed, timers = (int(n) for n in found.groups())
+        return records, failed, timers
+
+    # -- this process ---------------------------------------------------------------------
+
+    def app(self) -> App:
+        """The same files in this process (the fixture points boto3 at moto_server and puts
+        the example's folder on ``sys.path``)."""
+        if self._app is None:
+            definitions = load_file(str(self.config))
+            settings = load_settings(definitions.settings, str(self.settings_file), environ={})
+            self._app = App(definitions, settings, build(definitions.machines, settings))
+        return self._app
+
+    def work(self) -> dict[str, int]:
+        """Run the worker until the queue is empty: nothing visible, in flight or delayed
+        (an event that met a running instance comes back with a delay). Due timers are
+        released on the first round, before the queue is first looked at."""
+        rounds = 0
+
+        def drained() -> bool:
+            nonlocal rounds
+            rounds += 1
+            return rounds > 1 and self.queue_depth() == 0
+
+        counts = run_worker(self.app(), [self.queue], idle_exit=10, should_stop=drained)
+        assert counts["failed"] == 0, counts
+        return counts
+
+    def queue_depth(self) -> int:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.queue_url(self.queue),
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                            "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+        return sum(int(n) for n in attributes.values())
+
+    def queue_url(self, arn: str) -> str:
+        return f"{self.moto_url}/{ACCOUNT}/{arn.rsplit(':', 1)[1]}"
+
+    def dead_letters(self) -> list[str]:
+        reply = self.sqs.receive_message(QueueUrl=self.queue_url(self.dead_letter), MaxNumberOfMessages=10,
+                                         WaitTimeSeconds=0)
+        return [m["Body"] for m in reply.get("Messages", [])]
+
+    # -- the timer table ------------------------------------------------------------------
+
+    def timers(self, cid: str) -> list[dict[str, Any]]:
+        """The instance's timer items, as (timer id, due, message), oldest step first."""
+        name = self.table.split("/", 1)[1]
+        reply = self.dynamodb.scan(TableName=name, ConsistentRead=True,
+                                   FilterExpression="sk = :timer AND contains(body, :cid)",
+                                   ExpressionAttributeValues={":timer": {"S": "timer"}, ":cid": {"S": cid}})
+        assert "LastEvaluatedKey" not in reply  # a handful of items: one page
+        found = [{"pk": item["pk"]["S"], "due": float(item["due"]["N"]), "message": json.loads(item["body"]["S"])}
+                 for item in reply["Items"]]
+        return sorted(found, key=lambda t: t["message"]["step"])
+
+    def make_due(self, timer: dict[str, Any]) -> None:
+        """As if the timer's time had come: its ``due`` moves one second into the past."""
+        self.dynamodb.update_item(TableName=self.table.split("/", 1)[1],
+                                  Key={"pk": {"S": timer["pk"]}, "sk": {"S": "timer"}},
+                                  UpdateExpression="SET #due = :due", ExpressionAttributeNames={"#due": "due"},
+                                  ExpressionAttributeValues={":due": {"N": repr(time.time() - 1)}},
+                                  ConditionExpression="attribute_exists(pk)")
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.wiring.close()
+        self.sqs.close()
+        self.dynamodb.close()
+
+
+@pytest.fixture
+def deploy(moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Site]]:
+    """``deploy(example, config=None)``: the example on its own queue and table, resources
+    created by ``fsm create-resources``; the test process works in the site's folder (the
+    signup example writes its mail there) with boto3 pointed at moto_server."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    for name in [n for n in os.environ if n.startswith("FSM_") and n != "FSM_REQUIRE_SERVERS"]:
+        monkeypatch.delenv(name)
+    sites: list[Site] = []
+
+    def make(example: str, config: Path | None = None) -> Site:
+        site = Site(tmp_path / f"site-{len(sites)}", example, config or EXAMPLES / example / "fsm.yaml", moto_url)
+        sites.append(site)
+        monkeypatch.syspath_prepend(str(site.example_dir))
+        monkeypatch.chdir(site.folder)
+        created = site.fsm("create-resources").stdout
+        for resource in (site.queue, site.dead_letter, site.table):
+            assert resource in created, created
+        return site
+
+    yield make
+    for site in sites:
+        site.close()
+
+
+def assert_history_shape(history: list[dict[str, Any]]) -> None:
+    """Every entry has the documented keys; times are ISO 8601 UTC and never go back."""
+    for entry in history:
+        assert HISTORY_KEYS <= set(entry), entry
+        assert ISO_UTC.fullmatch(entry["time"]), entry
+        assert isinstance(entry["duration"], (int, float)) and entry["duration"] >= 0, entry
+        assert entry["retries"] == 0, entry
+    times = [entry["time"] for entry in history]
+    assert times == sorted(times), times
+
+
+def transitions(history: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(h["step"], h["from"], h["event"], h["to"]) for h in history]
+
+
+# -- pizza ----------------------------------------------------------------------------------------
+
+
+def test_pizza_concurrent_orders_a_rejected_cancel_and_delivery(deploy: Callable[..., Site]) -> None:
+    site = deploy("pizza")
+    cid = site.start("pizza", {"customer": "Ada"})
+    assert site.worker_cli() == (2, 0, 0)  # received, then taking_order
+    opened = site.status(cid)
+    assert (opened["status"], opened["state"], opened["steps"], opened["retries"]) == \
+        ("waiting", "taking_order", 2, 0)
+
+    # Two customers' phones add a pizza at the same moment; both sends see step 2. The
+    # same moment, a DELIVERED that the snapshot already refuses fails fast.
+    adds, _, refused = site.together([
+        site.send_args(cid, "ADD_PIZZA", {"pizza": "margherita", "quantity": 2}),
+        site.send_args(cid, "ADD_PIZZA", {"pizza": "pepperoni"}),
+        site.send_args(cid, "DELIVERED", {})], expect=[OK, OK, FAILED])
+    assert adds.stdout == "" and refused.stdout == ""  # on a stream, `send` only sends
+    assert "'taking_order'" in refused.stderr and "ADD_PIZZA, CANCEL, CONFIRM" in refused.stderr
+    site.work()
+    both = site.status(cid)
+    assert (both["status"], both["state"], both["steps"], both["last_error"]) == ("waiting", "taking_order", 4, None)
+    assert sorted(both["context"]["pizzas"]) == ["margherita", "margherita", "pepperoni"]
+    assert both["context"]["total_cents"] == 2 * 850 + 1050
+    assert "pizza" not in both["context"] and "quantity" not in both["context"]
+    assert transitions(site.history(cid))[2:] == [(3, "taking_order", "ADD_PIZZA", "taking_order"),
+                                                  (4, "taking_order", "ADD_PIZZA", "taking_order")]
+
+    # CONFIRM and CANCEL back to back: the snapshot (taking_order) accepts both. CONFIRM,
+    # queued first, is applied; CANCEL meets the instance charging (it waits its turn) and
+    # then in_kitchen, which does not take it: rejected, and said so.
+    site.send(cid, "CONFIRM")
+    site.send(cid, "CANCEL")
+    site.work()
+    kitchen = site.status(cid)
+    assert (kitchen["status"], kitchen["state"], kitchen["steps"]) == ("waiting", "in_kitchen", 6)
+    assert "'CANCEL' rejected" in kitchen["last_error"] and "'in_kitchen'" in kitchen["last_error"]
+    assert kitchen["context"]["charged_cents"] == 2750 and kitchen["context"]["payment_id"].startswith("pay_")
+    rejected = site.history(cid)[-1]
+    assert (rejected["step"], rejected["from"], rejected["event"], rejected["to"], rejected["rejected"]) == \
+        (6, "in_kitchen", "CANCEL", None, True)
+    assert rejected["error"] == kitchen["last_error"]
+    # The kitchen's hour-long timeout is an item of the timer table, set at step 6.
+    [kitchen_timer] = site.timers(cid)
+    assert (kitchen_timer["message"]["state"], kitchen_timer["message"]["step"]) == ("in_kitchen", 6)
+    assert 3500 < kitchen_timer["due"] - time.time() <= 3600
+
+    site.send(cid, "PIZZA_READY")
+    site.work()
+    site.send(cid, "DELIVERED")
+    site.work()
+    status = site.status(cid)
+    context = status["context"]
+    assert (status["status"], status["state"], status["steps"], status["retries"], status["last_error"]) == \
+        ("done", "delivered", 8, 0, None)
+    assert context["delivered"] is True and context["driver"] in ("Sam", "Ana", "Kofi")
+    assert context["customer"] == "Ada" and "refund_id" not in context
+    assert ISO_UTC.fullmatch(status["updated_at"]) and ISO_UTC.fullmatch(status["created_at"])
+
+    history = site.history(cid)
+    assert transitions(history) == [
+        (1, None, None, "received"),
+        (2, "received", "opened", "taking_order"),
+        (3, "taking_order", "ADD_PIZZA", "taking_order"),
+        (4, "taking_order", "ADD_PIZZA", "taking_order"),
+        (5, "taking_order", "CONFIRM", "charging"),
+        (6, "charging", "charged", "in_kitchen"),
+        (6, "in_kitchen", "CANCEL", None),
+        (7, "in_kitchen", "PIZZA_READY", "out_for_delivery"),
+        (8, "out_for_delivery", "DELIVERED", "delivered"),
+    ]
+    assert [bool(h.get("rejected")) for h in history] == [False] * 6 + [True] + [False] * 2
+    assert_history_shape(history)
+    site.send(cid, "CANCEL", expect=FAILED)  # done: takes no events
+    assert site.dead_letters() == []
+
+
+# -- signup ---------------------------------------------------------------------------------------
+
+
+def mailed_token(site: Site, cid: str) -> str:
+    mail = (site.folder / ".fsm" / "outbox" / f"{cid}.txt").read_text(encoding="utf-8")
+    return next(line.split(": ", 1)[1] for line in mail.splitlines() if line.startswith("token: "))
+
+
+def test_signup_link_expires_through_the_timer_table_unless_verified(
+        deploy: Callable[..., Site], tmp_path: Path) -> None:
+    original = EXAMPLES / "signup" / "fsm.yaml"
+    text = original.read_text(encoding="utf-8")
+    assert "&link_lifetime 86400" in text
+    config = tmp_path / "signup.yaml"
+    config.write_text(text.replace("&link_lifetime 86400", f"&link_lifetime {LINK_LIFETIME}"), encoding="utf-8")
+    site = deploy("signup", config)
+
+    idle = site.start("signup", {"email": "idle@example.com"})      # never answers
+    typo = site.start("signup", {"email": "typo@example.com"})      # a wrong token first
+    quick = site.start("signup", {"email": "Quick@Example.com"})    # the right token at once
+    assert site.work()["records"] == 9
+    for cid in (idle, typo, quick):
+        waiting = site.status(cid)
+        assert (waiting["status"], waiting["state"], waiting["steps"]) == ("waiting", "awaiting_verification", 3)
+        [timer] = site.timers(cid)
+        assert (timer["message"]["kind"], timer["message"]["event"], timer["message"]["step"]) == ("timer", "timeout", 3)
+        assert LINK_LIFETIME - 30 < timer["due"] - time.time() <= LINK_LIFETIME
+
+    site.together([site.send_args(typo, "VERIFY", {"token": "not-the-token"}),
+                   site.send_args(quick, "VERIFY", {"token": mailed_token(site, quick)})])
+    site.work()
+    retyped = site.status(typo)
+    assert (retyped["status"], retyped["state"], retyped["steps"], retyped["context"]["failed_attempts"]) == \
+        ("waiting", "awaiting_verification", 5, 1)
+    verified = site.status(quick)
+    assert (verified["status"], verified["state"], verified["steps"]) == ("done", "verified", 5)
+    assert verified["context"]["verified"] is True and verified["context"]["email"] == "quick@example.com"
+    # Re-entering the state set a second timer; the first is still in the table, stale.
+    assert [t["message"]["step"] for t in site.timers(typo)] == [3, 5]
+
+    # The first timers' time comes: idle's fires, typo's (the state was re-entered since)
+    # and quick's (verified) are released too, and ignored.
+    for cid in (idle, typo, quick):
+        site.make_due(site.timers(cid)[0])
+    assert site.worker_cli() == (3, 0, 3)  # three timers; expired is final: no next hop
+    expired = site.status(idle)
+    assert (expired["status"], expired["state"], expired["steps"], expired["last_error"]) == \
+        ("done", "expired", 4, None)
+    assert expired["context"]["closed_because"] == "expired" and "token_sha256" not in expired["context"]
+    idle_history = site.history(idle)
+    assert transitions(idle_history) == [(1, None, None, "registering"),
+                                         (2, "registering", "created", "sending_link"),
+                                         (3, "sending_link", "sent", "awaiting_verification"),
+                                         (4, "awaiting_verification", "timeout", "expired")]
+    assert_history_shape(idle_history)
+    assert site.status(typo) == retyped
+    assert site.status(quick) == verified
+    assert [t["message"]["step"] for t in site.timers(typo)] == [5]
+    assert site.timers(idle) == [] and site.timers(quick) == []
+    assert "is done" in site.send(idle, "VERIFY", {"token": mailed_token(site, idle)}, expect=FAILED).stderr
+
+    # The second timer has not come: the right token still verifies.
+    site.send(typo, "VERIFY", {"token": mailed_token(site, typo)})
+    site.work()
+    status = site.status(typo)
+    assert (status["status"], status["state"], status["steps"]) == ("done", "verified", 7)
+    history = site.history(typo)
+    assert [h["event"] for h in history][3:] == ["VERIFY", "invalid", "VERIFY", "valid"]
+    assert "timeout" not in [h["event"] for h in history]
+    assert_history_shape(history)
+    assert site.dead_letters() == []
+
+
+# -- approval -------------------------------------------------------------------------------------
+
+
+def test_approval_escalation_cancel_and_director_timeout(deploy: Callable[..., Site]) -> None:
+    site = deploy("approval")
+    claim = {"employee": "ada", "amount_cents": 12000, "purpose": "train tickets"}
+    escalated = site.start("approval", claim)
+    withdrawn = site.start("approval", {"employee": "bo", "amount_cents": 900})
+    unanswered = site.start("approval", {"employee": "cy", "amount_cents": 250000})  # a director's
+    assert site.worker_cli() == (6, 0, 0)
+    assert [site.status(c)["state"] for c in (escalated, withdrawn, unanswered)] == \
+        ["awaiting_manager", "awaiting_manager", "awaiting_director"]
+
+    site.send(escalated, "ESCALATE", {"by": "maria"})
+    site.fsm("cancel", withdrawn, "--reason", "claim withdrawn")
+    [director_timer] = site.timers(unanswered)
+    site.make_due(director_timer)
+    counts = site.work()
+    assert counts["timers"] == 1
+
+    assert site.status(escalated)["state"] == "awaiting_director"
+    cancelled = site.status(withdrawn)
+    assert (cancelled["status"], cancelled["state"], cancelled["steps"]) == ("cancelled", "awaiting_manager", 2)
+    assert "claim withdrawn" in cancelled["last_error"]
+    cancel_entry = site.history(withdrawn)[-1]
+    assert (cancel_entry["step"], cancel_entry["from"], cancel_entry["event"], cancel_entry["to"],
+            cancel_entry["cancelled"]) == (2, "awaiting_manager", "cancel", None, "claim withdrawn")
+    assert "is cancelled" in site.send(withdrawn, "APPROVE", {"by": "maria"}, expect=FAILED).stderr
+    site.fsm("cancel", withdrawn, expect=FAILED)
+
+    timed_out = site.status(unanswered)
+    assert (timed_out["status"], timed_out["state"], timed_out["steps"]) == ("done", "rejected", 3)
+    [decision] = timed_out["context"]["decisions"]
+    assert (decision["verdict"], decision["by"], decision["reason"], decision["state"]) == \
+        ("rejected", "timeout", "no decision in time", "awaiting_director")
+    assert transitions(site.history(unanswered))[-1] == (3, "awaiting_director", "timeout", "rejected")
+
+    site.send(escalated, "APPROVE", {"by": "dirk"})
+    site.work()
+    status = site.status(escalated)
+    assert (status["status"], status["state"], status["steps"], status["last_error"]) == ("done", "paid", 6, None)
+    assert [(d["verdict"], d["by"]) for d in status["context"]["decisions"]] == \
+        [("escalated", "maria"), ("approved", "dirk")]
+    assert status["context"]["payout"] == {"to": "ada", "cents": 12000, "run": "next"}
+    history = site.history(escalated)
+    assert transitions(history) == [
+        (1, None, None, "submitted"),
+        (2, "submitted", "needs_manager", "awaiting_manager"),
+        (3, "awaiting_manager", "ESCALATE", "awaiting_director"),
+        (4, "awaiting_director", "APPROVE", "booking"),
+        (5, "booking", "booked", "scheduling_payout"),
+        (6, "scheduling_payout", "scheduled", "paid"),
+    ]
+    assert_history_shape(history)
+    # `booked` is local: booking and scheduling the payout committed together.
+    assert history[3]["time"] == history[4]["time"]
+    assert site.dead_letters() == []
+
+
+
+def test_scratch_before_worker(deploy: Callable[..., Site]) -> None:
+    site = deploy("pizza")
+    cid = site.start("pizza", {"customer": "Ada"})
+    print("STATUS", site.fsm("status", cid, expect=1).stderr)
+    print("SEND", site.send(cid, "ADD_PIZZA", expect=1).stderr)

@@ -205,7 +205,8 @@ class Dispatcher:
             fields["checkpoint"] = checkpoint
         if not leases.commit(store, lease, fields, history):
             return self._stale(msg)
-        if checkpoint and self.checkpoints is not None and not self._checkpoints_with_commit(store):
+        if checkpoint and checkpoint["shard"] and self.checkpoints is not None \
+                and not self._checkpoints_with_commit(store):  # only Kinesis positions can be replayed
             self.checkpoints[msg.correlation_id] = checkpoint
         for hop in run.hops:
             dims = {"Machine": machine.name, "State": hop.target, "Event": str(hop.event)}

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from .dispatcher import Outcome
-from .errors import BackendError, MalformedMessage
+from .errors import BackendError, MalformedMessage, RecoverableError
 from .logs import log, redact
 from .message import decode
 from .ports import Envelope, TimerStore
@@ -79,7 +79,10 @@ class LocalRuntime:
 
     def catch_up(self) -> None:
         """Release the timers that are due and run what they start."""
-        release_due_timers(self.wiring, self.clock())
+        try:
+            release_due_timers(self.wiring, self.clock())
+        except RecoverableError as exc:  # timers wait for the next command; messages go on
+            log(logging.WARNING, "releasing timers failed", error=str(exc))
         self.drain()
 
     def drive(self, cid: str, max_wait: float | None = None) -> dict | None:

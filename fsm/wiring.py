@@ -70,11 +70,32 @@ def open_metrics(settings: Settings) -> Metrics:
     return NullMetrics()
 
 
+def _store_timers(settings: Settings, stores: list[InstanceStore], chaos: list[Any],
+                  metrics: Metrics, last_resort: list[Any]) -> TimerStore | None:
+    """Timers in the stores' own backends (sqlite: the same file; redis; DynamoDB: the
+    same table), failing over in the stores' order."""
+    from sources.registry import ADAPTERS, scheme_of
+
+    found: list[Any] = []
+    for name, store in zip(settings.store, stores):
+        if name.startswith("sqlite:"):
+            found.append(store)
+        elif scheme_of(name) in ADAPTERS["timers"] and not name.startswith("memory:"):
+            found.append(open_role("timers", name, settings, chaos, metrics))
+    if not found and last_resort:
+        return last_resort[0]
+    found += last_resort
+    if len(found) > 1:
+        from sources.failover import FailoverTimers
+
+        return FailoverTimers(found)
+    return found[0] if found else None
+
+
 def build(machines: dict[str, Machine], settings: Settings, *, metrics: Metrics | None = None,
           bus: EventBus | None = None) -> Wiring:
     """Open every backend the settings name. ``bus`` overrides the stream (tests)."""
     from sources.memory import MemoryBus, MemoryTimers
-    from sources.registry import ADAPTERS, scheme_of
 
     chaos: list[Any] = []
     metrics = metrics or open_metrics(settings)
@@ -84,15 +105,11 @@ def build(machines: dict[str, Machine], settings: Settings, *, metrics: Metrics 
     timers: TimerStore | None = None
     retry_names = [n for n in settings.retry if not n.startswith("arn:aws:dynamodb:")]
     timer_names = [n for n in settings.retry if n.startswith("arn:aws:dynamodb:")]
-    primary = settings.store[0]
     if timer_names:
         timers = open_role("timers", timer_names[0], settings, chaos, metrics)
-    elif primary.startswith("sqlite:"):
-        timers = stores[0]  # the same file: one transaction log for records and timers
-    elif scheme_of(primary) in ADAPTERS["timers"] and not primary.startswith("memory:"):
-        timers = open_role("timers", primary, settings, chaos, metrics)  # DynamoDB: the same table
-    elif embedded:
-        timers = MemoryTimers()
+    else:
+        # Embedded, an in-process timer store is the last resort: delays still work there.
+        timers = _store_timers(settings, stores, chaos, metrics, [MemoryTimers()] if embedded else [])
     if embedded:
         stream = MemoryBus()
     routes = Routes(bus=stream, retry=open_bus(retry_names, settings, metrics, chaos), timers=timers,

@@ -20,10 +20,11 @@ update and one Put holding all of that swap's entries as a JSON array. One item 
 rather than per entry keeps a transaction at two items whatever the entry count, and
 small entries share one write unit instead of paying one each; the price is that one
 swap's entries must fit in an item (400 KB). A swap whose ``fields`` carry a
-``checkpoint`` (a commit of a message read from Kinesis) also puts the checkpoint item in
-the same transaction, so ``fsm resume`` finds an instance's last stream position even
-after its record is gone, without the separate PutItem the dispatcher would otherwise
-make (``writes_checkpoints``).
+``checkpoint`` naming a shard (a commit of a message read from Kinesis: the only kind of
+position ``fsm resume`` can read from) also puts the checkpoint item in the same
+transaction, so ``fsm resume`` finds an instance's last stream position even after its
+record is gone, without the separate PutItem the dispatcher would otherwise make
+(``writes_checkpoints``; ``write_checkpoints=False`` turns it off where nothing reads them).
 
 Pending index: a record whose ``pending`` is > 0 also gets ``pending_shard`` (PREFIX +
 ``pending#`` + shard), which puts it in the sparse GSI ``pending-by-time`` (partition
@@ -159,22 +160,26 @@ def checkpoint_key(prefix: str, key: str) -> dict[str, Any]:
 class DynamoStore:
     """An :class:`fsm.ports.InstanceStore` on one DynamoDB table (see the module docstring).
 
-    ``pending_shards`` (default 1) spreads the pending index over several GSI partitions,
-    for write rates one index partition cannot take; ``pending()`` then queries each.
+    ``write_checkpoints`` (default on): commits put their checkpoint item, which costs a
+    write unit per commit of a Kinesis message; turn it off where no ``fsm resume`` reads
+    the checkpoints. ``pending_shards`` (default 1) spreads the pending index over several
+    GSI partitions, for write rates one index partition cannot take; ``pending()`` then
+    queries each.
     """
 
     # Commits carry their checkpoint item (see the module docstring): a dispatcher whose
-    # checkpoint table is this table needs no PutItem of its own.
-    writes_checkpoints = True
+    # checkpoint table is this table (and prefix) needs no PutItem of its own.
+    writes_checkpoints: bool = True
 
     def __init__(self, url: str, *, client: Any = None, endpoint_url: str | None = None,
                  aws: Mapping[str, Any] | None = None, prefix: str = "",
-                 page_size: int | None = None, pending_shards: int = 1):
+                 page_size: int | None = None, pending_shards: int = 1, write_checkpoints: bool = True):
         self.url = url
         self.table, region = table_of(url)
         self.prefix = prefix
         self.page_size = page_size
         self.pending_shards = max(1, pending_shards)
+        self.writes_checkpoints = write_checkpoints
         self._owns_client = client is None
         self.client = make_client("dynamodb", region, endpoint_url, aws, client)
         self._history_len: dict[str, int] = {}   # last seen per correlation id, see module doc
@@ -191,7 +196,7 @@ class DynamoStore:
         bad = RESERVED.intersection(fields)
         if bad:
             raise BackendError(f"{self.url}: record fields {sorted(bad)} are reserved by the DynamoDB store")
-        if not history and fields.get("checkpoint") is None:
+        if not history and self._checkpoint(fields) is None:
             return self._update(cid, expect, fields)
         return self._transact(cid, expect, fields, history)
 
@@ -305,7 +310,7 @@ class DynamoStore:
         if history:
             entries = {**self._key(cid, f"h#{known + 1:012d}"), "entries": {"S": dumps(list(history))}, **ttl}
             items.append({"Put": {"TableName": self.table, "Item": entries}})
-        checkpoint = fields.get("checkpoint")
+        checkpoint = self._checkpoint(fields)
         if checkpoint is not None:
             # The item DynamoCheckpoints reads. It outlives a deleted record; with a
             # retention it expires with the record and history of this commit.
@@ -363,6 +368,15 @@ class DynamoStore:
 
     def _key(self, cid: str, sk: str) -> dict[str, Any]:
         return {"pk": {"S": self.prefix + cid}, "sk": {"S": sk}}
+
+    def _checkpoint(self, fields: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The checkpoint this swap must also write as its own item, if any: a position
+        in a sharded stream (DynamoDB stream records carry a sequence but no shard, and
+        nothing can resume from them)."""
+        checkpoint = fields.get("checkpoint")
+        if self.writes_checkpoints and isinstance(checkpoint, Mapping) and checkpoint.get("shard"):
+            return checkpoint
+        return None
 
     def _pending_shard(self, shard: int) -> str:
         """The index partition: the prefix keeps stores sharing a table apart."""

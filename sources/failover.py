@@ -15,10 +15,12 @@ at all the send fails with a :class:`BackendError`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from fsm.errors import BackendError, PartialBatchError, RecoverableError
 from fsm.ports import Envelope, EventBus, Metrics
@@ -187,3 +189,64 @@ class FailoverBus:
 
     def _urls(self, indices: Sequence[int]) -> str:
         return ", ".join(self.buses[i].url for i in indices)
+
+
+class FailoverTimers:
+    """Timer stores in preference order, for when timers live in the stores themselves.
+
+    A timer goes to the first store that takes it; due timers are read from every store
+    that answers, so timers written before a failover still fire. A store that is down is
+    skipped (an error is raised only when none answers).
+    """
+
+    def __init__(self, timers: Sequence[Any]):
+        if not timers:
+            raise ValueError("FailoverTimers needs at least one timer store")
+        self.timers = list(timers)
+        self.url = self.timers[0].url
+
+    def add(self, timer_id: str, due: float, body: str) -> None:
+        self._first("add", timer_id, due, body)
+
+    def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
+        found: dict[str, tuple[str, str]] = {}
+        answered = self._each("due", now, limit, collect=lambda pairs: found.update((p[0], p) for p in pairs))
+        if not answered:
+            raise RecoverableError(f"no timer store answered: {', '.join(t.url for t in self.timers)}")
+        return list(found.values())[:limit]
+
+    def remove(self, timer_id: str) -> None:
+        self._each("remove", timer_id)  # a copy left behind fires again and is a duplicate
+
+    def next_due(self) -> float | None:
+        dues: list[float] = []
+        for timers in self.timers:
+            if not hasattr(timers, "next_due"):
+                return time.time() + 0.25  # cannot tell: look again soon
+            with contextlib.suppress(RecoverableError):
+                due = timers.next_due()
+                if due is not None:
+                    dues.append(due)
+        return min(dues, default=None)
+
+    def _first(self, method: str, *args: Any) -> Any:
+        error: RecoverableError | None = None
+        for timers in self.timers:
+            try:
+                return getattr(timers, method)(*args)
+            except RecoverableError as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+    def _each(self, method: str, *args: Any, collect: Any = None) -> int:
+        answered = 0
+        for timers in self.timers:
+            try:
+                result = getattr(timers, method)(*args)
+            except RecoverableError:
+                continue
+            answered += 1
+            if collect is not None:
+                collect(result)
+        return answered

@@ -188,7 +188,7 @@ class RedisStore:
         for name, value in fields.items():
             args += [name, dumps(value)]
         args += [dumps(entry) for entry in history]
-        reply = call(self.where, lambda: self._swap(keys=self._keys(cid), args=args))
+        reply = call(self.where, lambda: self._swap(keys=[*self._keys(cid), self._index], args=args))
         return SwapResult(int(reply[0]) == 1, record_of(reply[1:]))
 
     def get(self, cid: str) -> Record | None:
@@ -224,7 +224,7 @@ class RedisStore:
         return f"{self.prefix}{{pending}}"
 
     def _keys(self, cid: str) -> list[str]:
-        return [f"{self.prefix}{{{cid}}}:r", f"{self.prefix}{{{cid}}}:h", self._index]
+        return [f"{self.prefix}{{{cid}}}:r", f"{self.prefix}{{{cid}}}:h"]
 
     @staticmethod
     def _flat(mapping: Mapping[Any, Any]) -> list[Any]:

@@ -451,3 +451,17 @@ def timers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         yield handle
         if hasattr(handle, "close"):
             handle.close()
+
+
+@pytest.fixture(autouse=True)
+def _fsm_logger_propagates() -> Iterator[None]:
+    """``fsm.logs.configure`` (run by the CLI and the Lambda handler) gives the ``fsm``
+    logger a handler of its own and stops propagation; undo it after each test, so one
+    test calling ``main()`` does not hide the logs another reads with ``caplog``."""
+    import logging
+
+    logger = logging.getLogger("fsm")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:], logger.propagate = handlers, propagate
+    logger.setLevel(level)

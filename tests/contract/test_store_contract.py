@@ -8,10 +8,16 @@ top of these primitives, so any difference between backends shows up here first.
 
 from __future__ import annotations
 
+import shutil
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from fsm.errors import RecoverableError
 from fsm.ports import SwapResult
 
 CONTEXT = {
@@ -260,3 +266,195 @@ def test_timer_add_is_idempotent_and_remove_forgets(timers: Any) -> None:
     timers.remove("t1")
     timers.remove("never-added")
     assert timers.due(1000.0) == []
+
+
+# ---- what a handle remembers of its own writes ------------------------------------------
+# memcached writes without reading when it wrote the record last (see sources/memcache.py);
+# DynamoDB guesses the history length. A handle that wrote last and then fell behind must
+# lose to the writer that came after it, or merge onto the current record.
+
+
+def test_a_handle_that_wrote_last_merges_onto_what_another_wrote_since(store_factory: Callable[[], Any]) -> None:
+    first, second = store_factory(), store_factory()
+    fresh(first, context={"by": "first"})
+    assert first.swap("cid-1", {"step": 0}, {"step": 1}).ok                  # first wrote last...
+    assert second.swap("cid-1", {"step": 1}, {"context": {"by": "second"}}).ok  # ...then second
+    assert first.swap("cid-1", {"step": 1}, {"step": 2}).ok
+    record = first.get("cid-1")
+    assert record["step"] == 2 and record["context"] == {"by": "second"}
+
+
+def test_a_handle_that_fell_behind_cannot_commit(store_factory: Callable[[], Any]) -> None:
+    worker, rival = store_factory(), store_factory()
+    fresh(worker, fence=1)
+    assert worker.swap("cid-1", {"fence": 1, "lease_owner": ""}, {"fence": 2, "lease_owner": "w"}).ok
+    taken = rival.swap("cid-1", {"fence": 2, "lease_owner": "w"}, {"fence": 3, "lease_owner": "r"})
+    assert taken.ok
+    result = worker.swap("cid-1", {"fence": 2, "lease_owner": "w"}, {"step": 1, "lease_owner": ""},
+                         history=[{"by": "w"}])
+    assert not result.ok and result.record is not None and result.record["lease_owner"] == "r"
+    assert worker.history("cid-1") == []
+    # and the rival, whose write is the current one, goes on
+    assert rival.swap("cid-1", {"fence": 3, "lease_owner": "r"}, {"step": 1, "lease_owner": ""}).ok
+
+
+def test_memcached_commit_after_acquire_skips_the_read(memcached_url: str) -> None:
+    """The point of ``ms``: a handle that wrote the record last writes again without ``gets``."""
+    from sources.memcache import MemcacheStore
+    store = MemcacheStore(memcached_url, prefix=f"fsmtest:{uuid.uuid4().hex[:8]}:")
+    calls = Tally(store.client)
+    store.client = calls
+    try:
+        fresh(store)
+        assert store.swap("cid-1", {"step": 0, "lease_owner": ""}, {"lease_owner": "w", "fence": 1}).ok
+        assert store.swap("cid-1", {"fence": 1, "lease_owner": "w"}, {"step": 1, "lease_owner": ""},
+                          history=[{"n": 1}]).ok
+        assert calls.names == ["meta_set", "meta_set", "meta_set", "set_many"]
+        assert store.get("cid-1")["step"] == 1 and store.history("cid-1") == [{"n": 1}]
+    finally:
+        store.close()
+
+
+def test_memcached_never_trusts_a_token_from_before_a_restart(server_logs: Path) -> None:
+    """Tokens count from 1 again after a restart: the one a handle remembers may name
+    another write by then. Here it does, and the handle must still merge onto that write."""
+    from conftest import Server, answers, free_port
+
+    from sources.memcache import MemcacheStore
+    port = free_port()
+
+    def start() -> Server:
+        return Server("memcached", ["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64",
+                                    "-u", "root"], lambda: answers(port, b"version\r\n", (b"VERSION",)),
+                      server_logs / f"memcached-restart-{port}.log")
+
+    if not shutil.which("memcached"):
+        pytest.skip("memcached is not installed")
+    server = start()
+    url = f"memcached://127.0.0.1:{port}"
+    stale, other = MemcacheStore(url), MemcacheStore(url)
+    try:
+        assert stale.swap("cid-1", None, {"step": 0}).ok                  # token 1
+        assert stale.swap("cid-1", {"step": 0}, {"step": 1}).ok           # token 2, remembered
+        server.stop()
+        server = start()
+        assert other.swap("cid-1", None, {"step": 0, "by": "other"}).ok   # token 1 again
+        assert other.swap("cid-1", {"step": 0}, {"step": 1}).ok           # token 2 again
+        for _ in range(3):          # the first call meets the connection the restart closed,
+            try:                    # the next one opens a new connection: to the new server
+                stale.get("cid-1")
+                break
+            except RecoverableError:
+                continue
+        assert stale.swap("cid-1", {"step": 1}, {"step": 2}).ok
+        assert other.get("cid-1") == {"step": 2, "by": "other"}
+    finally:
+        stale.close()
+        other.close()
+        server.stop()
+
+
+def test_memcached_without_meta_commands_uses_gets_and_cas(memcached_url: str) -> None:
+    """A server before 1.6 answers ``ms`` with ERROR: the store switches to gets + cas."""
+    from pymemcache.exceptions import MemcacheUnknownCommandError
+
+    from sources.memcache import MemcacheStore, MetaClient
+
+    class OldServer(MetaClient):
+        def meta_set(self, *args: Any, **kwargs: Any) -> Any:
+            raise MemcacheUnknownCommandError(b"ms")
+
+    host, port = memcached_url.rsplit("/", 1)[1].split(":")
+    store = MemcacheStore(memcached_url, client=OldServer((host, int(port)), default_noreply=False),
+                          prefix=f"fsmtest:{uuid.uuid4().hex[:8]}:")
+    try:
+        fresh(store)
+        assert store.swap("cid-1", {"step": 0}, {"step": 1}, history=[{"n": 1}]).ok
+        assert not store.swap("cid-1", {"step": 0}, {"step": 9}).ok
+        assert store.get("cid-1")["step"] == 1 and store.history("cid-1") == [{"n": 1}]
+    finally:
+        store.client.close()
+
+
+class Tally:
+    """A client wrapper that records the names of the calls made through it."""
+
+    def __init__(self, inner: Any):
+        self.inner, self.names = inner, []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr) or name.startswith("_") or name in ("check_key", "close"):
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.names.append(name)
+            return attr(*args, **kwargs)
+        return counted
+
+
+# ---- DynamoDB: the checkpoint item rides with the commit --------------------------------
+
+CHECKPOINT = {"arn": "arn:aws:kinesis:us-east-1:123456789012:stream/s", "shard": "shardId-000000000000",
+              "sequence": "49590338271490256608559692538361571095921575989136588898"}
+
+
+@pytest.fixture
+def dynamo() -> Iterator[tuple[str, Any]]:
+    from conftest import in_process_dynamodb
+    with in_process_dynamodb() as (url, client):
+        yield url, client
+
+
+def test_dynamodb_commit_writes_the_checkpoint_in_its_transaction(dynamo: tuple[str, Any]) -> None:
+    from sources.checkpoints import DynamoCheckpoints
+    from sources.dynamodb import DynamoStore
+    url, client = dynamo
+    calls = Tally(client)
+    store = DynamoStore(url, client=calls)
+    assert store.writes_checkpoints
+    fresh(store)
+    calls.names.clear()
+    assert store.swap("cid-1", {"step": 0}, {"step": 1, "checkpoint": CHECKPOINT}, history=[{"n": 1}]).ok
+    assert calls.names == ["transact_write_items"]                 # still one round trip
+    later = {**CHECKPOINT, "sequence": CHECKPOINT["sequence"][:-1] + "9"}
+    assert store.swap("cid-1", {"step": 1}, {"step": 2, "checkpoint": later}, history=[{"n": 2}]).ok
+    assert not store.swap("cid-1", {"step": 1}, {"step": 9, "checkpoint": CHECKPOINT}, history=[{"n": 0}]).ok
+    client.delete_item(TableName=url.rsplit("/", 1)[1], Key={"pk": {"S": "cid-1"}, "sk": {"S": "record"}})
+    assert store.get("cid-1") is None
+    assert DynamoCheckpoints(url, client=client).get("cid-1") == later
+    assert store.history("cid-1") == [{"n": 1}, {"n": 2}]
+
+
+def test_dynamodb_checkpoint_without_history_is_written_too(dynamo: tuple[str, Any]) -> None:
+    """The dispatcher skips its own PutItem for a store that ``writes_checkpoints``:
+    every swap carrying a checkpoint must write it, history or not."""
+    from sources.checkpoints import DynamoCheckpoints
+    from sources.dynamodb import DynamoStore
+    url, client = dynamo
+    store = DynamoStore(url, client=client)
+    fresh(store)
+    assert store.swap("cid-1", {"step": 0}, {"step": 1, "checkpoint": CHECKPOINT}).ok
+    assert store.swap("cid-1", {"step": 1}, {"step": 2, "checkpoint": None}).ok   # null: kept as it was
+    assert store.get("cid-1")["step"] == 2
+    assert DynamoCheckpoints(url, client=client).get("cid-1") == CHECKPOINT
+    assert DynamoCheckpoints(url, client=client).get("other") is None
+
+
+def test_dynamodb_checkpoints_read_with_the_store_prefix(dynamo: tuple[str, Any]) -> None:
+    from sources.checkpoints import DynamoCheckpoints
+    from sources.dynamodb import DynamoStore
+    url, client = dynamo
+    store = DynamoStore(url, client=client, prefix="tenant-a:")
+    fresh(store)
+    assert store.swap("cid-1", {"step": 0}, {"step": 1, "checkpoint": CHECKPOINT, "expires_at": 4102444800},
+                      history=[{"n": 1}]).ok
+    assert DynamoCheckpoints(url, client=client, prefix="tenant-a:").get("cid-1") == CHECKPOINT
+    assert DynamoCheckpoints(url, client=client).get("cid-1") is None
+    item = client.get_item(TableName=url.rsplit("/", 1)[1],
+                           Key={"pk": {"S": "tenant-a:ckpt#cid-1"}, "sk": {"S": "checkpoint"}})["Item"]
+    assert item["ttl"] == {"N": "4102444800"}      # retention: it expires with the commit's record
+    # and what the dispatcher's own writes (settings `checkpoint:` on another table) look like
+    other = DynamoCheckpoints(url, client=client, prefix="tenant-a:")
+    other["shard-reader"] = {"sequence": "1"}
+    assert other.get("shard-reader") == {"sequence": "1"}

@@ -36,6 +36,7 @@ import pytest
 
 from config.loader import load_file
 from config.settings import load_settings
+from fsm.client import Client
 from fsm.handler import App
 from fsm.wiring import build
 from fsm.worker import run_worker
@@ -58,7 +59,7 @@ def short_id(prefix: str) -> str:
 
 class Site:
     """One example deployed on moto_server: its files, its queue and table, a shell to run
-    ``fsm`` in, and a worker in this process for the runs the test does not time."""
+    ``fsm`` in, and the same application in this process (a worker and cheap reads)."""
 
     def __init__(self, folder: Path, example: str, config: Path, moto_url: str):
         self.folder = folder
@@ -124,14 +125,19 @@ class Site:
     def send_args(self, cid: str, event: str, data: dict[str, Any]) -> list[str]:
         return ["send", cid, event, "--data", json.dumps(data)]
 
-    def status(self, cid: str) -> dict[str, Any]:
-        status: dict[str, Any] = json.loads(self.fsm("status", cid, "--json").stdout)
-        assert status["correlation_id"] == cid
-        return status
+    def views(self, cid: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """``fsm status --json`` and ``fsm history --json``, run side by side."""
+        status, history = self.together([["status", cid, "--json"], ["history", cid, "--json"]])
+        view: dict[str, Any] = json.loads(status.stdout)
+        assert view["correlation_id"] == cid
+        return view, json.loads(history.stdout)
 
-    def history(self, cid: str) -> list[dict[str, Any]]:
-        history: list[dict[str, Any]] = json.loads(self.fsm("history", cid, "--json").stdout)
-        return history
+    def start_many(self, machine: str, *contexts: dict[str, Any]) -> list[str]:
+        """Several ``fsm start`` at once (each prints only its id)."""
+        started = self.together([["start", "--machine", machine, "--context", json.dumps(c)] for c in contexts])
+        cids = [done.stdout.strip() for done in started]
+        assert all(re.fullmatch(r"[0-9a-f]{32}", cid) for cid in cids) and len(set(cids)) == len(cids), cids
+        return cids
 
     def worker_cli(self, idle_exit: float = 1.5) -> tuple[int, int, int]:
         """``fsm worker`` as an operator runs it: (records, failed, timers released)."""
@@ -152,18 +158,27 @@ class Site:
             self._app = App(definitions, settings, build(definitions.machines, settings))
         return self._app
 
+    def peek(self, cid: str) -> dict[str, Any]:
+        """The status as ``fsm status --json`` shows it, read in this process (cheaper)."""
+        return Client(wiring=self.app().wiring).status(cid)
+
+    def peek_history(self, cid: str) -> list[dict[str, Any]]:
+        return Client(wiring=self.app().wiring).history(cid)
+
     def work(self) -> dict[str, int]:
         """Run the worker until the queue is empty: nothing visible, in flight or delayed
         (an event that met a running instance comes back with a delay). Due timers are
         released on the first round, before the queue is first looked at."""
         rounds = 0
+        deadline = time.monotonic() + 30
 
         def drained() -> bool:
             nonlocal rounds
             rounds += 1
-            return rounds > 1 and self.queue_depth() == 0
+            return rounds > 1 and (self.queue_depth() == 0 or time.monotonic() > deadline)
 
         counts = run_worker(self.app(), [self.queue], idle_exit=10, should_stop=drained)
+        assert self.queue_depth() == 0, f"the queue did not drain in 30 s: {counts}"
         assert counts["failed"] == 0, counts
         return counts
 
@@ -185,7 +200,8 @@ class Site:
     # -- the timer table ------------------------------------------------------------------
 
     def timers(self, cid: str) -> list[dict[str, Any]]:
-        """The instance's timer items, as (timer id, due, message), oldest step first."""
+        """The instance's items in the timer table (``pk``, ``due``, the timer ``message``),
+        by the step that set them."""
         name = self.table.split("/", 1)[1]
         reply = self.dynamodb.scan(TableName=name, ConsistentRead=True,
                                    FilterExpression="sk = :timer AND contains(body, :cid)",
@@ -216,8 +232,6 @@ def deploy(moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     created by ``fsm create-resources``; the test process works in the site's folder (the
     signup example writes its mail there) with boto3 pointed at moto_server."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    for name in [n for n in os.environ if n.startswith("FSM_") and n != "FSM_REQUIRE_SERVERS"]:
-        monkeypatch.delenv(name)
     sites: list[Site] = []
 
     def make(example: str, config: Path | None = None) -> Site:
@@ -257,7 +271,7 @@ def test_pizza_concurrent_orders_a_rejected_cancel_and_delivery(deploy: Callable
     site = deploy("pizza")
     cid = site.start("pizza", {"customer": "Ada"})
     assert site.worker_cli() == (2, 0, 0)  # received, then taking_order
-    opened = site.status(cid)
+    opened = site.peek(cid)
     assert (opened["status"], opened["state"], opened["steps"], opened["retries"]) == \
         ("waiting", "taking_order", 2, 0)
 
@@ -269,29 +283,31 @@ def test_pizza_concurrent_orders_a_rejected_cancel_and_delivery(deploy: Callable
         site.send_args(cid, "DELIVERED", {})], expect=[OK, OK, FAILED])
     assert adds.stdout == "" and refused.stdout == ""  # on a stream, `send` only sends
     assert "'taking_order'" in refused.stderr and "ADD_PIZZA, CANCEL, CONFIRM" in refused.stderr
-    site.work()
-    both = site.status(cid)
+    assert site.work()["records"] == 2
+    both = site.peek(cid)
     assert (both["status"], both["state"], both["steps"], both["last_error"]) == ("waiting", "taking_order", 4, None)
     assert sorted(both["context"]["pizzas"]) == ["margherita", "margherita", "pepperoni"]
     assert both["context"]["total_cents"] == 2 * 850 + 1050
     assert "pizza" not in both["context"] and "quantity" not in both["context"]
-    assert transitions(site.history(cid))[2:] == [(3, "taking_order", "ADD_PIZZA", "taking_order"),
-                                                  (4, "taking_order", "ADD_PIZZA", "taking_order")]
+    assert transitions(site.peek_history(cid))[2:] == [(3, "taking_order", "ADD_PIZZA", "taking_order"),
+                                                       (4, "taking_order", "ADD_PIZZA", "taking_order")]
 
     # CONFIRM and CANCEL back to back: the snapshot (taking_order) accepts both. CONFIRM,
-    # queued first, is applied; CANCEL meets the instance charging (it waits its turn) and
-    # then in_kitchen, which does not take it: rejected, and said so.
+    # sent first, is applied first (moto_server hands a standard queue's messages out in
+    # the order they came); CANCEL meets the instance charging, waits its turn (requeued
+    # with a delay), then meets in_kitchen, which does not take it: rejected, and said so.
     site.send(cid, "CONFIRM")
     site.send(cid, "CANCEL")
-    site.work()
-    kitchen = site.status(cid)
+    assert site.work()["records"] == 4  # CONFIRM, CANCEL (busy), the charged hop, CANCEL again
+    kitchen, history = site.views(cid)
     assert (kitchen["status"], kitchen["state"], kitchen["steps"]) == ("waiting", "in_kitchen", 6)
     assert "'CANCEL' rejected" in kitchen["last_error"] and "'in_kitchen'" in kitchen["last_error"]
     assert kitchen["context"]["charged_cents"] == 2750 and kitchen["context"]["payment_id"].startswith("pay_")
-    rejected = site.history(cid)[-1]
+    rejected = history[-1]
     assert (rejected["step"], rejected["from"], rejected["event"], rejected["to"], rejected["rejected"]) == \
         (6, "in_kitchen", "CANCEL", None, True)
     assert rejected["error"] == kitchen["last_error"]
+    assert [h["event"] for h in history].count("CANCEL") == 1  # exactly one of the two applied
     # The kitchen's hour-long timeout is an item of the timer table, set at step 6.
     [kitchen_timer] = site.timers(cid)
     assert (kitchen_timer["message"]["state"], kitchen_timer["message"]["step"]) == ("in_kitchen", 6)
@@ -301,15 +317,13 @@ def test_pizza_concurrent_orders_a_rejected_cancel_and_delivery(deploy: Callable
     site.work()
     site.send(cid, "DELIVERED")
     site.work()
-    status = site.status(cid)
+    status, history = site.views(cid)
     context = status["context"]
     assert (status["status"], status["state"], status["steps"], status["retries"], status["last_error"]) == \
         ("done", "delivered", 8, 0, None)
     assert context["delivered"] is True and context["driver"] in ("Sam", "Ana", "Kofi")
     assert context["customer"] == "Ada" and "refund_id" not in context
     assert ISO_UTC.fullmatch(status["updated_at"]) and ISO_UTC.fullmatch(status["created_at"])
-
-    history = site.history(cid)
     assert transitions(history) == [
         (1, None, None, "received"),
         (2, "received", "opened", "taking_order"),
@@ -323,7 +337,7 @@ def test_pizza_concurrent_orders_a_rejected_cancel_and_delivery(deploy: Callable
     ]
     assert [bool(h.get("rejected")) for h in history] == [False] * 6 + [True] + [False] * 2
     assert_history_shape(history)
-    site.send(cid, "CANCEL", expect=FAILED)  # done: takes no events
+    assert "is done" in site.send(cid, "CANCEL", expect=FAILED).stderr
     assert site.dead_letters() == []
 
 
@@ -335,69 +349,92 @@ def mailed_token(site: Site, cid: str) -> str:
     return next(line.split(": ", 1)[1] for line in mail.splitlines() if line.startswith("token: "))
 
 
+def signup_with_lifetime(tmp_path: Path, seconds: float) -> Path:
+    """A copy of the signup example whose links (and its waiting state's timeout, which
+    shares the YAML anchor) last ``seconds``; its actions stay in the example's folder."""
+    text = (EXAMPLES / "signup" / "fsm.yaml").read_text(encoding="utf-8")
+    assert text.count("&link_lifetime 86400") == 1 and "timeout: *link_lifetime" in text
+    config = tmp_path / f"signup-{seconds}.yaml"
+    config.write_text(text.replace("&link_lifetime 86400", f"&link_lifetime {seconds}"), encoding="utf-8")
+    return config
+
+
 def test_signup_link_expires_through_the_timer_table_unless_verified(
         deploy: Callable[..., Site], tmp_path: Path) -> None:
-    original = EXAMPLES / "signup" / "fsm.yaml"
-    text = original.read_text(encoding="utf-8")
-    assert "&link_lifetime 86400" in text
-    config = tmp_path / "signup.yaml"
-    config.write_text(text.replace("&link_lifetime 86400", f"&link_lifetime {LINK_LIFETIME}"), encoding="utf-8")
-    site = deploy("signup", config)
-
-    idle = site.start("signup", {"email": "idle@example.com"})      # never answers
-    typo = site.start("signup", {"email": "typo@example.com"})      # a wrong token first
-    quick = site.start("signup", {"email": "Quick@Example.com"})    # the right token at once
+    site = deploy("signup", signup_with_lifetime(tmp_path, LINK_LIFETIME))
+    idle, typo, quick = site.start_many("signup", {"email": "idle@example.com"},   # never answers
+                                        {"email": "typo@example.com"},            # a wrong token first
+                                        {"email": "Quick@Example.com"})           # the right one at once
     assert site.work()["records"] == 9
     for cid in (idle, typo, quick):
-        waiting = site.status(cid)
+        waiting = site.peek(cid)
         assert (waiting["status"], waiting["state"], waiting["steps"]) == ("waiting", "awaiting_verification", 3)
         [timer] = site.timers(cid)
-        assert (timer["message"]["kind"], timer["message"]["event"], timer["message"]["step"]) == ("timer", "timeout", 3)
+        assert (timer["message"]["kind"], timer["message"]["event"], timer["message"]["step"]) == \
+            ("timer", "timeout", 3)
         assert LINK_LIFETIME - 30 < timer["due"] - time.time() <= LINK_LIFETIME
 
     site.together([site.send_args(typo, "VERIFY", {"token": "not-the-token"}),
                    site.send_args(quick, "VERIFY", {"token": mailed_token(site, quick)})])
     site.work()
-    retyped = site.status(typo)
+    retyped = site.peek(typo)
     assert (retyped["status"], retyped["state"], retyped["steps"], retyped["context"]["failed_attempts"]) == \
         ("waiting", "awaiting_verification", 5, 1)
-    verified = site.status(quick)
+    verified = site.peek(quick)
     assert (verified["status"], verified["state"], verified["steps"]) == ("done", "verified", 5)
     assert verified["context"]["verified"] is True and verified["context"]["email"] == "quick@example.com"
     # Re-entering the state set a second timer; the first is still in the table, stale.
     assert [t["message"]["step"] for t in site.timers(typo)] == [3, 5]
 
-    # The first timers' time comes: idle's fires, typo's (the state was re-entered since)
-    # and quick's (verified) are released too, and ignored.
+    # The first timers' time comes: idle's fires; typo's (the state was re-entered since)
+    # and quick's (verified before it) are released too, and ignored.
     for cid in (idle, typo, quick):
         site.make_due(site.timers(cid)[0])
-    assert site.worker_cli() == (3, 0, 3)  # three timers; expired is final: no next hop
-    expired = site.status(idle)
+    assert site.worker_cli() == (3, 0, 3)  # three timers; `expired` is final: no next hop
+    expired, idle_history = site.views(idle)
     assert (expired["status"], expired["state"], expired["steps"], expired["last_error"]) == \
         ("done", "expired", 4, None)
     assert expired["context"]["closed_because"] == "expired" and "token_sha256" not in expired["context"]
-    idle_history = site.history(idle)
     assert transitions(idle_history) == [(1, None, None, "registering"),
                                          (2, "registering", "created", "sending_link"),
                                          (3, "sending_link", "sent", "awaiting_verification"),
                                          (4, "awaiting_verification", "timeout", "expired")]
     assert_history_shape(idle_history)
-    assert site.status(typo) == retyped
-    assert site.status(quick) == verified
+    assert site.peek(typo) == retyped
+    assert site.peek(quick) == verified
     assert [t["message"]["step"] for t in site.timers(typo)] == [5]
     assert site.timers(idle) == [] and site.timers(quick) == []
-    assert "is done" in site.send(idle, "VERIFY", {"token": mailed_token(site, idle)}, expect=FAILED).stderr
 
-    # The second timer has not come: the right token still verifies.
-    site.send(typo, "VERIFY", {"token": mailed_token(site, typo)})
+    # The second timer has not come: the right token still verifies. Too late for idle.
+    late, _ = site.together([site.send_args(idle, "VERIFY", {"token": mailed_token(site, idle)}),
+                             site.send_args(typo, "VERIFY", {"token": mailed_token(site, typo)})],
+                            expect=[FAILED, OK])
+    assert "is done" in late.stderr
     site.work()
-    status = site.status(typo)
-    assert (status["status"], status["state"], status["steps"]) == ("done", "verified", 7)
-    history = site.history(typo)
-    assert [h["event"] for h in history][3:] == ["VERIFY", "invalid", "VERIFY", "valid"]
-    assert "timeout" not in [h["event"] for h in history]
+    status, history = site.views(typo)
+    assert (status["status"], status["state"], status["steps"], status["last_error"]) == \
+        ("done", "verified", 7, None)
+    assert transitions(history)[3:] == [(4, "awaiting_verification", "VERIFY", "checking_token"),
+                                        (5, "checking_token", "invalid", "awaiting_verification"),
+                                        (6, "awaiting_verification", "VERIFY", "checking_token"),
+                                        (7, "checking_token", "valid", "verified")]
     assert_history_shape(history)
     assert site.dead_letters() == []
+
+
+def test_signup_short_link_lifetime_rides_on_the_queue_delay(deploy: Callable[..., Site], tmp_path: Path) -> None:
+    """A timeout of a few seconds needs no timer table: the standard queue holds the
+    timer message back itself (``DelaySeconds``) and the worker applies it when it shows."""
+    site = deploy("signup", signup_with_lifetime(tmp_path, 2))
+    cid = site.start("signup", {"email": "slow@example.com"})
+    started = time.monotonic()
+    counts = site.work()  # until the queue is empty: the delayed timeout included
+    assert time.monotonic() - started >= 2
+    assert (counts["records"], counts["timers"]) == (4, 0)
+    status = site.peek(cid)
+    assert (status["status"], status["state"], status["steps"]) == ("done", "expired", 4)
+    assert transitions(site.peek_history(cid))[-1] == (4, "awaiting_verification", "timeout", "expired")
+    assert site.timers(cid) == []
 
 
 # -- approval -------------------------------------------------------------------------------------
@@ -405,46 +442,50 @@ def test_signup_link_expires_through_the_timer_table_unless_verified(
 
 def test_approval_escalation_cancel_and_director_timeout(deploy: Callable[..., Site]) -> None:
     site = deploy("approval")
-    claim = {"employee": "ada", "amount_cents": 12000, "purpose": "train tickets"}
-    escalated = site.start("approval", claim)
-    withdrawn = site.start("approval", {"employee": "bo", "amount_cents": 900})
-    unanswered = site.start("approval", {"employee": "cy", "amount_cents": 250000})  # a director's
+    escalated, withdrawn, unanswered = site.start_many(
+        "approval", {"employee": "ada", "amount_cents": 12000, "purpose": "train tickets"},
+        {"employee": "bo", "amount_cents": 900},
+        {"employee": "cy", "amount_cents": 250000})  # above director_above_cents
     assert site.worker_cli() == (6, 0, 0)
-    assert [site.status(c)["state"] for c in (escalated, withdrawn, unanswered)] == \
+    assert [site.peek(c)["state"] for c in (escalated, withdrawn, unanswered)] == \
         ["awaiting_manager", "awaiting_manager", "awaiting_director"]
 
-    site.send(escalated, "ESCALATE", {"by": "maria"})
-    site.fsm("cancel", withdrawn, "--reason", "claim withdrawn")
+    # The manager escalates one claim, the employee withdraws another, and the week a
+    # director had for the third has passed.
+    site.together([site.send_args(escalated, "ESCALATE", {"by": "maria"}),
+                   ["cancel", withdrawn, "--reason", "claim withdrawn"]])
     [director_timer] = site.timers(unanswered)
+    assert 604800 - 60 < director_timer["due"] - time.time() <= 604800
     site.make_due(director_timer)
-    counts = site.work()
-    assert counts["timers"] == 1
+    assert site.work()["timers"] == 1
 
-    assert site.status(escalated)["state"] == "awaiting_director"
-    cancelled = site.status(withdrawn)
+    assert site.peek(escalated)["state"] == "awaiting_director"
+    cancelled, cancelled_history = site.views(withdrawn)
     assert (cancelled["status"], cancelled["state"], cancelled["steps"]) == ("cancelled", "awaiting_manager", 2)
-    assert "claim withdrawn" in cancelled["last_error"]
-    cancel_entry = site.history(withdrawn)[-1]
+    assert cancelled["last_error"] == "cancelled: claim withdrawn"
+    cancel_entry = cancelled_history[-1]
     assert (cancel_entry["step"], cancel_entry["from"], cancel_entry["event"], cancel_entry["to"],
             cancel_entry["cancelled"]) == (2, "awaiting_manager", "cancel", None, "claim withdrawn")
-    assert "is cancelled" in site.send(withdrawn, "APPROVE", {"by": "maria"}, expect=FAILED).stderr
-    site.fsm("cancel", withdrawn, expect=FAILED)
+    assert_history_shape(cancelled_history)
 
-    timed_out = site.status(unanswered)
+    timed_out = site.peek(unanswered)
     assert (timed_out["status"], timed_out["state"], timed_out["steps"]) == ("done", "rejected", 3)
     [decision] = timed_out["context"]["decisions"]
     assert (decision["verdict"], decision["by"], decision["reason"], decision["state"]) == \
         ("rejected", "timeout", "no decision in time", "awaiting_director")
-    assert transitions(site.history(unanswered))[-1] == (3, "awaiting_director", "timeout", "rejected")
+    assert transitions(site.peek_history(unanswered))[-1] == (3, "awaiting_director", "timeout", "rejected")
 
-    site.send(escalated, "APPROVE", {"by": "dirk"})
+    _, refused, cancelled_again = site.together(
+        [site.send_args(escalated, "APPROVE", {"by": "dirk"}),
+         site.send_args(withdrawn, "APPROVE", {"by": "maria"}),
+         ["cancel", withdrawn]], expect=[OK, FAILED, FAILED])
+    assert "is cancelled" in refused.stderr and "already cancelled" in cancelled_again.stderr
     site.work()
-    status = site.status(escalated)
+    status, history = site.views(escalated)
     assert (status["status"], status["state"], status["steps"], status["last_error"]) == ("done", "paid", 6, None)
     assert [(d["verdict"], d["by"]) for d in status["context"]["decisions"]] == \
         [("escalated", "maria"), ("approved", "dirk")]
     assert status["context"]["payout"] == {"to": "ada", "cents": 12000, "run": "next"}
-    history = site.history(escalated)
     assert transitions(history) == [
         (1, None, None, "submitted"),
         (2, "submitted", "needs_manager", "awaiting_manager"),
@@ -456,12 +497,5 @@ def test_approval_escalation_cancel_and_director_timeout(deploy: Callable[..., S
     assert_history_shape(history)
     # `booked` is local: booking and scheduling the payout committed together.
     assert history[3]["time"] == history[4]["time"]
+    assert site.peek(withdrawn) == cancelled  # nothing reached the cancelled claim
     assert site.dead_letters() == []
-
-
-
-def test_scratch_before_worker(deploy: Callable[..., Site]) -> None:
-    site = deploy("pizza")
-    cid = site.start("pizza", {"customer": "Ada"})
-    print("STATUS", site.fsm("status", cid, expect=1).stderr)
-    print("SEND", site.send(cid, "ADD_PIZZA", expect=1).stderr)

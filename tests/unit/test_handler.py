@@ -275,7 +275,7 @@ def test_scheduled_event_releases_only_due_timers(h: Harness) -> None:
     due, later = h.start(), h.start()
     timers.add("due", 1.0, due[1])
     timers.add("later", 4e9, later[1])
-    assert handle_event(h.app, SCHEDULED) == {"timers_released": 1}
+    assert handle_event(h.app, SCHEDULED) == {"timers_released": 1, "instances_healed": 0}
     assert [e.body for e in h.bus.sent] == [due[1]]
     assert [t for t, _ in timers.due(5e9)] == ["later"]
 
@@ -320,7 +320,7 @@ def test_worker_carries_on_when_a_source_cannot_be_opened(h: Harness) -> None:
 
     counts = run_worker(h.app, ["arn:aws:sqs:us-east-1:123456789012:dead", good.arn], idle_exit=5.0,
                         clock=clock, sleep=lambda s: None, open_poller=open_poller)
-    assert counts == {"records": 1, "failed": 0, "timers": 0}
+    assert counts == {"records": 1, "failed": 0, "timers": 0, "healed": 0}
     assert h.step(cid) == 1 and good.settled == [(["m-1"], set())]
     assert 1 < attempts.count("arn:aws:sqs:us-east-1:123456789012:dead") < 10  # retried, with pauses
 
@@ -335,7 +335,14 @@ def test_resume_refuses_a_checkpoint_it_cannot_replay(h: Harness) -> None:
 
     cid, body = h.start()
     handle_event(h.app, {"Records": [dynamodb(body)]})
-    assert h.store.get(cid)["checkpoint"]["arn"] == DYNAMODB["eventSourceARN"]
+    record = h.store.get(cid)
+    assert record["checkpoint"]["arn"] == DYNAMODB["eventSourceARN"]
+    # It owes its next message: resume sends it again (a copy; a duplicate if not lost).
+    sent = len(h.bus.sent)
+    assert resume(h.app, cid).startswith("re-sent")
+    assert len(h.bus.sent) == sent + 1
+    # Once it owes nothing, only a Kinesis checkpoint could help, and this is not one.
+    h.store.swap(cid, {"fence": record["fence"]}, {"outbox": [], "pending": 0.0})
     with pytest.raises(InstanceError, match="re-reads Kinesis streams only"):
         resume(h.app, cid)
 

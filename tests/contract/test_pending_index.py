@@ -1,0 +1,234 @@
+"""The pending index, on every store: ``pending(before, limit)`` lists the records whose
+``0 < pending < before`` (instances that owe a message), oldest first.
+
+Stores keep the index in the same atomic write as ``swap``, so what the index says must
+follow exactly from the swaps that succeeded: these tests check it through the port only,
+plus a few backend-specific ones (prefixes sharing a server or table, DynamoDB shards and
+adding the index to an existing table). memcached cannot list keys: it must say so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from fsm.errors import BackendError
+
+
+def fresh(store: Any, cid: str, **fields: Any) -> None:
+    base = {"id": cid, "machine": "m", "status": "running", "step": 0, "fence": 0, "lease_owner": ""}
+    assert store.swap(cid, None, {**base, **fields}).ok
+
+
+def ids(records: list[dict[str, Any]]) -> list[str]:
+    return [r["id"] for r in records]
+
+
+@pytest.fixture
+def indexed(store: Any) -> Any:
+    """The store under test; memcached is checked to refuse, then skipped."""
+    if type(store).__name__ == "MemcacheStore":
+        fresh(store, "a", pending=100.0)
+        with pytest.raises(BackendError, match="memcached cannot list pending instances"):
+            store.pending(1000.0)
+        pytest.skip("memcached has no pending index (it raises BackendError, checked above)")
+    return store
+
+
+def test_pending_records_come_oldest_first_and_limited(indexed: Any) -> None:
+    for cid, pending in [("c", 300.5), ("a", 100.0), ("idle", 0.0), ("b", 200.25), ("late", 900.0)]:
+        fresh(indexed, cid, pending=pending, context={"cid": cid})
+    fresh(indexed, "never-set")
+    found = indexed.pending(500.0)
+    assert ids(found) == ["a", "b", "c"]
+    assert found == [indexed.get(cid) for cid in ("a", "b", "c")]   # full records
+    assert found[1]["pending"] == 200.25 and found[1]["context"] == {"cid": "b"}
+    assert ids(indexed.pending(500.0, limit=2)) == ["a", "b"]
+    assert ids(indexed.pending(1000.0, limit=1)) == ["a"]
+    assert indexed.pending(1000.0, limit=0) == []
+    assert ids(indexed.pending(1000.0)) == ["a", "b", "c", "late"]
+
+
+def test_before_is_exclusive(indexed: Any) -> None:
+    fresh(indexed, "a", pending=100.0)
+    assert indexed.pending(100.0) == []
+    assert ids(indexed.pending(100.001)) == ["a"]
+
+
+def test_setting_pending_to_zero_takes_a_record_out(indexed: Any) -> None:
+    fresh(indexed, "a", pending=100.0)
+    fresh(indexed, "b", pending=200.0)
+    assert indexed.swap("a", {"step": 0}, {"step": 1, "pending": 0.0}).ok
+    assert ids(indexed.pending(1000.0)) == ["b"]
+    assert indexed.get("a")["step"] == 1 and not indexed.get("a").get("pending")
+    assert indexed.swap("a", {"step": 1}, {"step": 2, "pending": 50.0}).ok   # and back in
+    assert ids(indexed.pending(1000.0)) == ["a", "b"]
+
+
+def test_commits_with_history_move_the_index_too(indexed: Any) -> None:
+    """A commit (a swap with history) is a different write path on some stores."""
+    fresh(indexed, "a")
+    assert indexed.swap("a", {"step": 0}, {"step": 1, "pending": 10.0}, history=[{"n": 1}]).ok
+    assert ids(indexed.pending(100.0)) == ["a"]
+    assert indexed.swap("a", {"step": 1}, {"step": 2, "pending": 20.0}, history=[{"n": 2}]).ok
+    assert [r["pending"] for r in indexed.pending(100.0)] == [20.0]
+    assert indexed.swap("a", {"step": 2}, {"step": 3, "pending": 0.0}, history=[{"n": 3}]).ok
+    assert indexed.pending(100.0) == []
+    assert indexed.history("a") == [{"n": 1}, {"n": 2}, {"n": 3}]
+
+
+def test_a_failed_swap_leaves_the_index_alone(indexed: Any) -> None:
+    fresh(indexed, "owing", pending=100.0)
+    fresh(indexed, "settled", pending=0.0)
+    assert not indexed.swap("owing", {"step": 7}, {"pending": 0.0}).ok
+    assert not indexed.swap("owing", {"step": 7}, {"pending": 0.0}, history=[{"lost": 1}]).ok
+    assert not indexed.swap("settled", {"step": 7}, {"pending": 50.0}).ok
+    assert not indexed.swap("settled", {"step": 7}, {"pending": 50.0}, history=[{"lost": 1}]).ok
+    assert not indexed.swap("settled", None, {"pending": 50.0}).ok          # exists already
+    assert ids(indexed.pending(1000.0)) == ["owing"]
+    assert indexed.get("owing")["pending"] == 100.0
+
+
+def test_a_record_created_pending_is_listed(indexed: Any) -> None:
+    assert indexed.swap("new", None, {"id": "new", "pending": 42.0}).ok
+    assert indexed.swap("new-with-history", None, {"id": "new-with-history", "pending": 43.0},
+                        history=[{"n": 1}]).ok
+    assert ids(indexed.pending(100.0)) == ["new", "new-with-history"]
+
+
+def test_swaps_not_naming_pending_keep_the_index_as_it_was(indexed: Any) -> None:
+    fresh(indexed, "owing", pending=100.0)
+    fresh(indexed, "settled", pending=0.0)
+    fresh(indexed, "never")
+    for cid in ("owing", "settled", "never"):      # a lease taken and released, as acquire does
+        assert indexed.swap(cid, {"lease_owner": ""}, {"lease_owner": "w", "fence": 1}).ok
+        assert indexed.swap(cid, {"fence": 1}, {"lease_owner": "", "step": 1}, history=[{"n": 1}]).ok
+    found = indexed.pending(1000.0)
+    assert ids(found) == ["owing"]
+    assert found[0]["step"] == 1 and found[0]["fence"] == 1 and found[0]["pending"] == 100.0
+
+
+def test_stores_with_other_prefixes_do_not_see_each_other(indexed: Any) -> None:
+    store = indexed
+    other = relabelled(store)
+    if other is None:
+        pytest.skip(f"{type(store).__name__} has no key prefix (each handle is its own namespace)")
+    with contextlib.closing(other):
+        fresh(store, "same-id", pending=100.0)
+        fresh(other, "same-id", pending=50.0)
+        fresh(other, "only-other", pending=60.0)
+        assert [(r["id"], r["pending"]) for r in store.pending(1000.0)] == [("same-id", 100.0)]
+        assert ids(other.pending(1000.0)) == ["same-id", "only-other"]
+        assert other.swap("same-id", {}, {"pending": 0.0}).ok
+        assert ids(store.pending(1000.0)) == ["same-id"]
+
+
+def relabelled(store: Any) -> Any:
+    """Another handle on the same server or table under another key prefix, or None."""
+    kind = type(store).__name__
+    if kind == "RedisStore":
+        from sources.redis import RedisStore
+        return RedisStore(store.url, client=store.client, prefix=store.prefix + "other:")
+    if kind == "DynamoStore":
+        from sources.dynamodb import DynamoStore
+        return DynamoStore(store.url, client=store.client, prefix=store.prefix + "other:")
+    return None
+
+
+# ---- redis ----------------------------------------------------------------------------------
+
+
+def test_redis_index_forgets_records_that_expired(redis_url: str) -> None:
+    """An expired record leaves its index entry behind; ``pending`` drops it."""
+    import redis
+
+    from sources.redis import RedisStore
+    prefix = f"fsmtest:{uuid.uuid4().hex[:12]}:"
+    store = RedisStore(redis_url, prefix=prefix)
+    try:
+        fresh(store, "gone", pending=10.0)
+        fresh(store, "kept", pending=20.0)
+        store.client.delete(store._keys("gone")[0])          # what expiry does
+        assert ids(store.pending(100.0)) == ["kept"]
+        assert store.client.zrange(f"{prefix}{{pending}}", 0, -1) == [store._keys("kept")[0].encode()]
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        client.delete(*client.keys(f"{prefix}*"))
+        client.close()
+        store.close()
+
+
+# ---- DynamoDB -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dynamo() -> Iterator[tuple[str, Any]]:
+    from conftest import in_process_dynamodb
+    with in_process_dynamodb() as (url, client):
+        yield url, client
+
+
+def test_dynamodb_pending_across_shards_is_in_order(dynamo: tuple[str, Any]) -> None:
+    from sources.dynamodb import DynamoStore
+    url, client = dynamo
+    store = DynamoStore(url, client=client, pending_shards=3)
+    times = {f"cid-{n}": 1000.0 + (n * 37) % 50 + n / 100 for n in range(12)}
+    for cid, pending in times.items():
+        fresh(store, cid, pending=pending)
+    expected = sorted(times, key=times.__getitem__)
+    assert ids(store.pending(2000.0)) == expected
+    assert ids(store.pending(2000.0, limit=5)) == expected[:5]
+    shards = {item["pending_shard"]["S"] for item in client.scan(TableName=url.rsplit("/", 1)[1])["Items"]
+              if "pending_shard" in item}
+    assert len(shards) == 3                        # really spread over the shards
+
+
+def test_dynamodb_settled_records_leave_the_sparse_index(dynamo: tuple[str, Any]) -> None:
+    from sources.dynamodb import PENDING_INDEX, DynamoStore
+    url, client = dynamo
+    store = DynamoStore(url, client=client)
+    fresh(store, "a", pending=10.0)
+    fresh(store, "b", pending=20.0)
+    assert store.swap("a", {}, {"pending": 0.0}).ok
+    assert store.swap("b", {}, {"pending": None}, history=[{"n": 1}]).ok
+    table = url.rsplit("/", 1)[1]
+    assert client.scan(TableName=table, IndexName=PENDING_INDEX)["Items"] == []
+    assert store.get("a")["pending"] == 0.0 and "pending" not in store.get("b")   # null: removed
+    assert "pending_shard" not in store.get("a")
+
+
+def test_dynamodb_create_tables_adds_the_index_to_an_older_table(dynamo: tuple[str, Any]) -> None:
+    """A table created before the pending index existed gains it; running twice is fine."""
+    from sources.dynamodb import PENDING_INDEX, TIMER_INDEX, DynamoStore, create_tables
+    _, client = dynamo
+    name = f"fsm-old-{uuid.uuid4().hex[:8]}"
+    url = url_of(name)
+    client.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": t}
+                              for n, t in [("pk", "S"), ("sk", "S"), ("timer_shard", "S"), ("due", "N")]],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        GlobalSecondaryIndexes=[{"IndexName": TIMER_INDEX, "Projection": {"ProjectionType": "ALL"},
+                                 "KeySchema": [{"AttributeName": "timer_shard", "KeyType": "HASH"},
+                                               {"AttributeName": "due", "KeyType": "RANGE"}]}])
+    create_tables(url, client=client, index_wait=5)
+    create_tables(url, client=client, index_wait=5)
+    indexes = {i["IndexName"] for i in client.describe_table(TableName=name)["Table"]["GlobalSecondaryIndexes"]}
+    assert indexes == {TIMER_INDEX, PENDING_INDEX}
+    store = DynamoStore(url, client=client)
+    fresh(store, "a", pending=10.0)
+    assert ids(store.pending(100.0)) == ["a"]
+
+
+def url_of(table: str) -> str:
+    from conftest import table_arn
+    return table_arn(table)
+
+
+def test_contract_fixtures_cover_every_store(store_factory: Callable[[], Any]) -> None:
+    """Every store offers ``pending`` (memcached's raises)."""
+    assert callable(getattr(store_factory(), "pending", None))

@@ -137,7 +137,8 @@ class Client:
             self.runtime.catch_up()  # fire overdue timers first: they happened before this call
         found = freshest_record(self.wiring, cid)
         if found is None:
-            raise UnknownInstance(f"no instance {cid!r} in {', '.join(s.url for s in self.wiring.stores)}")
+            later = "" if self.runtime else " (or not started yet: no worker has run its first step)"
+            raise UnknownInstance(f"no instance {cid!r} in {', '.join(s.url for s in self.wiring.stores)}{later}")
         return found
 
     def _send(self, msg: Message) -> None:

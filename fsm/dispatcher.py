@@ -146,6 +146,10 @@ class Dispatcher:
         if msg.event_id and msg.kind != "step" and msg.event_id in (record.get("event_ids") or []):
             leases.commit(store, lease, {})
             return self._duplicate(store, msg, {**record, "lease_owner": ""}, now)
+        if record["status"] in leases.FINISHED:  # an event or cancel that came too late
+            return self._reject(store, lease, msg, record, machine, msg.event or msg.kind, now,
+                                f"instance is {record['status']}: {msg.kind} {msg.event or ''} not applied"
+                                .replace("  ", " ").strip())
         if msg.kind == "cancel":
             return self._cancel(store, lease, msg, record, now)
         if msg.kind != "step":

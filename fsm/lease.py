@@ -107,12 +107,14 @@ def _decide(msg: Message, current: Record | None, now: int) -> Acquired | None:
     if msg.kind == "step":
         if current["status"] in FINISHED or (current["step"], current["retries"]) > msg.position:
             return Duplicate(current)
-    elif current["status"] in FINISHED or msg.event_id in (current.get("event_ids") or ()):
+    elif msg.event_id in (current.get("event_ids") or ()):
         return Duplicate(current)
-    elif msg.kind == "timer" and (current["step"] != msg.step or current["state"] != msg.state):
+    elif msg.kind == "timer" and (current["step"] != msg.step or current["state"] != msg.state
+                                  or current["status"] in FINISHED):
         return Duplicate(current)  # the state was left or re-entered since: stale timer
-    elif msg.kind in ("event", "timer") and current["status"] != "waiting":
+    elif msg.kind == "event" and current["status"] == "running":
         return Busy(current)  # mid-run: apply it once the instance settles
+    # An event or cancel for a finished instance is taken in, to record its rejection.
     if live(current, now):
         return Busy(current)
     return None

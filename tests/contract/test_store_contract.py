@@ -458,3 +458,23 @@ def test_dynamodb_checkpoints_read_with_the_store_prefix(dynamo: tuple[str, Any]
     other = DynamoCheckpoints(url, client=client, prefix="tenant-a:")
     other["shard-reader"] = {"sequence": "1"}
     assert other.get("shard-reader") == {"sequence": "1"}
+
+
+def test_dynamodb_writes_no_checkpoint_item_nothing_can_resume_from(dynamo: tuple[str, Any]) -> None:
+    """A DynamoDB stream position (no shard) cannot be replayed; and a store told not to
+    write checkpoints does not."""
+    from sources.checkpoints import DynamoCheckpoints
+    from sources.dynamodb import DynamoStore
+    url, client = dynamo
+    store = DynamoStore(url, client=client)
+    fresh(store)
+    stream_position = {"arn": "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/x", "shard": None,
+                       "sequence": "100"}
+    assert store.swap("cid-1", {"step": 0}, {"step": 1, "checkpoint": stream_position}, history=[{"n": 1}]).ok
+    assert store.get("cid-1")["checkpoint"] == stream_position      # the record still has it
+    quiet = DynamoStore(url, client=client, write_checkpoints=False)
+    assert not quiet.writes_checkpoints
+    fresh(quiet, "cid-2")
+    assert quiet.swap("cid-2", {"step": 0}, {"step": 1, "checkpoint": CHECKPOINT}, history=[{"n": 1}]).ok
+    positions = DynamoCheckpoints(url, client=client)
+    assert positions.get("cid-1") is None and positions.get("cid-2") is None

@@ -57,3 +57,21 @@ def test_a_message_lost_on_the_bus_is_re_sent_once_overdue() -> None:
     record = store.get(cid)
     assert record["status"] == "done" and record["pending"] == 0
     assert d.resend_overdue() == 0                    # nothing owed any more
+
+
+def test_an_event_that_arrives_after_the_end_is_recorded_as_rejected() -> None:
+    from fsm.message import Message
+
+    bus, store = HandBus(), MemoryStore()
+    d = Dispatcher(linear(2), [store], Routes(bus=bus, timers=MemoryTimers()))
+    cid = uuid.uuid4().hex
+    start(bus, "linear", cid)
+    run_to_end(d, bus)
+    late = Message(machine="linear", correlation_id=cid, kind="event", event="next", event_id="late-1")
+    assert d.handle(late).result == "rejected"
+    record = store.get(cid)
+    assert record["status"] == "done"                 # unchanged
+    assert "instance is done" in record["last_error"]["message"]
+    assert store.history(cid)[-1]["rejected"] is True
+    assert d.handle(late).result == "duplicate"       # the same event again: already recorded
+    assert d.metrics.counts["RejectedEvents"] == 1

@@ -6,7 +6,8 @@
 Every call the framework makes to a backend while it handles one message is counted:
 
 - redis: each ``execute_command`` (EVALSHA, HGETALL, ...) and each pipeline ``execute``;
-- memcached: each pymemcache client call (get, gets, cas, add, set, set_many, ...);
+- memcached: each pymemcache client call (get, gets, cas, add, set, set_many, ...) and each
+  meta-protocol ``meta_set`` (``ms``);
 - AWS: each botocore API call (a ``before-call.*.*`` hook on every client the adapters
   build through ``sources.aws.make_client``), retries inside botocore not included;
 - sqlite and memory: each store call (swap, get, history) and timer-store call (add, due,
@@ -267,7 +268,7 @@ def count_redis(client: Any, meter: Meter = METER) -> None:
     client.pipeline = pipeline
 
 
-MEMCACHE_CALLS = frozenset({"get", "gets", "get_many", "gets_many", "get_multi", "set", "set_many", "set_multi",
+MEMCACHE_CALLS = frozenset({"meta_set", "get", "gets", "get_many", "gets_many", "get_multi", "set", "set_many", "set_multi",
                             "add", "cas", "replace", "append", "prepend", "delete", "delete_many",
                             "delete_multi", "incr", "decr", "touch"})
 

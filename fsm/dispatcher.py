@@ -383,7 +383,8 @@ class Dispatcher:
         """The DynamoDB store writes the checkpoint item in the commit's own transaction
         when the checkpoint table is its table: no extra round trip."""
         return bool(getattr(store, "writes_checkpoints", False)) and \
-            getattr(self.checkpoints, "url", None) == store.url
+            getattr(self.checkpoints, "url", None) == store.url and \
+            getattr(self.checkpoints, "prefix", "") == getattr(store, "prefix", "")
 
     # -- sending ----------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ both the same ``prefix`` so that this class reads what the store wrote.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .aws import classify, make_client
 from .dynamodb import checkpoint_key, table_of

@@ -556,12 +556,12 @@ def _add_missing_indexes(dynamodb: Any, table: str, wait: float) -> None:
     """Add the indexes a table made by an older version lacks, one per UpdateTable (the
     most DynamoDB takes at a time), waiting for each to be ACTIVE before the next."""
     statuses = _index_statuses(dynamodb, table)
-    for name in INDEXES:
+    for name, keys in INDEXES.items():
         if name in statuses:
             continue
         log(logging.INFO, "adding index", table=table, index=name)
         dynamodb.update_table(
-            TableName=table, AttributeDefinitions=_definitions(("pk", "sk", *INDEXES[name])),
+            TableName=table, AttributeDefinitions=_definitions(("pk", "sk", *keys)),
             GlobalSecondaryIndexUpdates=[{"Create": _index(name)}])
         deadline = time.monotonic() + wait
         status = _index_statuses(dynamodb, table).get(name)

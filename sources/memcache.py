@@ -70,7 +70,7 @@ from fsm.ports import Record, Scalar, SwapResult
 from .base import dumps, matches, merged
 
 CAS_ATTEMPTS = 16
-REMEMBERED_RECORDS = 10_000     # a cache: when full it starts over, a miss costs one gets
+REMEMBERED = 1024   # records whose last write a store remembers: each holds a whole value
 RECOVERABLE = (OSError, MemcacheUnexpectedCloseError, MemcacheServerError, MemcacheUnknownError)
 
 
@@ -161,6 +161,37 @@ class _Written:
     origin: tuple[int, int]
 
 
+class _Writes:
+    """memcached key -> our last write of it, the least recently written dropped first.
+
+    Bounded because each entry holds a whole record (a Lambda container may see many
+    instances); a dropped entry only costs a ``gets``. Locked: several threads may share
+    the store.
+    """
+
+    def __init__(self, size: int = REMEMBERED):
+        self.size = size
+        self._entries: dict[str, _Written] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> _Written | None:
+        return self._entries.get(key)
+
+    def put(self, key: str, written: _Written) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+            self._entries[key] = written
+            if len(self._entries) > self.size:
+                del self._entries[next(iter(self._entries))]
+
+    def forget(self, key: str | None = None) -> None:
+        with self._lock:
+            if key is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(key, None)
+
+
 class MemcacheStore:
     """An :class:`fsm.ports.InstanceStore` on memcached (see the module docstring).
 
@@ -181,9 +212,7 @@ class MemcacheStore:
         # A given client without meta_set (a plain PooledClient) works with gets + cas.
         self._meta = callable(getattr(self.client, "meta_set", None))
         self._remember = remember_writes and self._meta
-        # memcached key -> our last write of it. Plain dict operations, atomic under the
-        # GIL: a thread may drop or replace another's entry, which only costs a gets.
-        self._written: dict[str, _Written] = {}
+        self._written = _Writes()
 
     def swap(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
              history: Sequence[Mapping[str, Any]] = ()) -> SwapResult:
@@ -200,7 +229,7 @@ class MemcacheStore:
         for _ in range(CAS_ATTEMPTS):
             value, token = self._call(lambda: self.client.gets(key))
             if known is not None and (value is None or int(token) != known.token):
-                self._written.pop(key, None)   # someone else wrote since: forget ours
+                self._written.forget(key)   # someone else wrote since: forget ours
                 known = None
             if value is None:
                 return SwapResult(False, None)
@@ -262,12 +291,10 @@ class MemcacheStore:
             if reply is not None:
                 if reply.status != "HD":
                     if origin is not None:
-                        self._written.pop(key, None)
+                        self._written.forget(key)
                     return None
                 if self._remember:
-                    if len(self._written) >= REMEMBERED_RECORDS:
-                        self._written.clear()
-                    self._written[key] = _Written(text, reply.token, reply.origin)
+                    self._written.put(key, _Written(text, reply.token, reply.origin))
                 return _decode(text)
             if origin is not None:
                 return None     # meta went away with a remembered token: read the record instead
@@ -287,7 +314,7 @@ class MemcacheStore:
             if not isinstance(exc.__cause__, (MemcacheUnknownCommandError, MemcacheClientError)):
                 raise
             self._meta = self._remember = False
-            self._written.clear()
+            self._written.forget()
             return None
 
     def _finish(self, cid: str, stored: dict[str, Any], history: Sequence[Mapping[str, Any]]) -> SwapResult:

@@ -29,6 +29,7 @@ from .errors import (
     ContextNotSerialisable,
     MalformedMessage,
     RecoverableError,
+    SendFailed,
     TransitionError,
 )
 from .logs import log
@@ -104,7 +105,7 @@ class Dispatcher:
                     msg = msg.evolve(store=index)
                 return self._handle(self.stores[index], msg, machine, source)
             except RecoverableError as exc:
-                if index + 1 >= len(self.stores):
+                if index + 1 >= len(self.stores) or isinstance(exc, SendFailed):
                     raise
                 self.metrics.incr("Failovers", dims={"Resource": self.stores[index].url})
                 log(logging.WARNING, "store failover", store=self.stores[index].url,
@@ -395,6 +396,12 @@ class Dispatcher:
         self._send([(msg.evolve(busy=msg.busy + 1, copy=msg.kind == "step" or msg.copy), delay)])
 
     def _send(self, entries: Sequence[tuple[Message, float]]) -> None:
+        try:
+            self._route(entries)
+        except RecoverableError as exc:
+            raise SendFailed(str(exc)) from exc
+
+    def _route(self, entries: Sequence[tuple[Message, float]]) -> None:
         for msg, delay in entries:
             envelope = Envelope(msg.encode(), msg.correlation_id, msg.dedup_id, delay)
             if delay <= self.routes.bus.max_delay:
@@ -411,7 +418,10 @@ class Dispatcher:
     def _dead_letter(self, msg: Message, error: str) -> None:
         self.metrics.incr("DeadLetters", dims={"Machine": msg.machine})
         if self.routes.dead_letter is not None:
-            self.routes.dead_letter.send(Envelope(msg.encode(), msg.correlation_id, msg.dedup_id))
+            try:
+                self.routes.dead_letter.send(Envelope(msg.encode(), msg.correlation_id, msg.dedup_id))
+            except RecoverableError as exc:
+                raise SendFailed(str(exc)) from exc
 
     def _notify(self, cid: str, machine: Machine, state: str | None, status: str, step: int) -> None:
         if self.routes.notify is None:

@@ -85,6 +85,11 @@ class RecoverableError(BackendError):
     """Worth trying on the secondary backend or later: the request itself was fine."""
 
 
+class SendFailed(RecoverableError):
+    """Sending a message failed on every bus after its transition was committed: the
+    redelivered message re-sends it. Never a reason to switch stores."""
+
+
 class PartialBatchError(BackendError):
     """Some entries of a batched send failed; ``failed`` holds their indices."""
 

@@ -75,3 +75,34 @@ def test_an_event_that_arrives_after_the_end_is_recorded_as_rejected() -> None:
     assert store.history(cid)[-1]["rejected"] is True
     assert d.handle(late).result == "duplicate"       # the same event again: already recorded
     assert d.metrics.counts["RejectedEvents"] == 1
+
+
+def test_a_send_that_fails_after_the_commit_does_not_switch_stores() -> None:
+    """Both buses down after the commit: the message is redelivered and re-sends; the
+    instance must not be started over on the secondary store."""
+    import pytest
+
+    from fsm.errors import RecoverableError, SendFailed
+
+    class DownBus(HandBus):
+        down = True
+
+        def send(self, envelope):  # type: ignore[no-untyped-def]
+            if self.down:
+                raise RecoverableError("bus down")
+            super().send(envelope)
+
+    bus, primary, secondary = DownBus(), MemoryStore(), MemoryStore()
+    d = Dispatcher(linear(3), [primary, secondary], Routes(bus=bus, timers=MemoryTimers()))
+    cid = uuid.uuid4().hex
+    bus.down = False
+    start(bus, "linear", cid)
+    msg = bus.take()
+    bus.down = True
+    with pytest.raises(SendFailed):
+        d.handle(msg)
+    assert primary.get(cid)["step"] == 1 and secondary.get(cid) is None
+    bus.down = False
+    assert d.handle(msg).result == "duplicate"        # the redelivery re-sends what was owed
+    run_to_end(d, bus)
+    assert primary.get(cid)["status"] == "done" and secondary.get(cid) is None

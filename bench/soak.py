@@ -98,7 +98,7 @@ def run_soak(moto_url: str, redis_url: str, instances: int = 50, steps: int = 20
     table = arn.format("dynamodb", f"table/{run}")
     primary, secondary = arn.format("sqs", f"{run}-a"), arn.format("sqs", f"{run}-b")
     base: dict[str, Any] = {"store": [table], "stream": [primary, secondary], "lease_timeout": lease_timeout,
-                            "resend_after": 5.0,
+                            "resend_after": 20.0,
                             "aws": {"connect_timeout": 1, "read_timeout": 5, "max_attempts": 1}}
     list(create_resources(Settings(**base)))
     settings = Settings(**base, chaos={table: chaos, primary: chaos, secondary: chaos})

@@ -361,12 +361,18 @@ class Dispatcher:
                 log(logging.DEBUG, "cannot list pending instances", store=store.url, error=str(exc))
                 continue
             for record in records:
-                healed += self.resend_outbox(record, now)
+                healed += self.resend_outbox(store, record, now)
         return healed
 
-    def resend_outbox(self, record: Record, now: float | None = None, force: bool = False) -> int:
+    def resend_outbox(self, store: InstanceStore, record: Record, now: float | None = None,
+                      force: bool = False) -> int:
         """Send copies of a record's overdue outbox messages (all of them with ``force``,
-        for ``fsm resume``); 1 if any were sent."""
+        for ``fsm resume``); 1 if any were sent.
+
+        The record's ``pending`` moves to now first (a conditional write that loses to any
+        concurrent change), so the next sweep waits another ``resend_after``: a slow
+        backlog is not flooded with copies of what it is still working through.
+        """
         now = self.clock() if now is None else now
         if leases.live(record, int(now * 1000)) or record.get("status") != "running":
             return 0  # a worker is on it, or it owes nothing
@@ -375,6 +381,9 @@ class Dispatcher:
                if force or since + e["delay"] + self.resend_after < now]
         if not due:
             return 0
+        expect = {"fence": record["fence"], "lease_owner": "", "pending": record.get("pending")}
+        if not store.swap(record["id"], expect, {"pending": now}).ok:
+            return 0  # it moved on meanwhile
         self.metrics.incr("Resent", len(due), dims={"Machine": record.get("machine", "")})
         log(logging.WARNING, "re-sending overdue messages", correlation_id=record.get("id"), messages=len(due))
         self._send(due)

@@ -23,7 +23,8 @@ from .runtime import freshest_record, process
 def resume(application: App, cid: str) -> str:
     wiring = application.wiring
     found = freshest_record(wiring, cid)
-    if found and found[1].get("outbox") and wiring.dispatcher.resend_outbox(found[1], force=True):
+    if found and found[1].get("outbox") and \
+            wiring.dispatcher.resend_outbox(wiring.stores[found[0]], found[1], force=True):
         wiring.metrics.flush()
         return f"re-sent its {len(found[1]['outbox'])} pending message(s)"
     checkpoint: Any = found[1].get("checkpoint") if found else None

@@ -44,19 +44,19 @@ class Source:
         self.retry_at = 0.0
         self.waited = False  # the last poll waited on the server (an SQS long poll)
 
-    def poll(self) -> list[dict[str, Any]]:
+    def poll(self, wait: bool) -> list[dict[str, Any]]:
         self.waited = False
         if self._clock() < self.retry_at:
             return []
         try:
             if self.poller is None:
                 self.poller = self._open()
-            records = self.poller.poll()
+            records = self.poller.poll(wait)
         except RecoverableError as exc:
             self._failed("poll", exc)
             return []
         self.pause = 0.0
-        self.waited = self.arn.startswith("arn:aws:sqs:")
+        self.waited = wait and self.arn.startswith("arn:aws:sqs:")
         return records
 
     def done(self, records: list[dict[str, Any]], failed: set[str]) -> None:
@@ -112,6 +112,7 @@ def run_worker(application: App, sources: list[str], *, idle_exit: float | None 
     idle_since = clock()
     timers_retry_at = 0.0
     next_sweep = clock() + sweep_every
+    was_busy = False
     while not should_stop():
         busy = False
         if clock() >= timers_retry_at:
@@ -131,7 +132,9 @@ def run_worker(application: App, sources: list[str], *, idle_exit: float | None 
                 application.wiring.metrics.flush()
             busy = busy or drained > 0
         for reader in readers:
-            records = reader.poll()
+            # Long-poll only when the last round found nothing: an empty queue must not
+            # hold up a busy one for a second on every round.
+            records = reader.poll(wait=not was_busy)
             if not records:
                 continue
             busy = True
@@ -140,6 +143,7 @@ def run_worker(application: App, sources: list[str], *, idle_exit: float | None 
             reader.done(records, failed)
             counts["records"] += len(records)
             counts["failed"] += len(failed)
+        was_busy = busy
         if busy:
             idle_since = clock()
         elif idle_exit is not None and clock() - idle_since >= idle_exit:

@@ -23,7 +23,8 @@ from . import aws as awslib
 class Poller(Protocol):
     arn: str
 
-    def poll(self) -> list[dict[str, Any]]: ...
+    def poll(self, wait: bool = True) -> list[dict[str, Any]]:
+        """Up to a batch of records; ``wait`` allows a long poll when there are none."""
 
     def done(self, records: list[dict[str, Any]], failed: set[str]) -> None: ...
 
@@ -57,9 +58,9 @@ class SqsPoller:
         self.url = _call(arn, client, "get_queue_url", QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
         self._receipts: dict[str, str] = {}
 
-    def poll(self) -> list[dict[str, Any]]:
+    def poll(self, wait: bool = True) -> list[dict[str, Any]]:
         reply = _call(self.arn, self.client, "receive_message", QueueUrl=self.url,
-                      MaxNumberOfMessages=min(self.batch, 10), WaitTimeSeconds=1,
+                      MaxNumberOfMessages=min(self.batch, 10), WaitTimeSeconds=1 if wait else 0,
                       AttributeNames=["All"], MessageAttributeNames=["All"])
         records = []
         for m in reply.get("Messages", []):

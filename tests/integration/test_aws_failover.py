@@ -59,7 +59,8 @@ class DeletedAfterReceive:
 
     Deleting it while its messages are in the worker's hands (received, not yet handled)
     loses none of them: what a deploy that drops the queue between two polls would do,
-    minus the messages it would take with it, which no router could bring back.
+    minus the messages it would take with it (those are healed by the sweep, see
+    tests/soak).
     """
 
     def __init__(self, poller: Poller, endpoint: str, batches: int):
@@ -68,8 +69,8 @@ class DeletedAfterReceive:
         self.received = 0
         self.deleted = False
 
-    def poll(self) -> list[dict[str, Any]]:
-        records = self.poller.poll()
+    def poll(self, wait: bool = True) -> list[dict[str, Any]]:
+        records = self.poller.poll(wait)
         if records:
             self.received += 1
             if self.received == self.batches:

@@ -100,7 +100,7 @@ class _ShardPoller:
         self._shard_of_seq: dict[str, str] = {}
         self._shards_listed_at = -self.SHARDS_TTL
 
-    def poll(self) -> list[dict[str, Any]]:
+    def poll(self, wait: bool = True) -> list[dict[str, Any]]:
         if time.monotonic() - self._shards_listed_at >= self.SHARDS_TTL:
             for shard in self._shards():
                 if shard not in self._iterators:

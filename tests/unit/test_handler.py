@@ -293,7 +293,7 @@ class ScriptedPoller:
         self.arn, self.batches = arn, batches
         self.settled: list[tuple[list[str], set[str]]] = []
 
-    def poll(self) -> list[dict[str, Any]]:
+    def poll(self, wait: bool = True) -> list[dict[str, Any]]:
         return self.batches.pop(0) if self.batches else []
 
     def done(self, records: list[dict[str, Any]], failed: set[str]) -> None:

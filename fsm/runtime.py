@@ -24,16 +24,21 @@ def release_due_timers(wiring: Wiring, now: float, limit: int = 100) -> int:
     timers: TimerStore | None = wiring.routes.timers
     if timers is None:
         return 0
-    moved = 0
+    released: set[str] = set()
     while True:
-        batch = timers.due(now, limit)
+        batch = [(tid, body) for tid, body in timers.due(now, limit) if tid not in released]
         for timer_id, body in batch:
-            msg = decode(body)
-            wiring.routes.bus.send(Envelope(body, msg.correlation_id, msg.dedup_id))
+            try:
+                msg = decode(body)
+            except MalformedMessage as exc:  # never blocks the others: dead-lettered like any message
+                process(wiring, body, {"arn": getattr(timers, "url", "timers")})
+                log(logging.ERROR, "malformed timer removed", timer=timer_id, error=str(exc))
+            else:
+                wiring.routes.bus.send(Envelope(body, msg.correlation_id, msg.dedup_id))
             timers.remove(timer_id)
-            moved += 1
-        if len(batch) < limit:
-            return moved
+            released.add(timer_id)
+        if len(batch) < limit:  # a timer whose removal failed shows up again: not a reason to loop
+            return len(released)
 
 
 def process(wiring: Wiring, body: str | bytes, source: dict | None = None) -> Outcome | None:

@@ -361,7 +361,10 @@ class Dispatcher:
                 log(logging.DEBUG, "cannot list pending instances", store=store.url, error=str(exc))
                 continue
             for record in records:
-                healed += self.resend_outbox(store, record, now)
+                try:
+                    healed += self.resend_outbox(store, record, now)
+                except RecoverableError as exc:  # the next sweep tries again; go on with the others
+                    log(logging.WARNING, "re-send failed", correlation_id=record.get("id"), error=str(exc))
         return healed
 
     def resend_outbox(self, store: InstanceStore, record: Record, now: float | None = None,
@@ -381,7 +384,10 @@ class Dispatcher:
                if force or since + e["delay"] + self.resend_after < now]
         if not due:
             return 0
-        expect = {"fence": record["fence"], "lease_owner": "", "pending": record.get("pending")}
+        # Exactly the record we saw: an expired lease (a worker lost with its message) stays
+        # as it is, and the copy we send takes it over.
+        expect = {"fence": record["fence"], "lease_owner": record.get("lease_owner", ""),
+                  "lease_expires": record.get("lease_expires", 0), "pending": record.get("pending")}
         if not store.swap(record["id"], expect, {"pending": now}).ok:
             return 0  # it moved on meanwhile
         self.metrics.incr("Resent", len(due), dims={"Machine": record.get("machine", "")})

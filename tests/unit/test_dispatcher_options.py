@@ -106,3 +106,23 @@ def test_a_send_that_fails_after_the_commit_does_not_switch_stores() -> None:
     assert d.handle(msg).result == "duplicate"        # the redelivery re-sends what was owed
     run_to_end(d, bus)
     assert primary.get(cid)["status"] == "done" and secondary.get(cid) is None
+
+
+def test_the_sweep_heals_an_instance_whose_worker_and_message_were_both_lost() -> None:
+    """A worker took the lease and died, and the message it held vanished with its
+    queue: the lease expires, and the sweep's copy takes the instance over."""
+    from fsm import lease as leases
+
+    bus, store, clock = HandBus(), MemoryStore(), Clock()
+    d = Dispatcher(linear(3), [store], Routes(bus=bus, timers=MemoryTimers()), resend_after=30,
+                   lease_timeout=10, clock=clock)
+    cid = uuid.uuid4().hex
+    start(bus, "linear", cid)
+    d.handle(bus.take())
+    lost = bus.take()                                 # step 1's message, taken by the doomed worker
+    got = leases.acquire(store, lost, "doomed", 10_000, int(clock.now * 1000), lambda: {})
+    assert isinstance(got, leases.Lease)
+    clock.now += 31
+    assert d.resend_overdue() == 1
+    run_to_end(d, bus)
+    assert store.get(cid)["status"] == "done"

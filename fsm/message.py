@@ -113,8 +113,8 @@ def decode(body: str | bytes | dict[str, Any]) -> Message:
         if check is None:
             raise MalformedMessage(f"message has unknown field {name!r}; known: {', '.join(_CHECKS)}")
         types, wanted = check
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types) \
-                or (types == (int,) and value < 0):
+        # Exact types (JSON gives exactly these): True is not an int here.
+        if type(value) not in types or (type(value) is int and value < 0 and types == (int,)):
             raise MalformedMessage(f"message field {name!r} must be {wanted}, got {value!r}")
     if raw.get("v", FORMAT) != FORMAT:
         raise MalformedMessage(f"message format version {raw['v']!r}; this version reads {FORMAT}")

@@ -171,6 +171,12 @@ def _ecs_task_change(application: App, event: dict[str, Any]) -> dict[str, Any]:
     cid, name, data, event_id = found
     client = Client(wiring=application.wiring)
     try:
+        current = client.status(cid)["context"].get("ecs_task_arn")
+        if current and data.get("task_arn") and current != data["task_arn"]:
+            # A late report of an earlier task (its state timed out and started another):
+            # it must not finish the wait of the task running now.
+            log(logging.WARNING, "stale task report ignored", correlation_id=cid, task=data["task_arn"])
+            return {"ignored": True, "reason": "stale task"}
         client.send_event(cid, name, data, event_id)
     except InstanceError as exc:
         log(logging.WARNING, "task report not applied", correlation_id=cid, error=str(exc))

@@ -187,11 +187,11 @@ def test_exit_code_zero_moves_on_and_a_duplicate_event_is_applied_once(ecs: Ecs)
     assert status["context"]["ecs_task_arn"] != render_task["taskArn"], "the publish task was started"
     assert environment(ecs.requests[-1], "publish")["FSM_STATE"] == "publishing"
 
-    # EventBridge delivers at least once, and a redelivery may carry a new id: the event
-    # id is the task's own (FSM_EVENT_ID), so the copy cannot finish the publish step,
-    # which waits for the very same event name.
-    handle_event(app, event)
-    handle_event(app, {**event, "id": str(uuid.uuid4())})
+    # EventBridge delivers at least once, and a redelivery may carry a new id: it reports
+    # the render task, not the publish task now running, so it cannot finish the publish
+    # step, which waits for the very same event name.
+    assert handle_event(app, event) == {"ignored": True, "reason": "stale task"}
+    assert handle_event(app, {**event, "id": str(uuid.uuid4())})["ignored"]
     status = client.status(cid)
     assert (status["state"], status["status"]) == ("publishing", "waiting")
     assert [h["event"] for h in client.history(cid)] == [None, "done"]

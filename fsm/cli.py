@@ -73,7 +73,7 @@ def _json_arg(text: str | None, name: str) -> dict[str, Any]:
 
 
 def _config_path(args: argparse.Namespace) -> str:
-    from .client import default_config_path
+    from .wiring import default_config_path
 
     path = getattr(args, "file", None) or getattr(args, "config", None) or default_config_path()
     if not Path(path).exists():
@@ -93,14 +93,9 @@ def _definitions(args: argparse.Namespace):
 
 
 def _client(args: argparse.Namespace, on_outcome: Callable | None = None):
-    from config.settings import load_settings
-
     from .client import Client
 
-    definitions = _definitions(args)
-    stores = args.store.split(",") if getattr(args, "store", None) else None
-    settings = load_settings(definitions.settings, getattr(args, "settings", None), store=stores)
-    return Client(settings=settings, definitions=definitions, on_outcome=on_outcome)
+    return Client(wiring=_app(args).wiring, on_outcome=on_outcome)
 
 
 def _print_outcome(outcome) -> None:
@@ -212,15 +207,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def _app(args: argparse.Namespace):
-    from config.settings import load_settings
+    from .wiring import App
 
-    from .handler import App
-    from .wiring import build
-
-    definitions = _definitions(args)
     stores = args.store.split(",") if getattr(args, "store", None) else None
-    settings = load_settings(definitions.settings, getattr(args, "settings", None), store=stores)
-    return App(definitions, settings, build(definitions.machines, settings))
+    return App.load(definitions=_definitions(args), settings_file=getattr(args, "settings", None), store=stores)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -9,15 +9,13 @@ process until the instance settles.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from config.loader import Definitions, load_file
-from config.settings import Settings, load_settings
+from config.loader import Definitions
+from config.settings import Settings
 
 from .dispatcher import Outcome
 from .errors import EventRejected, InstanceError, UnknownInstance, UnknownMachine
@@ -26,16 +24,7 @@ from .message import Message, check_correlation_id, iso, new_event_id
 from .model import check_json
 from .ports import Envelope
 from .runtime import LocalRuntime, freshest_record
-from .wiring import Wiring, build
-
-
-def default_config_path() -> str:
-    if os.environ.get("FSM_CONFIG"):
-        return os.environ["FSM_CONFIG"]
-    task_root = os.environ.get("LAMBDA_TASK_ROOT")
-    if task_root and (Path(task_root) / "fsm.yaml").exists():
-        return str(Path(task_root) / "fsm.yaml")
-    return "fsm.yaml"
+from .wiring import App, Wiring
 
 
 class Client:
@@ -43,9 +32,7 @@ class Client:
                  config: str | None = None, wiring: Wiring | None = None,
                  on_outcome: Callable[[Outcome], None] | None = None):
         if wiring is None:
-            definitions = definitions or load_file(config or default_config_path())
-            settings = settings or load_settings(definitions.settings)
-            wiring = build(definitions.machines, settings)
+            wiring = App.load(config, definitions=definitions, settings=settings).wiring
         self.wiring = wiring
         self.machines = wiring.dispatcher.machines
         self.runtime = LocalRuntime(wiring, on_outcome=on_outcome) if wiring.embedded else None

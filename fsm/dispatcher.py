@@ -9,6 +9,7 @@ in ``fsm run`` and in tests.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -16,7 +17,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -411,32 +412,30 @@ class Dispatcher:
         self._send([(msg.evolve(busy=msg.busy + 1, copy=msg.kind == "step" or msg.copy), delay)])
 
     def _send(self, entries: Sequence[tuple[Message, float]]) -> None:
-        try:
-            self._route(entries)
-        except RecoverableError as exc:
-            raise SendFailed(str(exc)) from exc
+        with _sending():
+            for msg, delay in entries:
+                self._route(msg, delay)
 
-    def _route(self, entries: Sequence[tuple[Message, float]]) -> None:
-        for msg, delay in entries:
-            envelope = Envelope(msg.encode(), msg.correlation_id, msg.dedup_id, delay)
-            if delay <= self.routes.bus.max_delay:
-                self.routes.bus.send(envelope)
-            elif self.routes.retry is not None and delay <= self.routes.retry.max_delay:
-                self.routes.retry.send(envelope)
-            elif self.routes.timers is not None:
-                self.routes.timers.add(msg.dedup_id, self.clock() + delay, envelope.body)
-            else:
-                raise BackendError(f"nowhere to hold a message for {delay:.0f} s: {self.routes.bus.url} "
-                                   f"holds at most {self.routes.bus.max_delay:.0f} s; set settings "
-                                   "`retry:` (a standard SQS queue) or `timers:` (a DynamoDB table)")
+    def _route(self, msg: Message, delay: float) -> None:
+        envelope = Envelope(msg.encode(), msg.correlation_id, msg.dedup_id, delay)
+        if delay <= self.routes.bus.max_delay:
+            self.routes.bus.send(envelope)
+        elif self.routes.retry is not None and delay <= self.routes.retry.max_delay:
+            self.routes.retry.send(envelope)
+        elif self.routes.timers is not None:
+            self.routes.timers.add(msg.dedup_id, self.clock() + delay, envelope.body)
+        else:
+            raise BackendError(f"nowhere to hold a message for {delay:.0f} s: {self.routes.bus.url} "
+                               f"holds at most {self.routes.bus.max_delay:.0f} s; add a standard SQS "
+                               "queue or a DynamoDB timer table to settings `retry:`")
 
     def _dead_letter(self, msg: Message, error: str) -> None:
         self.metrics.incr("DeadLetters", dims={"Machine": msg.machine})
+        log(logging.ERROR, "message dead-lettered", correlation_id=msg.correlation_id, kind=msg.kind,
+            error=error, to=getattr(self.routes.dead_letter, "url", None))
         if self.routes.dead_letter is not None:
-            try:
+            with _sending():
                 self.routes.dead_letter.send(Envelope(msg.encode(), msg.correlation_id, msg.dedup_id))
-            except RecoverableError as exc:
-                raise SendFailed(str(exc)) from exc
 
     def _notify(self, cid: str, machine: Machine, state: str | None, status: str, step: int) -> None:
         if self.routes.notify is None:
@@ -454,6 +453,17 @@ class Dispatcher:
                 "outbox": [], "consumed": None, "event_ids": [], "last_error": None,
                 "failed_message": None, "checkpoint": None, "created_at": now, "updated_at": now,
                 "expires_at": 0}
+
+
+@contextlib.contextmanager
+def _sending() -> Iterator[None]:
+    """A bus fault after the commit is a ``SendFailed``: redeliver, never switch stores."""
+    try:
+        yield
+    except SendFailed:
+        raise
+    except RecoverableError as exc:
+        raise SendFailed(str(exc)) from exc
 
 
 def _identity(msg: Message) -> dict[str, Any]:

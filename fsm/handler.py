@@ -14,35 +14,17 @@ import base64
 import json
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any
 
 from .shadow import check_packages
 
 check_packages()
 
-from config.loader import Definitions, load_file
-from config.settings import Settings, load_settings
-
-from .client import Client, default_config_path
+from .client import Client
 from .errors import FsmError, InstanceError, MalformedMessage
 from .logs import configure, log, redact
 from .runtime import process, release_due_timers
-from .wiring import Wiring, build
-
-
-@dataclass
-class App:
-    definitions: Definitions
-    settings: Settings
-    wiring: Wiring
-
-    @classmethod
-    def from_environment(cls) -> App:
-        definitions = load_file(default_config_path())
-        settings = load_settings(definitions.settings)
-        return cls(definitions, settings, build(definitions.machines, settings))
-
+from .wiring import App, Wiring
 
 _app: App | None = None
 
@@ -52,7 +34,7 @@ def app() -> App:
     global _app
     if _app is None:
         configure(os.environ.get("FSM_LOG_LEVEL", "INFO"))
-        _app = App.from_environment()
+        _app = App.load()
     return _app
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from config.settings import Settings
+from config.settings import Settings, load_settings
 
 from .dispatcher import Dispatcher, Routes
 from .model import Machine
 from .ports import EventBus, InstanceStore, Metrics, NullMetrics, TimerStore
+
+if TYPE_CHECKING:
+    from config.loader import Definitions
 
 
 @dataclass
@@ -125,3 +130,34 @@ def build(machines: dict[str, Machine], settings: Settings, *, metrics: Metrics 
                             max_local_hops=settings.max_local_hops, resend_after=settings.resend_after,
                             checkpoints=checkpoints, retention_days=settings.history_retention_days)
     return Wiring(settings, stores, routes, metrics, dispatcher, embedded, chaos)
+
+
+def default_config_path() -> str:
+    """``FSM_CONFIG``, else ``$LAMBDA_TASK_ROOT/fsm.yaml``, else ``./fsm.yaml``."""
+    if os.environ.get("FSM_CONFIG"):
+        return os.environ["FSM_CONFIG"]
+    task_root = os.environ.get("LAMBDA_TASK_ROOT")
+    if task_root and (Path(task_root) / "fsm.yaml").exists():
+        return str(Path(task_root) / "fsm.yaml")
+    return "fsm.yaml"
+
+
+@dataclass
+class App:
+    """What one process loads once: machines, settings, and the backends they name."""
+
+    definitions: Definitions
+    settings: Settings
+    wiring: Wiring
+
+    @classmethod
+    def load(cls, config: str | None = None, *, definitions: Definitions | None = None,
+             settings: Settings | None = None, settings_file: str | None = None, **flags: Any) -> App:
+        """Load what is not given: machines from ``config`` (default
+        :func:`default_config_path`), settings from their layers (``flags`` on top)."""
+        if definitions is None:
+            from config.loader import load_file
+
+            definitions = load_file(config or default_config_path())
+        settings = settings or load_settings(definitions.settings, settings_file, **flags)
+        return cls(definitions, settings, build(definitions.machines, settings))

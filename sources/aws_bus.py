@@ -67,6 +67,27 @@ class AwsBus:
                 return None
             raise awslib.classify(exc, self.url) from exc
 
+    # Per service: the limits of one batch request, and the request itself.
+    max_batch_entries: ClassVar[int]
+    max_batch_bytes: ClassVar[int]
+
+    def send_batch(self, envelopes: Sequence[Envelope]) -> None:
+        """Send in the fewest requests; entries that failed retryably are retried once,
+        and whatever still failed is raised as ``PartialBatchError`` (never dropped)."""
+        for envelope in envelopes:
+            self.check_delay(envelope)
+        groups = chunks(envelopes, self.max_batch_entries, self.max_batch_bytes, self.entry_size)
+        if groups:
+            send_in_chunks(self.url, groups, lambda indices: self.put_batch(envelopes, indices))
+
+    def entry_size(self, envelope: Envelope) -> int:
+        return body_size(envelope)
+
+    def put_batch(self, envelopes: Sequence[Envelope], indices: list[int]) -> EntryFailures:
+        """One batch request for ``envelopes[i] for i in indices``; the failed indices,
+        each mapped to whether retrying it may help."""
+        raise NotImplementedError
+
     def check_delay(self, envelope: Envelope) -> None:
         """Refuse rather than drop a delay: long delays are the timer store's job."""
         if envelope.delay > self.max_delay:

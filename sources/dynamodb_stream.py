@@ -25,7 +25,7 @@ from typing import Any
 from fsm.errors import BackendError
 from fsm.ports import Envelope
 
-from .aws_bus import AwsBus, EntryFailures, chunks, send_in_chunks
+from .aws_bus import AwsBus, EntryFailures
 
 MAX_BATCH_ENTRIES = 25
 MAX_BATCH_BYTES = 16 * 1024 * 1024
@@ -35,6 +35,7 @@ ALREADY_EXISTS = frozenset({"ResourceInUseException"})
 
 
 class DynamoStreamBus(AwsBus):
+    max_batch_entries, max_batch_bytes = MAX_BATCH_ENTRIES, MAX_BATCH_BYTES
     service = "dynamodb"
 
     def __init__(self, arn: str, *, ttl: float = DEFAULT_TTL, **options: Any):
@@ -52,26 +53,18 @@ class DynamoStreamBus(AwsBus):
         self.call_accepting(ALREADY_WRITTEN, "put_item", TableName=self.table,
                             Item=self._item(envelope), ConditionExpression="attribute_not_exists(pk)")
 
-    def send_batch(self, envelopes: Sequence[Envelope]) -> None:
-        for envelope in envelopes:
-            self.check_delay(envelope)
-        groups = chunks(envelopes, MAX_BATCH_ENTRIES, MAX_BATCH_BYTES)
-
-        def put(indices: list[int]) -> EntryFailures:
-            # BatchWriteItem refuses two writes to one key in a request; equal dedup ids
-            # are the same message, so one write covers them all.
-            by_pk: dict[str, list[int]] = {}
-            for i in indices:
-                by_pk.setdefault(envelopes[i].dedup_id, []).append(i)
-            writes = [{"PutRequest": {"Item": self._item(envelopes[same[0]])}} for same in by_pk.values()]
-            reply = self.call("batch_write_item", RequestItems={self.table: writes})
-            unprocessed = reply.get("UnprocessedItems", {}).get(self.table, [])
-            # Unprocessed items are throttled writes: always worth retrying.
-            return {i: True for write in unprocessed
-                    for i in by_pk.get(write["PutRequest"]["Item"]["pk"]["S"], [])}
-
-        if groups:
-            send_in_chunks(self.url, groups, put)
+    def put_batch(self, envelopes: Sequence[Envelope], indices: list[int]) -> EntryFailures:
+        # BatchWriteItem refuses two writes to one key in a request; equal dedup ids
+        # are the same message, so one write covers them all.
+        by_pk: dict[str, list[int]] = {}
+        for i in indices:
+            by_pk.setdefault(envelopes[i].dedup_id, []).append(i)
+        writes = [{"PutRequest": {"Item": self._item(envelopes[same[0]])}} for same in by_pk.values()]
+        reply = self.call("batch_write_item", RequestItems={self.table: writes})
+        unprocessed = reply.get("UnprocessedItems", {}).get(self.table, [])
+        # Unprocessed items are throttled writes: always worth retrying.
+        return {i: True for write in unprocessed
+                for i in by_pk.get(write["PutRequest"]["Item"]["pk"]["S"], [])}
 
     def create(self, timeout: float = 120.0) -> None:
         """Create the table with its stream and TTL if missing; safe to run again."""

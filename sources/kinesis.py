@@ -16,7 +16,7 @@ from fsm.errors import BackendError
 from fsm.ports import Envelope
 
 from .aws import THROTTLING_CODES
-from .aws_bus import AwsBus, EntryFailures, chunks, send_in_chunks
+from .aws_bus import AwsBus, EntryFailures
 
 MAX_BATCH_ENTRIES = 500
 MAX_BATCH_BYTES = 5 * 1024 * 1024      # PutRecords request, partition keys included
@@ -24,6 +24,7 @@ RETRYABLE_CODES = frozenset({"ProvisionedThroughputExceededException", "Internal
 
 
 class KinesisBus(AwsBus):
+    max_batch_entries, max_batch_bytes = MAX_BATCH_ENTRIES, MAX_BATCH_BYTES
     service = "kinesis"
 
     def __init__(self, arn: str, **options: Any):
@@ -36,23 +37,17 @@ class KinesisBus(AwsBus):
         self.check_delay(envelope)
         self.call("put_record", StreamName=self.name, **self._record(envelope))
 
-    def send_batch(self, envelopes: Sequence[Envelope]) -> None:
-        for envelope in envelopes:
-            self.check_delay(envelope)
-        groups = chunks(envelopes, MAX_BATCH_ENTRIES, MAX_BATCH_BYTES,
-                        size=lambda e: len(e.body.encode()) + len(self._partition_key(e).encode()))
+    def entry_size(self, envelope: Envelope) -> int:
+        return len(envelope.body.encode()) + len(self._partition_key(envelope).encode())
 
-        def put(indices: list[int]) -> EntryFailures:
-            records = [self._record(envelopes[i]) for i in indices]
-            reply = self.call("put_records", StreamName=self.name, Records=records)
-            if not reply.get("FailedRecordCount"):
-                return {}
-            # PutRecords answers in request order, one result per record.
-            return {i: result["ErrorCode"] in RETRYABLE_CODES
-                    for i, result in zip(indices, reply["Records"]) if result.get("ErrorCode")}
-
-        if groups:
-            send_in_chunks(self.url, groups, put)
+    def put_batch(self, envelopes: Sequence[Envelope], indices: list[int]) -> EntryFailures:
+        records = [self._record(envelopes[i]) for i in indices]
+        reply = self.call("put_records", StreamName=self.name, Records=records)
+        if not reply.get("FailedRecordCount"):
+            return {}
+        # PutRecords answers in request order, one result per record.
+        return {i: result["ErrorCode"] in RETRYABLE_CODES
+                for i, result in zip(indices, reply["Records"]) if result.get("ErrorCode")}
 
     def create(self, timeout: float = 120.0) -> None:
         """Create a one-shard stream if missing and wait until it takes writes."""

@@ -12,13 +12,14 @@ from typing import Any
 
 from fsm.ports import Envelope
 
-from .aws_bus import AwsBus, EntryFailures, chunks, fifo_id, send_in_chunks
+from .aws_bus import AwsBus, EntryFailures, fifo_id
 
 MAX_BATCH_ENTRIES = 10
 MAX_BATCH_BYTES = 256 * 1024   # PublishBatch: all messages together
 
 
 class SnsBus(AwsBus):
+    max_batch_entries, max_batch_bytes = MAX_BATCH_ENTRIES, MAX_BATCH_BYTES
     service = "sns"
 
     def __init__(self, arn: str, **options: Any):
@@ -30,18 +31,10 @@ class SnsBus(AwsBus):
         self.check_delay(envelope)
         self.call("publish", TopicArn=self.url, **self._fields(envelope))
 
-    def send_batch(self, envelopes: Sequence[Envelope]) -> None:
-        for envelope in envelopes:
-            self.check_delay(envelope)
-        groups = chunks(envelopes, MAX_BATCH_ENTRIES, MAX_BATCH_BYTES)
-
-        def put(indices: list[int]) -> EntryFailures:
-            entries = [{"Id": str(i), **self._fields(envelopes[i])} for i in indices]
-            reply = self.call("publish_batch", TopicArn=self.url, PublishBatchRequestEntries=entries)
-            return {int(f["Id"]): not f.get("SenderFault", False) for f in reply.get("Failed", [])}
-
-        if groups:
-            send_in_chunks(self.url, groups, put)
+    def put_batch(self, envelopes: Sequence[Envelope], indices: list[int]) -> EntryFailures:
+        entries = [{"Id": str(i), **self._fields(envelopes[i])} for i in indices]
+        reply = self.call("publish_batch", TopicArn=self.url, PublishBatchRequestEntries=entries)
+        return {int(f["Id"]): not f.get("SenderFault", False) for f in reply.get("Failed", [])}
 
     def create(self) -> str:
         """Create the topic (idempotent for the same name and attributes); returns its ARN."""

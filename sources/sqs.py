@@ -15,7 +15,7 @@ from typing import Any
 
 from fsm.ports import Envelope
 
-from .aws_bus import AwsBus, EntryFailures, chunks, fifo_id, send_in_chunks
+from .aws_bus import AwsBus, EntryFailures, fifo_id
 
 MAX_BATCH_ENTRIES = 10
 # The whole SendMessageBatch request is limited like one message (256 KiB on every
@@ -24,6 +24,7 @@ MAX_BATCH_BYTES = 256 * 1024
 
 
 class SqsBus(AwsBus):
+    max_batch_entries, max_batch_bytes = MAX_BATCH_ENTRIES, MAX_BATCH_BYTES
     service = "sqs"
 
     def __init__(self, arn: str, **options: Any):
@@ -49,18 +50,10 @@ class SqsBus(AwsBus):
         self.check_delay(envelope)
         self.call("send_message", QueueUrl=self.queue_url, **self._fields(envelope))
 
-    def send_batch(self, envelopes: Sequence[Envelope]) -> None:
-        for envelope in envelopes:
-            self.check_delay(envelope)
-        groups = chunks(envelopes, MAX_BATCH_ENTRIES, MAX_BATCH_BYTES)
-
-        def put(indices: list[int]) -> EntryFailures:
-            entries = [{"Id": str(i), **self._fields(envelopes[i])} for i in indices]
-            reply = self.call("send_message_batch", QueueUrl=self.queue_url, Entries=entries)
-            return {int(f["Id"]): not f.get("SenderFault", False) for f in reply.get("Failed", [])}
-
-        if groups:
-            send_in_chunks(self.url, groups, put)
+    def put_batch(self, envelopes: Sequence[Envelope], indices: list[int]) -> EntryFailures:
+        entries = [{"Id": str(i), **self._fields(envelopes[i])} for i in indices]
+        reply = self.call("send_message_batch", QueueUrl=self.queue_url, Entries=entries)
+        return {int(f["Id"]): not f.get("SenderFault", False) for f in reply.get("Failed", [])}
 
     def create(self) -> str:
         """Create the queue (idempotent: same name and attributes returns the same URL)."""

@@ -120,7 +120,7 @@ def test_the_sweep_heals_an_instance_whose_worker_and_message_were_both_lost() -
     start(bus, "linear", cid)
     d.handle(bus.take())
     lost = bus.take()                                 # step 1's message, taken by the doomed worker
-    got = leases.acquire(store, lost, "doomed", 10_000, int(clock.now * 1000), lambda: {})
+    got = leases.acquire(store, lost, "doomed", 10_000, int(clock.now * 1000), dict)
     assert isinstance(got, leases.Lease)
     clock.now += 31
     assert d.resend_overdue() == 1

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="lambda-fsm",
@@ -8,8 +8,8 @@ setup(
     description="Durable finite-state-machine workflows on AWS Lambda",
     long_description=Path(__file__).with_name("README.rst").read_text(encoding="utf-8"),
     long_description_content_type="text/x-rst",
-    python_requires=">=3.10",
-    packages=["fsm", "actions", "sources", "config"],
+    python_requires=">=3.11",
+    packages=find_packages(include=["fsm", "fsm.*", "actions", "sources", "config"]),
     package_data={"fsm": ["py.typed"]},
     install_requires=["PyYAML>=6", "orjson>=3.9"],
     extras_require={

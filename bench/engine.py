@@ -4,8 +4,8 @@
     python bench/engine.py [--quick] [--profile] [--instances N] [--waiting N]
 
 1. Transitions per second of a 10-state linear machine (no-op do actions that return the
-   next event), many instances at once, through ``fsm.wiring.build`` and
-   ``fsm.runtime.LocalRuntime``: every instance's start message is put on the embedded
+   next event), many instances at once, through ``fsm.app.wiring.build`` and
+   ``fsm.app.local.LocalRuntime``: every instance's start message is put on the embedded
    bus, then ``drain()`` runs them all, interleaved (``drain`` rows); and one instance at
    a time through ``fsm.client.Client.start`` (``client`` rows: each start also drives
    the instance to its end and reads its record back). On ``memory://`` and
@@ -54,13 +54,13 @@ from servers import Servers
 from config.loader import load_text
 from config.settings import Settings
 from fsm import Action
+from fsm.app.local import LocalRuntime
+from fsm.app.wiring import Wiring, build
 from fsm.client import Client
 from fsm.dispatcher import Outcome
 from fsm.message import Message
 from fsm.model import Context, Machine
 from fsm.ports import Envelope
-from fsm.runtime import LocalRuntime
-from fsm.wiring import Wiring, build
 
 TARGET = 20_000.0
 RUN = uuid.uuid4().hex[:8]   # every correlation id of this process starts with bench-RUN-

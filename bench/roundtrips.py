@@ -19,7 +19,7 @@ Excluded, and listed under the tables when they happen: redis's one-time ``SCRIP
 (and the EVALSHA answered NOSCRIPT before it), SQS ``GetQueueUrl`` (asked once per bus,
 then cached), and everything outside the handler: creating tables, queues and streams,
 and what Lambda's event source mapping does (receiving, deleting, reading shards), which
-the benchmark does with ``sources.pollers`` to get real Lambda record shapes.
+the benchmark does with ``fsm.app.worker.default_poller`` to get real Lambda record shapes.
 
 Part 1, per store (redis, memcached, DynamoDB on moto in-process, sqlite, memory),
 scenarios driven through ``Dispatcher.handle``: start, happy path, duplicate delivery,
@@ -76,12 +76,12 @@ from servers import Servers
 from config.loader import load_text
 from config.settings import Settings
 from fsm import Action
+from fsm.app.wiring import Wiring, build
 from fsm.client import Client
 from fsm.dispatcher import Dispatcher, Outcome
 from fsm.message import Message, decode
 from fsm.model import Context, Machine
 from fsm.ports import Envelope
-from fsm.wiring import Wiring, build
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -690,7 +690,7 @@ def run_stores(servers: Servers, tmp: Path, samples: int, only: Sequence[str]) -
             elif kind == "dynamodb":
                 stack.enter_context(moto_in_process())
                 url = arn("dynamodb", f"table/{STORE_TABLE}")
-                from sources.dynamodb import create_tables
+                from sources.dynamodb_tables import create_tables
                 create_tables(url)
             elif kind == "sqlite":
                 url = f"sqlite:///{tmp}/roundtrips.sqlite3"
@@ -759,7 +759,8 @@ class SnsViaQueue:
 
 def run_pair(pair: PairRun, settings: Settings, poller_for: Callable[[Wiring], Any]) -> None:
     from config.loader import Definitions
-    from fsm.handler import App, handle_event
+    from fsm.app import App
+    from fsm.app.intake import handle_event
 
     definitions = Definitions(machines=load_text(linear_yaml(), "bench/roundtrips.py:linear").machines)
     wiring = build(definitions.machines, settings)
@@ -797,7 +798,7 @@ def run_pair(pair: PairRun, settings: Settings, poller_for: Callable[[Wiring], A
 
 
 def run_pairs(servers: Servers) -> list[PairRun]:
-    from sources.pollers import open_poller
+    from fsm.app.worker import default_poller as open_poller
 
     store_arn = arn("dynamodb", f"table/{STORE_TABLE}")
     pairs: list[PairRun] = []
@@ -830,7 +831,7 @@ def run_pairs(servers: Servers) -> list[PairRun]:
     stream = arn("kinesis", "stream/fsm-bench-stream")
 
     def kinesis_settings() -> Settings:
-        from sources.dynamodb import create_tables
+        from sources.dynamodb_tables import create_tables
         from sources.kinesis import KinesisBus
         create_tables(store_arn)
         KinesisBus(stream).create()
@@ -851,8 +852,8 @@ def run_pairs(servers: Servers) -> list[PairRun]:
     bus_arn = arn("dynamodb", f"table/{BUS_TABLE}")
 
     def stream_settings() -> Settings:
-        from sources.dynamodb import create_tables
         from sources.dynamodb_stream import DynamoStreamBus
+        from sources.dynamodb_tables import create_tables
         create_tables(store_arn)
         DynamoStreamBus(bus_arn).create()
         return Settings(store=[store_arn], stream=[bus_arn])
@@ -906,7 +907,7 @@ def run_long(steps: int) -> LongRun:
     defs = load_text(looper_yaml(steps), "bench/roundtrips.py:looper").machines
     try:
         with moto_in_process():
-            from sources.dynamodb import create_tables
+            from sources.dynamodb_tables import create_tables
             url = arn("dynamodb", "table/fsm-long")
             create_tables(url)
             wiring, bus = open_store_wiring(url, defs)
@@ -1057,7 +1058,7 @@ def print_exclusions() -> None:
     for (label, why), n in sorted(METER.excluded.items()):
         print(f"  {label} x{n}: {why}")
     print("  also not counted: creating tables/queues/streams/topics, and the event source mapping's "
-          "own calls (receive, delete, shard reads), done here with sources.pollers")
+          "own calls (receive, delete, shard reads), done here with fsm.app.worker.default_poller")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,13 +82,13 @@ def run_soak(moto_url: str, redis_url: str, instances: int = 50, steps: int = 20
 
     from config.loader import load_text
     from config.settings import Settings
+    from fsm.app import App
+    from fsm.app.resources import create_resources
+    from fsm.app.wiring import build
+    from fsm.app.worker import run_worker
     from fsm.client import Client
     from fsm.errors import RecoverableError
-    from fsm.handler import App
     from fsm.ports import NullMetrics
-    from fsm.resources import create_resources
-    from fsm.wiring import build
-    from fsm.worker import run_worker
     from sources.aws import make_client
 
     os.environ["AWS_ENDPOINT_URL"] = moto_url

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import sys
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,8 @@ class _Loader:
         self.load_text(text, path, stack)
 
     def load_text(self, text: str, path: Path, stack: tuple[Path, ...]) -> None:
+        if path.is_file():
+            search_beside(path)
         self.result.files.append(str(path))
         self._loaded.add(path.resolve())
         doc = self.parse(path, text)
@@ -389,6 +392,14 @@ class _Loader:
                              f"({allowed[key][1]})")
                 doubtful.add(key)
         return doubtful
+
+
+def search_beside(path: Path) -> None:
+    """Put the folder of a machines file on ``sys.path``, so that the actions it names
+    import from beside it: each imported file's folder too, not only the top one's."""
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
 
 
 def _suggest(word: str, choices: Any) -> str:

@@ -73,7 +73,7 @@ def _json_arg(text: str | None, name: str) -> dict[str, Any]:
 
 
 def _config_path(args: argparse.Namespace) -> str:
-    from .wiring import default_config_path
+    from .app.wiring import default_config_path
 
     path = getattr(args, "file", None) or getattr(args, "config", None) or default_config_path()
     if not Path(path).exists():
@@ -93,7 +93,7 @@ def _definitions(args: argparse.Namespace):
 
 
 def _client(args: argparse.Namespace, on_outcome: Callable | None = None):
-    from .client import Client
+    from .app.client import Client
 
     return Client(wiring=_app(args).wiring, on_outcome=on_outcome)
 
@@ -207,14 +207,14 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def _app(args: argparse.Namespace):
-    from .wiring import App
+    from .app.wiring import App
 
     stores = args.store.split(",") if getattr(args, "store", None) else None
     return App.load(definitions=_definitions(args), settings_file=getattr(args, "settings", None), store=stores)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from .worker import run_worker
+    from .app.worker import run_worker
 
     application = _app(args)
     if not args.source and not application.wiring.embedded and application.wiring.routes.timers is None:
@@ -225,7 +225,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .resume import resume
+    from .app.resume import resume
 
     outcome = resume(_app(args), args.id)
     print(f"{args.id}: {outcome}")
@@ -233,7 +233,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_create_resources(args: argparse.Namespace) -> int:
-    from .resources import create_resources
+    from .app.resources import create_resources
 
     application = _app(args)
     for line in create_resources(application.settings):

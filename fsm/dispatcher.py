@@ -10,6 +10,7 @@ in ``fsm run`` and in tests.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import logging
 import os
@@ -33,18 +34,21 @@ from .errors import (
     SendFailed,
     TransitionError,
 )
-from .logs import log
-from .message import Message, iso
+from .logs import log, redact
+from .message import Kind, Message
 from .model import Context, Machine
 from .ports import (
+    CheckpointStore,
+    CommitsCheckpoints,
     Envelope,
     EventBus,
     InstanceStore,
     Metrics,
     NullMetrics,
-    Record,
+    PendingIndex,
     TimerStore,
 )
+from .record import FINISHED, Record, Status, error_info, history_entry, new_record
 
 
 @dataclass
@@ -74,8 +78,9 @@ class Routes:
 class Dispatcher:
     def __init__(self, machines: Mapping[str, Machine], stores: Sequence[InstanceStore], routes: Routes,
                  *, metrics: Metrics | None = None, lease_timeout: float = 960.0,
-                 max_local_hops: int = 100, resend_after: float = 60.0, checkpoints: Any = None,
-                 retention_days: float = 0.0,
+                 max_local_hops: int = 100, resend_after: float = 60.0,
+                 checkpoints: CheckpointStore | None = None,
+                 retention_days: float = 0.0, holder_alive: Callable[[str], bool] | None = None,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None):
         if not stores:
             raise ValueError("at least one store is needed")
@@ -88,6 +93,7 @@ class Dispatcher:
         self.resend_after = resend_after
         self.checkpoints = checkpoints  # correlation id -> last consumed stream position
         self.retention_days = retention_days
+        self.holder_alive = holder_alive  # the embedded runtime: recognise its own dead processes
         self.clock = clock
         self.rng = rng or random.Random()
         self._node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -132,7 +138,7 @@ class Dispatcher:
         now = self.clock()
         owner = f"{self._node}:{next(self._seq)}"
         got = leases.acquire(store, msg, owner, self.lease_ms, int(now * 1000),
-                             lambda: self._new_record(msg, machine, now))
+                             lambda: self._new_record(msg, machine, now), self.holder_alive)
         cid = msg.correlation_id
         if isinstance(got, leases.Missing):
             self._dead_letter(msg, f"no instance {cid!r} to send {msg.kind} {msg.event!r} to")
@@ -145,18 +151,18 @@ class Dispatcher:
             self._requeue(msg)
             return Outcome("busy", cid, status=(got.record or {}).get("status"))
         lease, record = got, got.record
-        if msg.event_id and msg.kind != "step" and msg.event_id in (record.get("event_ids") or []):
+        if msg.event_id and msg.kind != Kind.STEP and msg.event_id in (record.get("event_ids") or []):
             leases.commit(store, lease, {})
             return self._duplicate(store, msg, {**record, "lease_owner": ""}, now)
-        if record["status"] in leases.FINISHED:  # an event or cancel that came too late
+        if record["status"] in FINISHED:  # an event or cancel that came too late
             return self._reject(store, lease, msg, record, machine, msg.event or msg.kind, now,
                                 f"instance is {record['status']}: {msg.kind} {msg.event or ''} not applied"
                                 .replace("  ", " ").strip())
-        if msg.kind == "cancel":
+        if msg.kind == Kind.CANCEL:
             return self._cancel(store, lease, msg, record, now)
-        if msg.kind != "step":
+        if msg.kind != Kind.STEP:
             state = machine.states[record["state"]]
-            if msg.kind == "event" and msg.state and msg.state != state.name:
+            if msg.kind == Kind.EVENT and msg.state and msg.state != state.name:
                 return self._reject(store, lease, msg, record, machine, msg.event, now,
                                     f"event {msg.event!r} was sent to state {msg.state!r}; the instance "
                                     f"has moved on to {state.name!r}")
@@ -168,9 +174,10 @@ class Dispatcher:
 
     def _transition(self, store: InstanceStore, lease: leases.Lease, msg: Message, record: Record,
                     machine: Machine, source: Mapping[str, Any] | None, now: float) -> Outcome:
-        step = msg.step if msg.kind == "step" else record["step"]
-        retries = msg.retries if msg.kind == "step" else record.get("retries", 0)
-        committed = msg.context if msg.kind == "step" else record.get("context") or {}
+        steps = msg.kind == Kind.STEP
+        step = msg.step if steps else record["step"]
+        retries = msg.retries if steps else record.get("retries", 0)
+        committed = msg.context if steps else record.get("context") or {}
         # A private copy: a failed attempt must not leak its changes to nested values into
         # the retry (or the failover) that starts again from the committed context.
         private = codec.copy(committed) if committed else {}
@@ -185,26 +192,30 @@ class Dispatcher:
         try:
             run = run_transitions(machine, msg.state, msg.event, context, obj, self.max_local_hops)
             data = context.user_data()
+        except KeyboardInterrupt:
+            # Stopped by its operator: give the lease back so that the next command can go
+            # on at once (the message is re-sent from the record's outbox).
+            leases.release(store, lease)
+            raise
         except Exception as exc:  # noqa: BLE001 - user code: any exception is a failed attempt
             # What a retry re-runs: this step, from the context as last committed.
-            again = msg.evolve(kind="step", step=step, retries=retries, context=committed, busy=0, copy=False)
+            again = msg.evolve(kind=Kind.STEP, step=step, retries=retries, context=committed, busy=0, copy=False)
             retryable = not isinstance(exc, (TransitionError, ContextNotSerialisable))
             return self._fail(store, lease, msg, again, record, machine, exc, now, retryable)
         new_step = step + len(run.hops)
         outbox: list[tuple[Message, float]] = []
         base = {"machine": machine.name, "correlation_id": msg.correlation_id, "fence": lease.fence,
                 "store": msg.store, "version": machine.version, "sent_at": now}
-        if run.status == "running":
-            outbox.append((Message(kind="step", step=new_step, event=run.next_event, state=run.state,
+        if run.status == Status.RUNNING:
+            outbox.append((Message(kind=Kind.STEP, step=new_step, event=run.next_event, state=run.state,
                                    context=data, **base), 0.0))
         outbox.extend(self._timers(machine.states[run.state], run.status, obj.get("schedule"), new_step, base))
-        history = [{"step": h.step + 1, "from": h.source, "event": h.event, "to": h.target,
-                    "time": iso(now), "duration": round(h.duration, 6), "retries": retries}
+        history = [history_entry(h.step + 1, h.source, h.event, h.target, now, duration=h.duration, retries=retries)
                    for h in run.hops]
         fields = {"state": run.state, "status": run.status, "step": new_step, "retries": 0,
                   "context": data, "outbox": _entries(outbox), "consumed": _identity(msg),
                   "event_ids": _remember(record, msg), "last_error": None, "failed_message": None,
-                  "updated_at": now, "pending": now if run.status == "running" else 0.0, **self._expiry(now)}
+                  "updated_at": now, "pending": now if run.status == Status.RUNNING else 0.0, **self._expiry(now)}
         checkpoint = None
         if source and source.get("sequence"):
             checkpoint = {k: source.get(k) for k in ("arn", "shard", "sequence")}
@@ -231,14 +242,14 @@ class Dispatcher:
         """Timer messages for the state just entered: its ``timeout``, and a wake-up an
         action asked for (``obj["schedule"]``, see ``actions.wait.Sleep``). Each names
         the step it was set at, so it is ignored once the state was left or re-entered."""
-        if status == "done":
+        if status == Status.DONE:
             return []
         timers = []
         if state.timeout:
-            timers.append((Message(kind="timer", step=step, event=state.timeout_event, state=state.name,
+            timers.append((Message(kind=Kind.TIMER, step=step, event=state.timeout_event, state=state.name,
                                    event_id=f"timeout-{step}", **base), float(state.timeout)))
-        if schedule and status == "waiting":
-            timers.append((Message(kind="timer", step=step, event=str(schedule["event"]), state=state.name,
+        if schedule and status == Status.WAITING:
+            timers.append((Message(kind=Kind.TIMER, step=step, event=str(schedule["event"]), state=state.name,
                                    event_id=f"wake-{step}", **base), float(schedule["delay"])))
         return timers
 
@@ -254,21 +265,19 @@ class Dispatcher:
         error = f"{type(exc).__name__}: {exc}"
         dims = {"Machine": machine.name, "State": str(again.state), "Event": str(again.event)}
         final = not retryable or again.retries >= machine.max_retries
-        entry = {"step": again.step + 1, "from": again.state, "event": again.event, "to": None,
-                 "time": iso(now), "duration": 0.0, "retries": again.retries, "error": error}
+        entry = history_entry(again.step + 1, again.state, again.event, None, now, retries=again.retries, error=error)
         fields: dict[str, Any] = {
             **self._expiry(now),
             "retries": again.retries + 1, "updated_at": now, "consumed": _identity(msg),
             "event_ids": _remember(record, again),
-            "last_error": {"message": error, "step": again.step, "state": again.state,
-                           "event": again.event, "time": iso(now)}}
+            "last_error": error_info(error, again.step, again.state, again.event, now)}
         if final:
-            fields.update(status="failed", outbox=[], pending=0.0, failed_message=again.evolve(retries=0).to_dict())
+            fields.update(status=Status.FAILED, outbox=[], pending=0.0, failed_message=again.evolve(retries=0).to_dict())
             outbox: list[tuple[Message, float]] = []
         else:
             delay = full_jitter(again.retries, machine.retry_base_delay, machine.retry_max_delay, self.rng)
             outbox = [(again.evolve(retries=again.retries + 1, fence=lease.fence, sent_at=now), delay)]
-            fields.update(status="running", outbox=_entries(outbox), pending=now)
+            fields.update(status=Status.RUNNING, outbox=_entries(outbox), pending=now)
         if not leases.commit(store, lease, fields, [entry]):
             return self._stale(again)
         log(logging.ERROR if final else logging.WARNING, "action failed", correlation_id=again.correlation_id,
@@ -277,24 +286,22 @@ class Dispatcher:
         if final:
             self.metrics.incr("Failures", dims=dims)
             self._dead_letter(again, error)
-            self._notify(again.correlation_id, machine, record.get("state"), "failed", record.get("step", 0))
-            return Outcome("failed", again.correlation_id, "failed", record.get("state"), error=error,
+            self._notify(again.correlation_id, machine, record.get("state"), Status.FAILED, record.get("step", 0))
+            return Outcome("failed", again.correlation_id, Status.FAILED, record.get("state"), error=error,
                            retries=again.retries + 1)
         self.metrics.incr("Retries", dims=dims)
         self._send(outbox)
-        return Outcome("retrying", again.correlation_id, "running", record.get("state"), error=error,
+        return Outcome("retrying", again.correlation_id, Status.RUNNING, record.get("state"), error=error,
                        retries=again.retries + 1)
 
     def _reject(self, store: InstanceStore, lease: leases.Lease, msg: Message, record: Record,
                 machine: Machine, event: str | None, now: float, error: str | None = None) -> Outcome:
         state = machine.states[record["state"]]
         error = error or (f"event {event!r} rejected: state {state.name!r} accepts "
-                          f"{', '.join(sorted(state.transitions)) or 'no events'}")
+                          f"{', '.join(state.external_events) or 'no events'}")
         fields = {"event_ids": _remember(record, msg), "updated_at": now,
-                  "last_error": {"message": error, "step": record["step"], "state": state.name,
-                                 "event": event, "time": iso(now)}}
-        entry = {"step": record["step"], "from": state.name, "event": event, "to": None, "time": iso(now),
-                 "duration": 0.0, "retries": 0, "rejected": True, "error": error}
+                  "last_error": error_info(error, record["step"], state.name, event, now)}
+        entry = history_entry(record["step"], state.name, event, None, now, rejected=True, error=error)
         if not leases.commit(store, lease, fields, [entry]):
             return self._stale(msg)
         self.metrics.incr("RejectedEvents", dims={"Machine": machine.name, "State": state.name,
@@ -304,17 +311,15 @@ class Dispatcher:
     def _cancel(self, store: InstanceStore, lease: leases.Lease, msg: Message, record: Record,
                 now: float) -> Outcome:
         reason = msg.reason or "cancelled"
-        fields = {"status": "cancelled", "outbox": [], "pending": 0.0, "updated_at": now,
+        fields = {"status": Status.CANCELLED, "outbox": [], "pending": 0.0, "updated_at": now,
                   "event_ids": _remember(record, msg),
                   **self._expiry(now),
-                  "last_error": {"message": f"cancelled: {reason}", "step": record["step"],
-                                 "state": record["state"], "event": None, "time": iso(now)}}
-        entry = {"step": record["step"], "from": record["state"], "event": "cancel", "to": None,
-                 "time": iso(now), "duration": 0.0, "retries": 0, "cancelled": reason}
+                  "last_error": error_info(f"cancelled: {reason}", record["step"], record["state"], None, now)}
+        entry = history_entry(record["step"], record["state"], "cancel", None, now, cancelled=reason)
         if not leases.commit(store, lease, fields, [entry]):
             return self._stale(msg)
-        self._notify(msg.correlation_id, self.machines[msg.machine], record["state"], "cancelled", record["step"])
-        return Outcome("cancelled", msg.correlation_id, "cancelled", record["state"])
+        self._notify(msg.correlation_id, self.machines[msg.machine], record["state"], Status.CANCELLED, record["step"])
+        return Outcome("cancelled", msg.correlation_id, Status.CANCELLED, record["state"])
 
     def _duplicate(self, store: InstanceStore, msg: Message, record: Record, now: float) -> Outcome:
         """Acknowledge a message whose work is committed, re-sending the outbox when the
@@ -354,12 +359,12 @@ class Dispatcher:
         now = self.clock()
         healed = 0
         for store in self.stores:
+            if not isinstance(store, PendingIndex):
+                continue  # memcached: see healing_gaps(), which the worker reports once
             try:
                 records = store.pending(now - self.resend_after, limit)
-            except (AttributeError, NotImplementedError):
-                continue
             except BackendError as exc:
-                log(logging.DEBUG, "cannot list pending instances", store=store.url, error=str(exc))
+                log(logging.WARNING, "cannot list pending instances", store=store.url, error=str(exc))
                 continue
             for record in records:
                 try:
@@ -369,20 +374,22 @@ class Dispatcher:
         return healed
 
     def resend_outbox(self, store: InstanceStore, record: Record, now: float | None = None,
-                      force: bool = False) -> int:
-        """Send copies of a record's overdue outbox messages (all of them with ``force``,
-        for ``fsm resume``); 1 if any were sent.
+                      force: bool = False, grace: float | None = None) -> int:
+        """Send copies of a record's outbox messages that are overdue by ``grace``
+        (default ``resend_after``; all of them with ``force``, for ``fsm resume``); 1 if
+        any were sent.
 
         The record's ``pending`` moves to now first (a conditional write that loses to any
         concurrent change), so the next sweep waits another ``resend_after``: a slow
         backlog is not flooded with copies of what it is still working through.
         """
         now = self.clock() if now is None else now
-        if leases.live(record, int(now * 1000)) or record.get("status") != "running":
+        grace = self.resend_after if grace is None else grace
+        if leases.live(record, int(now * 1000), self.holder_alive) or record.get("status") != Status.RUNNING:
             return 0  # a worker is on it, or it owes nothing
         since = record.get("pending") or record.get("updated_at", 0)
         due = [(Message(**{**e["message"], "copy": True}), e["delay"]) for e in record.get("outbox") or []
-               if force or since + e["delay"] + self.resend_after < now]
+               if force or since + e["delay"] + grace <= now]
         if not due:
             return 0
         # Exactly the record we saw: an expired lease (a worker lost with its message) stays
@@ -396,12 +403,16 @@ class Dispatcher:
         self._send(due)
         return 1
 
+    def healing_gaps(self) -> list[str]:
+        """The stores that cannot list instances owing a message (no pending index)."""
+        return [store.url for store in self.stores if not isinstance(store, PendingIndex)]
+
     def _checkpoints_with_commit(self, store: InstanceStore) -> bool:
-        """The DynamoDB store writes the checkpoint item in the commit's own transaction
-        when the checkpoint table is its table: no extra round trip."""
-        return bool(getattr(store, "writes_checkpoints", False)) and \
-            getattr(self.checkpoints, "url", None) == store.url and \
-            getattr(self.checkpoints, "prefix", "") == getattr(store, "prefix", "")
+        """The store writes the checkpoint item in the commit's own write when the
+        checkpoint table is its table: no extra round trip."""
+        return isinstance(store, CommitsCheckpoints) and store.writes_checkpoints and \
+            self.checkpoints is not None and self.checkpoints.url == store.url and \
+            self.checkpoints.prefix == store.prefix
 
     # -- sending ----------------------------------------------------------------------
 
@@ -409,7 +420,7 @@ class Dispatcher:
         """Send the message again later. The requeued one is a copy: it is not the
         redelivery of a consumed message, so it must not re-send that message's outbox."""
         delay = full_jitter(msg.busy, 0.2, 20.0, self.rng)
-        self._send([(msg.evolve(busy=msg.busy + 1, copy=msg.kind == "step" or msg.copy), delay)])
+        self._send([(msg.evolve(busy=msg.busy + 1, copy=msg.kind == Kind.STEP or msg.copy), delay)])
 
     def _send(self, entries: Sequence[tuple[Message, float]]) -> None:
         with _sending():
@@ -430,12 +441,21 @@ class Dispatcher:
                                "queue or a DynamoDB timer table to settings `retry:`")
 
     def _dead_letter(self, msg: Message, error: str) -> None:
-        self.metrics.incr("DeadLetters", dims={"Machine": msg.machine})
-        log(logging.ERROR, "message dead-lettered", correlation_id=msg.correlation_id, kind=msg.kind,
-            error=error, to=getattr(self.routes.dead_letter, "url", None))
+        self.dead_letter(msg.encode(), error, machine=msg.machine, key=msg.correlation_id,
+                         dedup_id=msg.dedup_id, kind=msg.kind)
+
+    def dead_letter(self, body: str, reason: str, *, machine: str = "unknown", key: str = "dead-letter",
+                    dedup_id: str | None = None, **where: Any) -> None:
+        """The one dead-letter path: for a message that failed for good, a body that is
+        no message, an event no handler recognises. Logged (the payload redacted),
+        counted, and kept on the ``dead_letter`` bus when one is configured."""
+        self.metrics.incr("DeadLetters", dims={"Machine": machine})
+        log(logging.ERROR, "dead-lettered", reason=reason, payload=redact(body), machine=machine,
+            correlation_id=key, to=getattr(self.routes.dead_letter, "url", None), **where)
         if self.routes.dead_letter is not None:
+            digest = dedup_id or hashlib.sha256(body.encode()).hexdigest()
             with _sending():
-                self.routes.dead_letter.send(Envelope(msg.encode(), msg.correlation_id, msg.dedup_id))
+                self.routes.dead_letter.send(Envelope(body, key, digest))
 
     def _notify(self, cid: str, machine: Machine, state: str | None, status: str, step: int) -> None:
         if self.routes.notify is None:
@@ -446,13 +466,10 @@ class Dispatcher:
         except BackendError as exc:  # a UI feed must not fail a committed transition
             log(logging.WARNING, "notify failed", correlation_id=cid, error=str(exc))
 
-    def _new_record(self, msg: Message, machine: Machine, now: float) -> dict[str, Any]:
-        return {"id": msg.correlation_id, "machine": machine.name, "version": machine.version,
-                "state": msg.state, "status": "running", "step": msg.step, "retries": msg.retries,
-                "fence": 0, "lease_owner": "", "lease_expires": 0, "context": msg.context or {},
-                "outbox": [], "consumed": None, "event_ids": [], "last_error": None,
-                "failed_message": None, "checkpoint": None, "created_at": now, "updated_at": now,
-                "expires_at": 0}
+    @staticmethod
+    def _new_record(msg: Message, machine: Machine, now: float) -> Record:
+        return new_record(msg.correlation_id, machine.name, machine.version, msg.state, msg.step, msg.retries,
+                          msg.context, now)
 
 
 @contextlib.contextmanager
@@ -467,8 +484,8 @@ def _sending() -> Iterator[None]:
 
 
 def _identity(msg: Message) -> dict[str, Any]:
-    if msg.kind == "step":
-        return {"kind": "step", "step": msg.step, "retries": msg.retries}
+    if msg.kind == Kind.STEP:
+        return {"kind": Kind.STEP, "step": msg.step, "retries": msg.retries}
     return {"kind": msg.kind, "event_id": msg.event_id}
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import LocalHopLimit, TransitionError, UnknownEvent
 from .model import Action, Context, Machine, State
+from .record import Status
 
 
 @dataclass
@@ -27,7 +28,7 @@ class Hop:
 @dataclass
 class Run:
     state: str
-    status: str               # running | waiting | done
+    status: Status            # running | waiting | done
     next_event: str | None    # the event the next message carries (status running)
     hops: list[Hop] = field(default_factory=list)
 
@@ -49,14 +50,14 @@ def run_transitions(machine: Machine, source: str | None, event: str | None, con
         hops.append(Hop(start_step + len(hops), source, event, target.name, clock() - began))
         context.steps = start_step + len(hops)
         if target.final:
-            return Run(target.name, "done", None, hops)
+            return Run(target.name, Status.DONE, None, hops)
         if next_event is None:
-            return Run(target.name, "waiting", None, hops)
+            return Run(target.name, Status.WAITING, None, hops)
         transition = target.transitions.get(next_event)
         if transition is None:
             raise UnknownEvent(next_event, target.name, target.events)
         if not transition.local:
-            return Run(target.name, "running", next_event, hops)
+            return Run(target.name, Status.RUNNING, next_event, hops)
         if len(hops) >= max_local_hops:
             raise LocalHopLimit(f"more than {max_local_hops} local transitions in a row, last "
                                 f"{target.name!r} --{next_event}-->; raise settings max_local_hops "

@@ -17,10 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .message import Message
-from .ports import InstanceStore, Record
-
-FINISHED = ("done", "failed", "cancelled")
+from .message import Kind, Message
+from .ports import InstanceStore
+from .record import FINISHED, Record, Status
 
 
 @dataclass(frozen=True)
@@ -56,15 +55,23 @@ def _lease_fields(owner: str, fence: int, now: int, lease_ms: int) -> dict[str, 
     return {"lease_owner": owner, "lease_expires": now + lease_ms, "fence": fence}
 
 
-def live(record: Record, now: int) -> bool:
-    """Someone holds the lease and it has not expired (``now`` in epoch milliseconds)."""
-    return bool(record.get("lease_owner")) and record.get("lease_expires", 0) > now
+def live(record: Record, now: int, holder_alive: Callable[[str], bool] | None = None) -> bool:
+    """Someone holds the lease, it has not expired (``now`` in epoch milliseconds), and
+    ``holder_alive`` (when given: the embedded runtime knows its own host's processes)
+    does not say its holder is gone."""
+    owner = record.get("lease_owner")
+    return bool(owner) and record.get("lease_expires", 0) > now and (holder_alive is None or holder_alive(owner))
+
+
+def release(store: InstanceStore, lease: Lease) -> bool:
+    """Give the lease back unchanged (the holder is stopping mid-transition)."""
+    return commit(store, lease, {})
 
 
 def acquire(store: InstanceStore, msg: Message, owner: str, lease_ms: int, now: int,
-            new_record: Callable[[], dict[str, Any]]) -> Acquired:
+            new_record: Callable[[], Record], holder_alive: Callable[[str], bool] | None = None) -> Acquired:
     """Take the instance's lease for ``msg``; ``new_record()`` makes one if none exists."""
-    steps = msg.kind == "step"
+    steps = msg.kind == Kind.STEP
     if steps and msg.position == (0, 0):
         expect = None
         fields = {**new_record(), **_lease_fields(owner, msg.fence + 1, now, lease_ms)}
@@ -72,14 +79,14 @@ def acquire(store: InstanceStore, msg: Message, owner: str, lease_ms: int, now: 
         expect = {"step": msg.step, "fence": msg.fence, "lease_owner": ""}
         if steps:
             expect["retries"] = msg.retries
-        elif msg.kind in ("event", "timer"):
-            expect["status"] = "waiting"
+        elif msg.kind in (Kind.EVENT, Kind.TIMER):
+            expect["status"] = Status.WAITING
         fields = _lease_fields(owner, msg.fence + 1, now, lease_ms)
     result = store.swap(msg.correlation_id, expect, fields)
     if result.ok:
         return Lease(result.record or fields, fields["fence"], owner)
     current = result.record
-    decision = _decide(msg, current, now)
+    decision = _decide(msg, current, now, holder_alive)
     if decision is not None:
         return decision
     # Take over: expect exactly the record we were shown, so a racing worker makes us lose.
@@ -93,29 +100,30 @@ def acquire(store: InstanceStore, msg: Message, owner: str, lease_ms: int, now: 
             # The record is behind the message (restored, or replayed from a log): the
             # message is the truth, as it carries the committed context.
             fields.update(step=msg.step, retries=msg.retries, state=msg.state,
-                          context=msg.context or {}, status="running")
+                          context=msg.context or {}, status=Status.RUNNING)
     result = store.swap(msg.correlation_id, expect, fields)
     if result.ok:
         return Lease(result.record or {**(current or {}), **fields}, fence, owner)
     return Busy(result.record)
 
 
-def _decide(msg: Message, current: Record | None, now: int) -> Acquired | None:
+def _decide(msg: Message, current: Record | None, now: int,
+            holder_alive: Callable[[str], bool] | None) -> Acquired | None:
     """What an unexpected record means for ``msg``; ``None`` means: take it over."""
     if current is None:
-        return Missing() if msg.kind != "step" else None
-    if msg.kind == "step":
+        return Missing() if msg.kind != Kind.STEP else None
+    if msg.kind == Kind.STEP:
         if current["status"] in FINISHED or (current["step"], current["retries"]) > msg.position:
             return Duplicate(current)
     elif msg.event_id in (current.get("event_ids") or ()):
         return Duplicate(current)
-    elif msg.kind == "timer" and (current["step"] != msg.step or current["state"] != msg.state
+    elif msg.kind == Kind.TIMER and (current["step"] != msg.step or current["state"] != msg.state
                                   or current["status"] in FINISHED):
         return Duplicate(current)  # the state was left or re-entered since: stale timer
-    elif msg.kind == "event" and current["status"] == "running":
+    elif msg.kind == Kind.EVENT and current["status"] == Status.RUNNING:
         return Busy(current)  # mid-run: apply it once the instance settles
     # An event or cancel for a finished instance is taken in, to record its rejection.
-    if live(current, now):
+    if live(current, now, holder_alive):
         return Busy(current)
     return None
 

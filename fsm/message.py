@@ -12,13 +12,23 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 from . import codec
 from .errors import MalformedMessage
 
 FORMAT = 1
-KINDS = ("step", "event", "timer", "cancel")
+
+
+class Kind(StrEnum):
+    STEP = "step"      # an internal step: carries the context and its position
+    EVENT = "event"    # an external event: applied at whatever step the instance is on
+    TIMER = "timer"    # a state timeout or a scheduled wake-up, for the step that set it
+    CANCEL = "cancel"
+
+
+KINDS = tuple(Kind)
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
@@ -26,7 +36,7 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 class Message:
     machine: str
     correlation_id: str
-    kind: str = "step"
+    kind: str = Kind.STEP
     step: int = 0            # transitions committed before this message (step messages)
     retries: int = 0
     event: str | None = None
@@ -50,7 +60,7 @@ class Message:
     @property
     def dedup_id(self) -> str:
         """Stable across re-sends of the same logical message (FIFO deduplication)."""
-        if self.kind == "step":
+        if self.kind == Kind.STEP:
             return f"{self.correlation_id}:{self.step}:{self.retries}:{self.busy}"
         return f"{self.correlation_id}:{self.kind}:{self.event_id}:{self.busy}"
 
@@ -80,7 +90,7 @@ def check_correlation_id(cid: str) -> str:
 
 
 _MISSING = object()
-_DEFAULTS = {"kind": "step", "step": 0, "retries": 0, "event": None, "data": {}, "context": None, "fence": 0,
+_DEFAULTS = {"kind": Kind.STEP, "step": 0, "retries": 0, "event": None, "data": {}, "context": None, "fence": 0,
              "state": None, "event_id": None, "store": 0, "copy": False, "busy": 0, "reason": None,
              "version": "", "v": FORMAT}
 _NONE = type(None)
@@ -121,8 +131,8 @@ def decode(body: str | bytes | dict[str, Any]) -> Message:
     if "machine" not in raw or "correlation_id" not in raw:
         raise MalformedMessage("message needs the fields 'machine' and 'correlation_id'")
     check_correlation_id(raw["correlation_id"])
-    if raw.get("kind", "step") not in KINDS:
-        raise MalformedMessage(f"message kind {raw['kind']!r} is not one of {list(KINDS)}")
+    if raw.get("kind", Kind.STEP) not in KINDS:
+        raise MalformedMessage(f"message kind {raw['kind']!r} is not one of {', '.join(KINDS)}")
     if raw.get("data") is None:
         raw["data"] = {}
     return Message(**raw)

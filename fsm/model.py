@@ -81,6 +81,12 @@ class State:
     def events(self) -> list[str]:
         return list(self.transitions)
 
+    @property
+    def external_events(self) -> list[str]:
+        """The events an outsider may send here, sorted: the state's own timeout event
+        is fired by its timer, not sent."""
+        return sorted(e for e in self.transitions if not (self.timeout and e == self.timeout_event))
+
 
 @dataclass(frozen=True)
 class Machine:

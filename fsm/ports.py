@@ -9,36 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-# The instance record: field name -> how adapters that need types store it.
-#   str / int / float: scalars, the only kinds an ``expect`` condition compares;
-#   json: any JSON value (adapters without native documents store it as JSON text).
-RECORD_FIELDS: dict[str, str] = {
-    "id": "str",
-    "machine": "str",
-    "version": "str",
-    "state": "json",          # str, or null before the first commit
-    "status": "str",          # running | waiting | done | failed | cancelled
-    "step": "int",            # transitions committed
-    "retries": "int",         # failed attempts at the current step
-    "fence": "int",           # raised by every acquire; a commit must present it
-    "lease_owner": "str",     # "" when free
-    "lease_expires": "int",   # epoch milliseconds, 0 when free
-    "context": "json",
-    "outbox": "json",         # [{"message": {...}, "delay": seconds}] this commit must send
-    "consumed": "json",       # {"step", "retries", "event_id"} of the message last committed
-    "event_ids": "json",      # recent external event ids, for deduplication
-    "last_error": "json",
-    "failed_message": "json",  # kept when the instance failed, for `retry`
-    "checkpoint": "json",     # {"source": arn, "sequence": n} of the last consumed record
-    "created_at": "float",
-    "updated_at": "float",
-    "expires_at": "int",      # epoch seconds for store-side expiry (DynamoDB TTL), 0 = never
-    "pending": "float",       # when the outbox was written and not yet consumed; 0 = nothing owed
-}
+from .record import RECORD_FIELDS, Record  # noqa: F401 - adapters import them from here
 
-Record = dict[str, Any]
 Scalar = str | int | float
 
 
@@ -77,13 +51,18 @@ class InstanceStore(Protocol):
 
     def history(self, cid: str) -> list[dict[str, Any]]: ...
 
-    def pending(self, before: float, limit: int = 100) -> list[Record]:
-        """Records whose ``0 < pending < before``, oldest first: instances that owe a
-        message. Stores keep this index in the same write as ``swap`` (a sorted set, a
-        sparse GSI, a scan for the embedded ones); memcached cannot list and raises
-        ``BackendError``."""
-
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class PendingIndex(Protocol):
+    """Optional store capability: list the instances that owe a message, so a sweep can
+    re-send what the bus lost. Stores keep the index in the same write as ``swap`` (a
+    sorted set, a sparse GSI, an expression index). memcached cannot list keys and does
+    not have it: there, lost messages heal only through redelivery and ``fsm resume``."""
+
+    def pending(self, before: float, limit: int = 100) -> list[Record]:
+        """Records whose ``0 < pending < before``, oldest first."""
 
 
 class TimerStore(Protocol):
@@ -98,6 +77,46 @@ class TimerStore(Protocol):
         """Up to ``limit`` ``(timer_id, body)`` pairs due at ``now``, earliest first."""
 
     def remove(self, timer_id: str) -> None: ...
+
+
+@runtime_checkable
+class NextDue(Protocol):
+    """Optional timer capability: when the earliest timer is due (the embedded runtime
+    sleeps until then instead of polling)."""
+
+    def next_due(self) -> float | None: ...
+
+
+class CheckpointStore(Protocol):
+    """Stream positions by key: an instance's last consumed Kinesis record (for ``fsm
+    resume``) and each worker shard reader's position."""
+
+    url: str
+    prefix: str
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def __setitem__(self, key: str, value: Any) -> None: ...
+
+
+@runtime_checkable
+class CommitsCheckpoints(Protocol):
+    """Optional store capability: the store writes an instance's checkpoint item itself,
+    inside the commit that consumed the record (no extra round trip), when the checkpoint
+    store is the same table with the same prefix."""
+
+    url: str
+    prefix: str
+    writes_checkpoints: bool
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message body as a service delivered it, and where it came from (``arn``, and
+    ``shard``/``sequence`` for streams): what a record decoder hands to the dispatcher."""
+
+    body: str | dict[str, Any]
+    source: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -118,6 +137,18 @@ class EventBus(Protocol):
 
     def send_batch(self, envelopes: Sequence[Envelope]) -> None:
         """Send all; raises ``PartialBatchError`` naming the indices that failed."""
+
+
+class Poller(Protocol):
+    """A queue or stream read outside Lambda (``fsm worker``), handing out records in
+    Lambda's shapes and settling them as an event source mapping would."""
+
+    arn: str
+
+    def poll(self, wait: bool = True) -> list[dict[str, Any]]:
+        """Up to a batch of records; ``wait`` allows a long poll when there are none."""
+
+    def done(self, records: list[dict[str, Any]], failed: set[str]) -> None: ...
 
 
 class Metrics(Protocol):

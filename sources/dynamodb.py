@@ -1,4 +1,4 @@
-"""``arn:aws:dynamodb:REGION:ACCOUNT:table/NAME``: instance records, history and timers.
+"""``arn:aws:dynamodb:REGION:ACCOUNT:table/NAME``: the instance store (records and history).
 
 Single-table design, so one table (and one IAM grant) serves a deployment:
 
@@ -7,8 +7,8 @@ item                   pk                          sk
 =====================  ==========================  ==========================================
 instance record        PREFIX + correlation id     ``record``
 history of one swap    PREFIX + correlation id     ``h#%012d`` % n, n = number of its first entry
-timer                  PREFIX + ``timer#`` + id    ``timer``  (+ GSI ``timers-by-due``)
-stream checkpoint      PREFIX + ``ckpt#`` + id     ``checkpoint`` (see ``sources.checkpoints``)
+timer                  PREFIX + ``timer#`` + id    ``timer``  (``sources.dynamodb_timers``)
+stream checkpoint      PREFIX + ``ckpt#`` + id     ``checkpoint`` (``sources.dynamodb_checkpoints``)
 =====================  ==========================  ==========================================
 
 Record fields are attributes: ``str`` fields as S, ``int``/``float`` fields as N, ``json``
@@ -47,10 +47,8 @@ removed when it is 0 (DynamoDB would treat 0 as "long expired"). History entries
 from __future__ import annotations
 
 import json
-import logging
 import math
 import threading
-import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -60,33 +58,26 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fsm.errors import BackendError, RecoverableError
-from fsm.logs import log
 from fsm.ports import RECORD_FIELDS, Record, Scalar, SwapResult
 
-from .aws import classify, error_code, make_client, parse_arn
+from .aws import classify, error_code, make_client
 from .base import dumps, matches
+from .dynamodb_tables import (
+    PENDING,
+    PENDING_INDEX,
+    PENDING_SHARD,
+    TTL,
+    checkpoint_key,
+    create_tables,
+    paginate,
+    table_of,
+)
 
 RECORD_SK = "record"
 HISTORY_LEN = "history_len"
-TTL = "ttl"
-PENDING = "pending"
-PENDING_SHARD = "pending_shard"
 RESERVED = frozenset({"pk", "sk", HISTORY_LEN, TTL, PENDING_SHARD})
-TIMER_INDEX = "timers-by-due"
-PENDING_INDEX = "pending-by-time"
-CHECKPOINT_PREFIX = "ckpt#"
-CHECKPOINT_SK = "checkpoint"
 STALE_GUESS_ATTEMPTS = 4
 _deserialize = TypeDeserializer().deserialize
-
-
-def table_of(url: str) -> tuple[str, str]:
-    """``(table name, region)`` from a table ARN."""
-    service, region, _account, resource = parse_arn(url)
-    kind, _, rest = resource.partition("/")
-    if service != "dynamodb" or kind != "table" or not rest:
-        raise BackendError(f"{url!r} is not a DynamoDB table ARN (arn:aws:dynamodb:REGION:ACCOUNT:table/NAME)")
-    return rest.split("/")[0], region
 
 
 # ---- attribute values -------------------------------------------------------------------
@@ -149,12 +140,6 @@ class _Expression:
 
 def _number(n: int) -> dict[str, str]:
     return {"N": str(n)}
-
-
-def checkpoint_key(prefix: str, key: str) -> dict[str, Any]:
-    """The checkpoint item of ``key``: written by the store's commits and by
-    :class:`sources.checkpoints.DynamoCheckpoints`, so both must agree on it."""
-    return {"pk": {"S": f"{prefix}{CHECKPOINT_PREFIX}{key}"}, "sk": {"S": CHECKPOINT_SK}}
 
 
 class DynamoStore:
@@ -417,165 +402,3 @@ def _transaction_error(exc: ClientError, url: str) -> BackendError:
     return kind(f"{url}: transaction cancelled ({', '.join(codes) or 'no reason given'}): {exc}")
 
 
-def paginate(client: Any, operation: str, request: dict[str, Any], url: str,
-             limit: int | None = None) -> Iterable[dict[str, Any]]:
-    """Items of a Query/Scan across pages (LastEvaluatedKey), stopping after ``limit``."""
-    request, seen = dict(request), 0
-    while True:
-        try:
-            page = getattr(client, operation)(**request)
-        except (BotoCoreError, ClientError) as exc:
-            raise classify(exc, url) from exc
-        for item in page.get("Items", []):
-            yield item
-            seen += 1
-            if limit is not None and seen >= limit:
-                return
-        if not page.get("LastEvaluatedKey"):
-            return
-        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
-class DynamoTimers:
-    """An :class:`fsm.ports.TimerStore`: one item per timer, found by the sparse GSI
-    ``timers-by-due`` (partition ``timer_shard``, sort ``due``).
-
-    ``due`` queries each shard for ``due <= now`` in order, so it reads only due timers and
-    never scans the table. ``shards`` (default 1) spreads a high timer write rate over
-    several index partitions at the cost of one query per shard per poll. The index is
-    eventually consistent: a timer added a moment ago may show up one poll later.
-    """
-
-    def __init__(self, url: str, *, client: Any = None, endpoint_url: str | None = None,
-                 aws: Mapping[str, Any] | None = None, prefix: str = "", shards: int = 1):
-        self.url = url
-        self.table, region = table_of(url)
-        self.prefix = prefix
-        self.shards = max(1, shards)
-        self._owns_client = client is None
-        self.client = make_client("dynamodb", region, endpoint_url, aws, client)
-
-    def create(self) -> None:
-        create_tables(self.url, client=self.client)
-
-    def add(self, timer_id: str, due: float, body: str) -> None:
-        shard = sum(timer_id.encode()) % self.shards
-        item = {**self._key(timer_id), "timer_id": {"S": timer_id}, "body": {"S": body},
-                "timer_shard": {"S": f"{self.prefix}timers#{shard}"}, "due": {"N": repr(float(due))}}
-        try:
-            self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)")
-        except ClientError as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":   # already there: idempotent
-                raise classify(exc, self.url) from exc
-        except BotoCoreError as exc:
-            raise classify(exc, self.url) from exc
-
-    def due(self, now: float, limit: int = 100) -> list[tuple[str, str]]:
-        found: list[tuple[float, str, str]] = []
-        for shard in range(self.shards):
-            query = {
-                "TableName": self.table, "IndexName": TIMER_INDEX, "Limit": limit,
-                "KeyConditionExpression": "timer_shard = :shard AND #due <= :now",
-                "ExpressionAttributeNames": {"#due": "due"},
-                "ExpressionAttributeValues": {":shard": {"S": f"{self.prefix}timers#{shard}"},
-                                              ":now": {"N": repr(float(now))}},
-            }
-            for item in paginate(self.client, "query", query, self.url, limit=limit):
-                found.append((float(item["due"]["N"]), item["timer_id"]["S"], item["body"]["S"]))
-        return [(timer_id, body) for _, timer_id, body in sorted(found)[:limit]]
-
-    def remove(self, timer_id: str) -> None:
-        try:
-            self.client.delete_item(TableName=self.table, Key=self._key(timer_id))
-        except (BotoCoreError, ClientError) as exc:
-            raise classify(exc, self.url) from exc
-
-    def close(self) -> None:
-        if self._owns_client:
-            self.client.close()
-
-    def _key(self, timer_id: str) -> dict[str, Any]:
-        return {"pk": {"S": f"{self.prefix}timer#{timer_id}"}, "sk": {"S": "timer"}}
-
-
-def create_tables(*urls: str, client: Any = None, endpoint_url: str | None = None,
-                  aws: Mapping[str, Any] | None = None, index_wait: float = 600.0) -> None:
-    """Create each table (pk/sk, the timer and pending indexes, on-demand billing) and
-    enable TTL on ``ttl``.
-
-    Safe to run twice: an existing table keeps its items, gains the indexes it lacks (a
-    table made by an older version has no pending index; DynamoDB builds it from the
-    existing items, which on a large table takes a while: this waits up to
-    ``index_wait`` seconds for it, then leaves it building), and TTL is only switched on
-    when it is off. One table can hold records, timers and checkpoints.
-    """
-    for url in dict.fromkeys(urls):
-        table, region = table_of(url)
-        dynamodb = make_client("dynamodb", region, endpoint_url, aws, client)
-        try:
-            _create_table(dynamodb, table)
-            dynamodb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
-            _add_missing_indexes(dynamodb, table, index_wait)
-            status = dynamodb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
-            if status.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
-                dynamodb.update_time_to_live(TableName=table, TimeToLiveSpecification={
-                    "Enabled": True, "AttributeName": TTL})
-        except (BotoCoreError, ClientError) as exc:
-            raise classify(exc, url) from exc
-
-
-# index name -> (partition attribute, sort attribute); both sparse, projection ALL.
-INDEXES = {TIMER_INDEX: ("timer_shard", "due"), PENDING_INDEX: (PENDING_SHARD, PENDING)}
-ATTRIBUTE_TYPES = {"pk": "S", "sk": "S", "timer_shard": "S", "due": "N", PENDING_SHARD: "S", PENDING: "N"}
-
-
-def _index(name: str) -> dict[str, Any]:
-    partition, sort = INDEXES[name]
-    return {"IndexName": name, "Projection": {"ProjectionType": "ALL"},
-            "KeySchema": [{"AttributeName": partition, "KeyType": "HASH"},
-                          {"AttributeName": sort, "KeyType": "RANGE"}]}
-
-
-def _definitions(names: Iterable[str]) -> list[dict[str, str]]:
-    return [{"AttributeName": n, "AttributeType": ATTRIBUTE_TYPES[n]} for n in names]
-
-
-def _create_table(dynamodb: Any, table: str) -> None:
-    try:
-        dynamodb.create_table(
-            TableName=table, BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=_definitions(ATTRIBUTE_TYPES),
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            GlobalSecondaryIndexes=[_index(name) for name in INDEXES])
-    except ClientError as exc:
-        if error_code(exc) != "ResourceInUseException":
-            raise
-
-
-def _add_missing_indexes(dynamodb: Any, table: str, wait: float) -> None:
-    """Add the indexes a table made by an older version lacks, one per UpdateTable (the
-    most DynamoDB takes at a time), waiting for each to be ACTIVE before the next."""
-    statuses = _index_statuses(dynamodb, table)
-    for name, keys in INDEXES.items():
-        if name in statuses:
-            continue
-        log(logging.INFO, "adding index", table=table, index=name)
-        dynamodb.update_table(
-            TableName=table, AttributeDefinitions=_definitions(("pk", "sk", *keys)),
-            GlobalSecondaryIndexUpdates=[{"Create": _index(name)}])
-        deadline = time.monotonic() + wait
-        status = _index_statuses(dynamodb, table).get(name)
-        while status != "ACTIVE" and time.monotonic() < deadline:
-            time.sleep(2)
-            status = _index_statuses(dynamodb, table).get(name)
-        if status != "ACTIVE":
-            log(logging.WARNING, "index still being built from the existing items; it serves "
-                "queries once ACTIVE", table=table, index=name, status=status)
-            return      # DynamoDB builds one index at a time: the next one waits for a later run
-
-
-def _index_statuses(dynamodb: Any, table: str) -> dict[str, str]:
-    """Index name -> IndexStatus of the table's global secondary indexes."""
-    description = dynamodb.describe_table(TableName=table)["Table"]
-    return {index["IndexName"]: str(index.get("IndexStatus") or "ACTIVE")
-            for index in description.get("GlobalSecondaryIndexes") or []}

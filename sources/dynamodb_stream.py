@@ -19,14 +19,17 @@ delay (``max_delay`` 0).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fsm.errors import BackendError
-from fsm.ports import Envelope
+from fsm.ports import Delivery, Envelope
 
+from . import aws as awslib
 from .aws_bus import AwsBus, EntryFailures
+from .shards import ShardPoller, call, epoch
 
+EVENT_SOURCE = "aws:dynamodb"
 MAX_BATCH_ENTRIES = 25
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 DEFAULT_TTL = 86400.0
@@ -106,3 +109,63 @@ class DynamoStreamBus(AwsBus):
             "key": {"S": envelope.key},
             "expires_at": {"N": str(int(time.time() + self.ttl))},
         }
+
+
+# -- Lambda records and the worker's poller --------------------------------------------
+
+
+def item_id(record: Mapping[str, Any]) -> str:
+    return str((record.get("dynamodb") or {}).get("SequenceNumber", ""))
+
+
+def ordered(record: Mapping[str, Any]) -> bool:
+    return True
+
+
+def read_record(record: Mapping[str, Any]) -> Delivery | None:
+    """The message of an INSERT; ``None`` for the others. REMOVE: a message item expiring
+    by TTL. MODIFY: a batch re-writing an item already sent, whose INSERT was (or will be)
+    handled: acting on it again would re-send the instance's outbox."""
+    if record.get("eventName", "INSERT") != "INSERT":
+        return None
+    stream = record.get("dynamodb") or {}
+    body = ((stream.get("NewImage") or {}).get("body") or {}).get("S", "")
+    return Delivery(body, {"arn": record.get("eventSourceARN", ""), "sequence": stream.get("SequenceNumber")})
+
+
+class DynamoStreamPoller(ShardPoller):
+    def __init__(self, arn: str, *, endpoint_url: str | None = None, aws: Mapping[str, Any] | None = None,
+                 positions: Any = None, batch: int = 10, client: Any = None, streams: Any = None):
+        super().__init__(arn, positions, batch)
+        region = awslib.parse_arn(arn)[1] or None
+        dynamodb = awslib.make_client("dynamodb", region, endpoint_url, aws, client)
+        self.streams = awslib.make_client("dynamodbstreams", region, endpoint_url, aws, streams)
+        table = awslib.parse_arn(arn)[3].split("/")[1]
+        described = call(arn, dynamodb, "describe_table", TableName=table)["Table"]
+        self.stream_arn = described.get("LatestStreamArn")
+        if not self.stream_arn:
+            raise BackendError(f"{arn}: the table has no stream; run `fsm create-resources`")
+        self.region = awslib.parse_arn(arn)[1]
+
+    def _shards(self) -> list[str]:
+        reply = call(self.arn, self.streams, "describe_stream", StreamArn=self.stream_arn)
+        return [s["ShardId"] for s in reply["StreamDescription"].get("Shards", [])]
+
+    def _iterator(self, shard: str, seq: str | None, at: bool = False) -> str | None:
+        params: dict[str, Any] = {"StreamArn": self.stream_arn, "ShardId": shard, "ShardIteratorType": "TRIM_HORIZON"}
+        if seq:
+            params.update(ShardIteratorType="AT_SEQUENCE_NUMBER" if at else "AFTER_SEQUENCE_NUMBER",
+                          SequenceNumber=seq)
+        return call(self.arn, self.streams, "get_shard_iterator", **params)["ShardIterator"]
+
+    def _get(self, iterator: str, limit: int) -> dict[str, Any]:
+        return call(self.arn, self.streams, "get_records", ShardIterator=iterator, Limit=limit)
+
+    def _shape(self, shard: str, r: dict[str, Any]) -> dict[str, Any]:
+        return {**{k: v for k, v in r.items() if k != "dynamodb"},
+                "dynamodb": {**r["dynamodb"], "ApproximateCreationDateTime":
+                             epoch(r["dynamodb"].get("ApproximateCreationDateTime"))},
+                "eventSource": "aws:dynamodb", "eventSourceARN": self.stream_arn, "awsRegion": self.region}
+
+    def _sequence(self, record: dict[str, Any]) -> str:
+        return record["dynamodb"]["SequenceNumber"]

@@ -255,11 +255,6 @@ class MemcacheStore:
             entries += [json.loads(found[k]) for k in keys if k in found]
         return entries
 
-    def pending(self, before: float, limit: int = 100) -> list[Record]:
-        raise BackendError(f"{self.url}: memcached cannot list pending instances; it has no way to "
-                           "list or index keys (use redis, DynamoDB or sqlite to have overdue outboxes "
-                           "re-sent)")
-
     def close(self) -> None:
         if self._owns_client:
             self.client.close()

@@ -1,8 +1,17 @@
-"""One alias table from URL scheme / ARN service to adapter, imported lazily.
+"""The one place that knows which services exist: URL schemes and ARN services map to
+adapter classes per role, Lambda record sources (``eventSource``) to the module that reads
+their records, ARN services to the poller ``fsm worker`` reads them with. Everything is
+imported lazily, so a configuration loads only the SDKs it uses.
 
 ``memory://``, ``sqlite:///path``, ``redis://host:port/db``, ``rediss://...``,
 ``memcached://host:port``, ``arn:aws:dynamodb:region:account:table/NAME``,
-``arn:aws:sqs:...``, ``arn:aws:kinesis:...``, ``arn:aws:sns:...``.
+``arn:aws:sqs:...``, ``arn:aws:kinesis:...``, ``arn:aws:sns:...``,
+``arn:aws:events:...:event-bus/NAME``.
+
+A service module that reads Lambda records provides ``EVENT_SOURCE``, ``item_id(record)``,
+``ordered(record)`` and ``read_record(record) -> Delivery | None``; optionally
+``ASYNCHRONOUS = True`` (the invocation is retried, not the record) and
+``retry_later(records, endpoint_url=, aws=)`` (a failed record comes back soon).
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ ADAPTERS: dict[str, dict[str, str]] = {
         "sqlite": "sources.sqlite:SqliteStore",
         "redis": "sources.redis:RedisTimers",
         "rediss": "sources.redis:RedisTimers",
-        "dynamodb": "sources.dynamodb:DynamoTimers",
+        "dynamodb": "sources.dynamodb_timers:DynamoTimers",
     },
     "bus": {
         "memory": "sources.memory:MemoryBus",
@@ -35,8 +44,23 @@ ADAPTERS: dict[str, dict[str, str]] = {
         "kinesis": "sources.kinesis:KinesisBus",
         "sns": "sources.sns:SnsBus",
         "dynamodb": "sources.dynamodb_stream:DynamoStreamBus",
+        "events": "sources.eventbridge:EventBridgeBus",
+    },
+    "poller": {
+        "sqs": "sources.sqs:SqsPoller",
+        "kinesis": "sources.kinesis:KinesisPoller",
+        "dynamodb": "sources.dynamodb_stream:DynamoStreamPoller",
     },
 }
+# Lambda record ``eventSource`` (SNS says ``EventSource``) -> the module reading its records.
+RECORD_SOURCES: dict[str, str] = {
+    "aws:sqs": "sources.sqs",
+    "aws:sns": "sources.sns",
+    "aws:kinesis": "sources.kinesis",
+    "aws:dynamodb": "sources.dynamodb_stream",
+}
+# Events that arrive whole, not as Records: EventBridge (messages a rule delivers).
+EVENT_READERS = {"eventbridge": "sources.eventbridge"}
 EXTRAS = {"redis": "redis", "pymemcache": "memcache", "boto3": "aws", "botocore": "aws"}
 
 
@@ -56,15 +80,32 @@ def adapter_class(role: str, name: str) -> type:
         raise UnknownBackend(f"no {role} adapter for {name!r}; known: {known} "
                              "(URL schemes like redis://, or ARNs like arn:aws:sqs:...)")
     module_name, class_name = table[scheme].split(":")
+    return getattr(_import(module_name, name), class_name)
+
+
+def has_adapter(role: str, name: str) -> bool:
+    return scheme_of(name) in ADAPTERS[role]
+
+
+def record_reader(event_source: str) -> Any | None:
+    """The module reading Lambda records from ``event_source``; ``None`` if unknown."""
+    module_name = RECORD_SOURCES.get(event_source)
+    return _import(module_name, event_source) if module_name else None
+
+
+def event_reader(name: str) -> Any:
+    return _import(EVENT_READERS[name], name)
+
+
+def _import(module_name: str, wanted_by: str) -> Any:
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ImportError as exc:
         missing = (exc.name or "").split(".")[0]
         if missing in EXTRAS:
-            raise MissingDependency(f"{name} needs the {missing!r} package: "
+            raise MissingDependency(f"{wanted_by} needs the {missing!r} package: "
                                     f"pip install 'lambda-fsm[{EXTRAS[missing]}]'") from exc
         raise
-    return getattr(module, class_name)
 
 
 def open_adapter(role: str, name: str, **options: Any) -> Any:

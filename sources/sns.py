@@ -3,19 +3,27 @@
 The Lambda subscribes to the topic directly or through an SQS queue. A FIFO topic
 (name ending ``.fifo``) takes ``MessageGroupId`` = correlation id and
 ``MessageDeduplicationId`` = dedup id, like a FIFO queue. SNS has no delay (``max_delay`` 0).
+
+SNS invokes Lambda asynchronously and ignores ``batchItemFailures``: a failed record is
+raised so that Lambda retries the invocation (``ASYNCHRONOUS``). Its records say
+``EventSource`` with a capital E. A queue subscribed without raw delivery receives the
+message inside an SNS envelope, which :func:`unwrap` removes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fsm.ports import Envelope
+from fsm.ports import Delivery, Envelope
 
 from .aws_bus import AwsBus, EntryFailures, fifo_id
 
 MAX_BATCH_ENTRIES = 10
 MAX_BATCH_BYTES = 256 * 1024   # PublishBatch: all messages together
+EVENT_SOURCE = "aws:sns"
+ASYNCHRONOUS = True
 
 
 class SnsBus(AwsBus):
@@ -47,3 +55,31 @@ class SnsBus(AwsBus):
             fields["MessageGroupId"] = fifo_id(envelope.key)
             fields["MessageDeduplicationId"] = fifo_id(envelope.dedup_id)
         return fields
+
+
+# -- Lambda records -------------------------------------------------------------------
+
+
+def item_id(record: Mapping[str, Any]) -> str:
+    return str((record.get("Sns") or {}).get("MessageId", ""))
+
+
+def ordered(record: Mapping[str, Any]) -> bool:
+    return False
+
+
+def read_record(record: Mapping[str, Any]) -> Delivery:
+    sns = record.get("Sns") or {}
+    return Delivery(sns.get("Message", ""), {"arn": sns.get("TopicArn") or record.get("EventSubscriptionArn", "")})
+
+
+def unwrap(body: str) -> str:
+    """The message inside an SNS envelope (SNS -> SQS without raw delivery), else ``body``."""
+    if body.startswith("{") and '"TopicArn"' in body:
+        try:
+            envelope = json.loads(body)
+        except ValueError:
+            return body
+        if isinstance(envelope, dict) and envelope.get("Type") == "Notification" and "Message" in envelope:
+            return str(envelope["Message"])
+    return body

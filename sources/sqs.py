@@ -1,4 +1,8 @@
-"""``arn:aws:sqs:REGION:ACCOUNT:NAME``: standard and FIFO queues.
+"""``arn:aws:sqs:REGION:ACCOUNT:NAME``: standard and FIFO queues, everything about them.
+
+The bus (send, batch, create), how Lambda's SQS records are read (``read_record``: SNS
+and EventBridge envelopes unwrapped), the poller ``fsm worker`` reads a queue with, and
+the short backoff of a failed record (``retry_later``).
 
 A standard queue holds a delay of up to 15 minutes (``DelaySeconds``), which is how
 retries back off without a timer. A FIFO queue (name ending ``.fifo``) orders messages
@@ -10,12 +14,22 @@ per-message delay, so its ``max_delay`` is 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import random
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fsm.ports import Envelope
+from fsm.backoff import full_jitter
+from fsm.ports import Delivery, Envelope
 
+from . import aws as awslib
+from . import eventbridge, sns
 from .aws_bus import AwsBus, EntryFailures, fifo_id
+from .shards import call
+
+EVENT_SOURCE = "aws:sqs"
+# A failed record becomes visible again after uniform(0, min(cap, base * 2**receives)) s
+# (at least 1): seconds, not the queue's visibility timeout, so recovery is quick.
+RETRY_BASE, RETRY_CAP = 1.0, 30.0
 
 MAX_BATCH_ENTRIES = 10
 # The whole SendMessageBatch request is limited like one message (256 KiB on every
@@ -71,3 +85,95 @@ class SqsBus(AwsBus):
         elif envelope.delay > 0:
             fields["DelaySeconds"] = min(900, math.ceil(envelope.delay))
         return fields
+
+
+# -- Lambda records and the worker's poller -------------------------------------------
+
+
+def item_id(record: Mapping[str, Any]) -> str:
+    return str(record.get("messageId", ""))
+
+
+def ordered(record: Mapping[str, Any]) -> bool:
+    return str(record.get("eventSourceARN", "")).endswith(".fifo")
+
+
+def read_record(record: Mapping[str, Any]) -> Delivery:
+    body = record.get("body", "")
+    body = sns.unwrap(body) if isinstance(body, str) else body
+    body = eventbridge.unwrap(body) if isinstance(body, str) else body
+    return Delivery(body, {"arn": record.get("eventSourceARN", ""), "id": record.get("messageId")})
+
+
+def retry_later(records: Sequence[Mapping[str, Any]], *, client: Any = None, url: str | None = None,
+                endpoint_url: str | None = None, aws: Mapping[str, Any] | None = None,
+                rng: random.Random | None = None) -> None:
+    """Make failed records visible again after a short jittered backoff instead of the
+    queue's visibility timeout. Best effort: a record whose visibility cannot be changed
+    still comes back, later."""
+    rng = rng or random.Random()
+    by_queue: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        by_queue.setdefault(str(record.get("eventSourceARN", "")), []).append(record)
+    for arn, queued in by_queue.items():
+        _, region, account, name = awslib.parse_arn(arn)
+        sqs = client or _client(region, endpoint_url, aws)
+        queue_url = url or call(arn, sqs, "get_queue_url", QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        entries = []
+        for index, record in enumerate(queued):
+            receives = int((record.get("attributes") or {}).get("ApproximateReceiveCount") or 1)
+            delay = max(1, math.ceil(full_jitter(receives, RETRY_BASE, RETRY_CAP, rng)))
+            entries.append({"Id": str(index), "ReceiptHandle": record["receiptHandle"], "VisibilityTimeout": delay})
+        for start in range(0, len(entries), MAX_BATCH_ENTRIES):
+            call(arn, sqs, "change_message_visibility_batch", QueueUrl=queue_url,
+                 Entries=entries[start:start + MAX_BATCH_ENTRIES])
+
+
+_clients: dict[tuple[str, str | None], Any] = {}
+
+
+def _client(region: str, endpoint_url: str | None, aws: Mapping[str, Any] | None) -> Any:
+    key = (region, endpoint_url)
+    if key not in _clients:
+        _clients[key] = awslib.make_client("sqs", region or None, endpoint_url, aws)
+    return _clients[key]
+
+
+class SqsPoller:
+    """Reads a queue as Lambda's event source mapping does: records in Lambda's shape;
+    ``done`` deletes what succeeded and makes the failed visible again after a short
+    jittered backoff."""
+
+    long_polls = True  # an empty poll waited on the server: the worker need not sleep
+
+    def __init__(self, arn: str, *, endpoint_url: str | None = None, aws: Mapping[str, Any] | None = None,
+                 positions: Any = None, batch: int = 10, client: Any = None):
+        _, self.region, account, name = awslib.parse_arn(arn)
+        self.arn, self.batch = arn, batch
+        self.client = awslib.make_client("sqs", self.region or None, endpoint_url, aws, client)
+        self.url = call(arn, self.client, "get_queue_url", QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        self._receipts: dict[str, str] = {}
+
+    def poll(self, wait: bool = True) -> list[dict[str, Any]]:
+        reply = call(self.arn, self.client, "receive_message", QueueUrl=self.url,
+                     MaxNumberOfMessages=min(self.batch, 10), WaitTimeSeconds=1 if wait else 0,
+                     AttributeNames=["All"], MessageAttributeNames=["All"])
+        records = []
+        for m in reply.get("Messages", []):
+            self._receipts[m["MessageId"]] = m["ReceiptHandle"]
+            records.append({"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                            "attributes": m.get("Attributes", {}), "messageAttributes": m.get("MessageAttributes", {}),
+                            "md5OfBody": m.get("MD5OfBody", ""), "eventSource": "aws:sqs",
+                            "eventSourceARN": self.arn, "awsRegion": self.region})
+        return records
+
+    def done(self, records: list[dict[str, Any]], failed: set[str]) -> None:
+        entries = [{"Id": str(i), "ReceiptHandle": r["receiptHandle"]}
+                   for i, r in enumerate(records) if r["messageId"] not in failed]
+        for r in records:
+            self._receipts.pop(r["messageId"], None)
+        for start in range(0, len(entries), 10):
+            call(self.arn, self.client, "delete_message_batch", QueueUrl=self.url, Entries=entries[start:start + 10])
+        visible_again = [r for r in records if r["messageId"] in failed]
+        if visible_again:
+            retry_later(visible_again, client=self.client, url=self.url)

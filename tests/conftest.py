@@ -358,7 +358,7 @@ def in_process_dynamodb() -> Iterator[Any]:
     moto = pytest.importorskip("moto")
     import boto3
 
-    from sources.dynamodb import create_tables
+    from sources.dynamodb_tables import create_tables
 
     _TransactionSnapshots.install()
     with moto.mock_aws():
@@ -397,7 +397,8 @@ def _backend(kind: str, request: pytest.FixtureRequest, stack: contextlib.ExitSt
         url = request.getfixturevalue("memcached_url")
         return lambda role: MemcacheStore(url, prefix=prefix)
     if kind == "dynamodb":
-        from sources.dynamodb import DynamoStore, DynamoTimers
+        from sources.dynamodb import DynamoStore
+        from sources.dynamodb_timers import DynamoTimers
         url, client = stack.enter_context(in_process_dynamodb())
         # A small page size, so a long history really is read across pages.
         return lambda role: (DynamoStore(url, client=client, page_size=4) if role == "store"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from fsm.errors import BackendError
+from fsm.ports import PendingIndex
 
 
 def fresh(store: Any, cid: str, **fields: Any) -> None:
@@ -32,10 +32,8 @@ def ids(records: list[dict[str, Any]]) -> list[str]:
 def indexed(store: Any) -> Any:
     """The store under test; memcached is checked to refuse, then skipped."""
     if type(store).__name__ == "MemcacheStore":
-        fresh(store, "a", pending=100.0)
-        with pytest.raises(BackendError, match="memcached cannot list pending instances"):
-            store.pending(1000.0)
-        pytest.skip("memcached has no pending index (it raises BackendError, checked above)")
+        assert not isinstance(store, PendingIndex)
+        pytest.skip("memcached has no pending index (it does not claim the capability, checked above)")
     return store
 
 
@@ -188,7 +186,8 @@ def test_dynamodb_pending_across_shards_is_in_order(dynamo: tuple[str, Any]) -> 
 
 
 def test_dynamodb_settled_records_leave_the_sparse_index(dynamo: tuple[str, Any]) -> None:
-    from sources.dynamodb import PENDING_INDEX, DynamoStore
+    from sources.dynamodb import DynamoStore
+    from sources.dynamodb_tables import PENDING_INDEX
     url, client = dynamo
     store = DynamoStore(url, client=client)
     fresh(store, "a", pending=10.0)
@@ -203,7 +202,8 @@ def test_dynamodb_settled_records_leave_the_sparse_index(dynamo: tuple[str, Any]
 
 def test_dynamodb_create_tables_adds_the_index_to_an_older_table(dynamo: tuple[str, Any]) -> None:
     """A table created before the pending index existed gains it; running twice is fine."""
-    from sources.dynamodb import PENDING_INDEX, TIMER_INDEX, DynamoStore, create_tables
+    from sources.dynamodb import DynamoStore
+    from sources.dynamodb_tables import PENDING_INDEX, TIMER_INDEX, create_tables
     _, client = dynamo
     name = f"fsm-old-{uuid.uuid4().hex[:8]}"
     url = url_of(name)
@@ -229,6 +229,26 @@ def url_of(table: str) -> str:
     return table_arn(table)
 
 
-def test_contract_fixtures_cover_every_store(store_factory: Callable[[], Any]) -> None:
-    """Every store offers ``pending`` (memcached's raises)."""
-    assert callable(getattr(store_factory(), "pending", None))
+def test_every_store_but_memcached_declares_the_pending_index(store_factory: Callable[[], Any]) -> None:
+    store = store_factory()
+    assert isinstance(store, PendingIndex) == (type(store).__name__ != "MemcacheStore")
+
+
+def test_the_worker_says_when_a_store_cannot_heal_lost_messages(caplog: pytest.LogCaptureFixture) -> None:
+    """A store without the index is reported once, by name, not silently skipped."""
+    from config.loader import load_text
+    from config.settings import Settings
+    from fsm.app import App, build
+    from fsm.app.worker import run_worker
+
+    class NoIndex:
+        url = "memcached://nowhere:1"
+
+    definitions = load_text("machines:\n- name: m\n  states:\n  - {name: a, initial: true, final: true}\n")
+    settings = Settings(store=["memory://"])
+    wiring = build(definitions.machines, settings)
+    wiring.dispatcher.stores.append(NoIndex())  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="fsm"):
+        run_worker(App(definitions, settings, wiring), [], idle_exit=0.0)
+    assert any("no pending index" in r.getMessage() and "memcached://nowhere:1" in r.getMessage()
+               for r in caplog.records)

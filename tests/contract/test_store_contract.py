@@ -407,8 +407,8 @@ def dynamo() -> Iterator[tuple[str, Any]]:
 
 
 def test_dynamodb_commit_writes_the_checkpoint_in_its_transaction(dynamo: tuple[str, Any]) -> None:
-    from sources.checkpoints import DynamoCheckpoints
     from sources.dynamodb import DynamoStore
+    from sources.dynamodb_checkpoints import DynamoCheckpoints
     url, client = dynamo
     calls = Tally(client)
     store = DynamoStore(url, client=calls)
@@ -429,8 +429,8 @@ def test_dynamodb_commit_writes_the_checkpoint_in_its_transaction(dynamo: tuple[
 def test_dynamodb_checkpoint_without_history_is_written_too(dynamo: tuple[str, Any]) -> None:
     """The dispatcher skips its own PutItem for a store that ``writes_checkpoints``:
     every swap carrying a checkpoint must write it, history or not."""
-    from sources.checkpoints import DynamoCheckpoints
     from sources.dynamodb import DynamoStore
+    from sources.dynamodb_checkpoints import DynamoCheckpoints
     url, client = dynamo
     store = DynamoStore(url, client=client)
     fresh(store)
@@ -442,8 +442,8 @@ def test_dynamodb_checkpoint_without_history_is_written_too(dynamo: tuple[str, A
 
 
 def test_dynamodb_checkpoints_read_with_the_store_prefix(dynamo: tuple[str, Any]) -> None:
-    from sources.checkpoints import DynamoCheckpoints
     from sources.dynamodb import DynamoStore
+    from sources.dynamodb_checkpoints import DynamoCheckpoints
     url, client = dynamo
     store = DynamoStore(url, client=client, prefix="tenant-a:")
     fresh(store)
@@ -463,8 +463,8 @@ def test_dynamodb_checkpoints_read_with_the_store_prefix(dynamo: tuple[str, Any]
 def test_dynamodb_writes_no_checkpoint_item_nothing_can_resume_from(dynamo: tuple[str, Any]) -> None:
     """A DynamoDB stream position (no shard) cannot be replayed; and a store told not to
     write checkpoints does not."""
-    from sources.checkpoints import DynamoCheckpoints
     from sources.dynamodb import DynamoStore
+    from sources.dynamodb_checkpoints import DynamoCheckpoints
     url, client = dynamo
     store = DynamoStore(url, client=client)
     fresh(store)

@@ -35,9 +35,10 @@ import redis
 from config.loader import load_file
 from config.settings import load_settings
 from fsm import Action, Context
+from fsm.app import App
+from fsm.app.intake import handle_event
+from fsm.app.wiring import build
 from fsm.client import Client
-from fsm.handler import App, handle_event
-from fsm.wiring import build
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -412,7 +413,7 @@ def test_ten_steps_through_lambda_handler_and_fsm_worker(
         kind: str, deploy: Callable[[dict[str, Any]], Deployment], redis_url: str, memcached_url: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from fsm import handler
-    from fsm.runtime import freshest_record
+    from fsm.app.delivery import freshest_record
 
     bus = bus_under_test(kind, os.environ["AWS_ENDPOINT_URL"], redis_url, memcached_url)
     deployment = deploy(bus.settings)
@@ -461,8 +462,8 @@ def test_resume_replays_the_checkpointed_kinesis_record_after_the_record_is_lost
     the context as it was before that step: dispatching it again re-runs that one step
     (its commit was lost with the record, so nothing can tell it ran) and carries on.
     """
-    from fsm.resources import create_resources
-    from fsm.runtime import freshest_record
+    from fsm.app.delivery import freshest_record
+    from fsm.app.resources import create_resources
 
     endpoint = os.environ["AWS_ENDPOINT_URL"]
     stream = arn("kinesis", f"stream/{unique('steps')}")

@@ -27,13 +27,14 @@ from test_aws_end_to_end import (
 )
 
 from config.settings import Settings
+from fsm.app import App
+from fsm.app.delivery import freshest_record
+from fsm.app.resources import create_resources
+from fsm.app.worker import default_poller as open_poller
+from fsm.app.worker import run_worker
 from fsm.client import Client
 from fsm.errors import RecoverableError
-from fsm.handler import App
-from fsm.resources import create_resources
-from fsm.runtime import freshest_record
-from fsm.worker import run_worker
-from sources.pollers import Poller, open_poller
+from fsm.ports import Poller
 
 aws_env, deploy = e2e.aws_env, e2e.deploy  # the fixtures, shared
 

@@ -29,10 +29,11 @@ from actions.ecs import (
 )
 from config.loader import load_file, load_text
 from config.settings import Settings
+from fsm.app import App
+from fsm.app.intake import handle_event
+from fsm.app.wiring import build
 from fsm.client import Client
 from fsm.container import ReportError, report
-from fsm.handler import App, handle_event
-from fsm.wiring import build
 
 moto = pytest.importorskip("moto")
 boto3 = pytest.importorskip("boto3")

@@ -36,10 +36,10 @@ import pytest
 
 from config.loader import load_file
 from config.settings import load_settings
+from fsm.app import App
+from fsm.app.wiring import build
+from fsm.app.worker import run_worker
 from fsm.client import Client
-from fsm.handler import App
-from fsm.wiring import build
-from fsm.worker import run_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

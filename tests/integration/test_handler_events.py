@@ -40,14 +40,15 @@ from test_aws_end_to_end import (
 
 from config.loader import load_text
 from config.settings import Settings
+from fsm.app import App
+from fsm.app.delivery import freshest_record
+from fsm.app.intake import handle_event
+from fsm.app.resources import create_resources
+from fsm.app.wiring import build
 from fsm.client import Client
 from fsm.errors import FsmError
-from fsm.handler import App, handle_event
 from fsm.message import Message
 from fsm.ports import Envelope
-from fsm.resources import create_resources
-from fsm.runtime import freshest_record
-from fsm.wiring import build
 
 ORDERED = ("sqs-fifo", "kinesis", "dynamodb-stream")
 SCHEDULED = {"version": "0", "account": "123456789012", "region": "us-east-1", "detail": {},

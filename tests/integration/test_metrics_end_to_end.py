@@ -19,8 +19,8 @@ import pytest
 from config.loader import load_text
 from config.settings import Settings
 from fsm import Action, Context
+from fsm.app.wiring import Wiring, build
 from fsm.client import Client
-from fsm.wiring import Wiring, build
 
 moto = pytest.importorskip("moto")
 boto3 = pytest.importorskip("boto3")

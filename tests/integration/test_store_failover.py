@@ -15,9 +15,9 @@ import pytest
 from config.loader import load_text
 from config.settings import Settings
 from fsm import Action
+from fsm.app.wiring import build
 from fsm.client import Client
 from fsm.ports import NullMetrics
-from fsm.wiring import build
 
 RUNS: dict[tuple[str, int], int] = {}
 KILL: dict[str, Any] = {}
@@ -79,7 +79,7 @@ def test_redis_primary_refusing_connections_from_the_start(memcached_url: str) -
 
 
 def test_dynamodb_primary_table_missing(fresh_moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sources.dynamodb import create_tables
+    from sources.dynamodb_tables import create_tables
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", fresh_moto_url)
     missing = "arn:aws:dynamodb:us-east-1:123456789012:table/never-created"

@@ -152,7 +152,7 @@ def test_memcached_odd_ids_get_valid_keys(memcached_url: str) -> None:
 @pytest.fixture
 def dynamo(fresh_moto_url: str) -> Iterator[tuple[str, str]]:
     """A table on moto_server, created through the adapter (twice: it must be idempotent)."""
-    from sources.dynamodb import create_tables
+    from sources.dynamodb_tables import create_tables
     url = table_url()
     create_tables(url, endpoint_url=fresh_moto_url)
     create_tables(url, endpoint_url=fresh_moto_url)

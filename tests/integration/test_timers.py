@@ -11,8 +11,8 @@ import pytest
 
 from config.loader import load_text
 from config.settings import Settings
+from fsm.app.wiring import build
 from fsm.client import Client
-from fsm.wiring import build
 
 MACHINES = load_text("""
 machines:
@@ -50,7 +50,7 @@ def client(request: pytest.FixtureRequest, tmp_path: Any, monkeypatch: pytest.Mo
     elif kind == "redis":
         store = request.getfixturevalue("redis_url")
     else:
-        from sources.dynamodb import create_tables
+        from sources.dynamodb_tables import create_tables
 
         monkeypatch.setenv("AWS_ENDPOINT_URL", request.getfixturevalue("moto_url"))
         store = f"arn:aws:dynamodb:us-east-1:123456789012:table/timers-{uuid.uuid4().hex[:8]}"

@@ -20,12 +20,13 @@ from protocol_kit import HandBus
 
 from config.loader import load_text
 from config.settings import Settings
+from fsm.app import App
+from fsm.app.intake import handle_event
+from fsm.app.wiring import build
+from fsm.app.worker import run_worker
 from fsm.errors import FsmError, RecoverableError
-from fsm.handler import App, handle_event
 from fsm.message import Message
 from fsm.ports import Record, Scalar, SwapResult
-from fsm.wiring import build
-from fsm.worker import run_worker
 from sources.memory import MemoryStore, MemoryTimers
 
 MACHINES = """
@@ -280,8 +281,27 @@ def test_scheduled_event_releases_only_due_timers(h: Harness) -> None:
     assert [t for t, _ in timers.due(5e9)] == ["later"]
 
 
-def test_an_unrecognised_event_is_dropped_and_counted(h: Harness) -> None:
-    assert handle_event(h.app, {"hello": "world"}) == {"batchItemFailures": []}
+def test_an_unrecognised_event_is_dead_lettered_with_its_reason(h: Harness) -> None:
+    reply = handle_event(h.app, {"hello": "world"})
+    assert reply["batchItemFailures"] == []
+    assert "not a record batch" in reply["dead_lettered"]
+    assert h.counts["DeadLetters"] == 1
+    assert [json.loads(e.body) for e in h.dead.sent] == [{"hello": "world"}]
+
+
+@pytest.mark.parametrize("record", [{"body": "{}"}, {"eventSource": "aws:s3", "s3": {}}, "nope"])
+def test_a_record_from_no_known_source_is_dead_lettered_not_redelivered(h: Harness, record: Any) -> None:
+    cid, body = h.start()
+    reply = handle_event(h.app, {"Records": [record, sqs(body)]})
+    assert reply == {"batchItemFailures": []}
+    assert h.counts["DeadLetters"] == 1 and len(h.dead.sent) == 1
+    assert h.step(cid) == 1  # the good record in the same batch went through
+
+
+@pytest.mark.parametrize("event", [{"Records": "nope"}, ["not", "an", "object"], {"Records": None}])
+def test_a_malformed_envelope_gets_a_named_reason(h: Harness, event: Any) -> None:
+    reply = handle_event(h.app, event)
+    assert reply["batchItemFailures"] == [] and reply["dead_lettered"]
     assert h.counts["DeadLetters"] == 1
 
 
@@ -330,8 +350,8 @@ def test_worker_carries_on_when_a_source_cannot_be_opened(h: Harness) -> None:
 
 def test_resume_refuses_a_checkpoint_it_cannot_replay(h: Harness) -> None:
     """A DynamoDB stream record cannot be read again by sequence number: say so."""
+    from fsm.app.resume import resume
     from fsm.errors import InstanceError
-    from fsm.resume import resume
 
     cid, body = h.start()
     handle_event(h.app, {"Records": [dynamodb(body)]})
@@ -348,8 +368,8 @@ def test_resume_refuses_a_checkpoint_it_cannot_replay(h: Harness) -> None:
 
 
 def test_create_resources_refuses_one_table_as_stream_and_store() -> None:
+    from fsm.app.resources import create_resources
     from fsm.errors import InvalidDefinition
-    from fsm.resources import create_resources
 
     table = "arn:aws:dynamodb:us-east-1:123456789012:table/everything"
     with pytest.raises(InvalidDefinition, match="table of its own"):

@@ -15,17 +15,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import BackendError, RecoverableError
-from .handler import App, handle_event
-from .logs import log
-from .runtime import LocalRuntime, release_due_timers
+from ..errors import BackendError, RecoverableError, UnknownBackend
+from ..logs import log
+from ..ports import Poller
+from .delivery import release_due_timers
+from .intake import handle_event
+from .local import LocalRuntime
+from .wiring import App
 
-if TYPE_CHECKING:
-    from sources.pollers import Poller
-
-PollerFactory = Callable[..., "Poller"]
+PollerFactory = Callable[..., Poller]
 # A failing source is retried after this many seconds, doubling up to the cap, so a dead
 # endpoint costs one connection attempt per pause instead of one per loop.
 FIRST_PAUSE, MAX_PAUSE = 1.0, 15.0
@@ -56,7 +56,7 @@ class Source:
             self._failed("poll", exc)
             return []
         self.pause = 0.0
-        self.waited = wait and self.arn.startswith("arn:aws:sqs:")
+        self.waited = wait and getattr(self.poller, "long_polls", False)
         return records
 
     def done(self, records: list[dict[str, Any]], failed: set[str]) -> None:
@@ -87,14 +87,10 @@ def run_worker(application: App, sources: list[str], *, idle_exit: float | None 
                open_poller: PollerFactory | None = None) -> dict[str, int]:
     """Poll ``sources`` until ``should_stop()`` or ``idle_exit`` seconds without work.
 
-    ``open_poller`` (default :func:`sources.pollers.open_poller`) lets a test wrap the
-    pollers, to delete a queue at a chosen moment for instance.
+    ``open_poller`` (default :func:`default_poller`) lets a test wrap the pollers, to delete
+    a queue at a chosen moment for instance.
     """
-    if open_poller is None:
-        from sources import pollers
-
-        open_poller = pollers.open_poller
-    factory: PollerFactory = open_poller
+    factory: PollerFactory = open_poller or default_poller
     settings = application.settings
     positions: Any = application.wiring.dispatcher.checkpoints if settings.checkpoint else None
 
@@ -105,9 +101,11 @@ def run_worker(application: App, sources: list[str], *, idle_exit: float | None 
     # Opened on their first poll, so a source that is down cannot stop the others.
     readers = [Source(arn, opener(arn), clock) for arn in sources]
     local = LocalRuntime(application.wiring) if application.wiring.embedded else None
-    counts = {"records": 0, "failed": 0, "timers": 0}
-    counts["healed"] = 0
+    counts = {"records": 0, "failed": 0, "timers": 0, "healed": 0}
     dispatcher = application.wiring.dispatcher
+    for url in dispatcher.healing_gaps():
+        log(logging.WARNING, "this store keeps no pending index: an instance whose message the bus lost "
+            "is healed only by redelivery or `fsm resume ID`", store=url)
     sweep_every = max(1.0, dispatcher.resend_after / 4)
     idle_since = clock()
     timers_retry_at = 0.0
@@ -152,3 +150,14 @@ def run_worker(application: App, sources: list[str], *, idle_exit: float | None 
             sleep(0.2)  # SQS long-polls; stream readers, timers and failing sources would spin
     log(logging.INFO, "worker stopped", **counts)
     return counts
+
+
+def default_poller(arn: str, **options: Any) -> Poller:
+    """The poller of ``arn``'s service (SQS, Kinesis, a DynamoDB table's stream)."""
+    from sources.registry import ADAPTERS, adapter_class
+
+    try:
+        return adapter_class("poller", arn)(arn, **options)
+    except UnknownBackend:
+        raise UnknownBackend(f"cannot poll {arn!r}: fsm worker reads {', '.join(sorted(ADAPTERS['poller']))} "
+                             "(SQS queues, Kinesis streams, DynamoDB tables with a stream)") from None

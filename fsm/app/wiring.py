@@ -1,17 +1,27 @@
-"""Settings -> adapters -> a Dispatcher. The one place that opens backends by role."""
+"""Settings -> adapters -> a Dispatcher. The one place that opens backends by role, and
+that refuses, at load, a configuration whose backends lack a capability it needs."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from config.settings import Settings, load_settings
 
-from .dispatcher import Dispatcher, Routes
-from .model import Machine
-from .ports import EventBus, InstanceStore, Metrics, NullMetrics, TimerStore
+from ..dispatcher import Dispatcher, Routes
+from ..errors import InvalidDefinition
+from ..model import Machine
+from ..ports import (
+    CheckpointStore,
+    EventBus,
+    InstanceStore,
+    Metrics,
+    NullMetrics,
+    TimerStore,
+)
 
 if TYPE_CHECKING:
     from config.loader import Definitions
@@ -26,6 +36,7 @@ class Wiring:
     dispatcher: Dispatcher
     embedded: bool                      # no stream configured: the in-process bus drives instances
     chaos: list[Any] = field(default_factory=list)
+    volatile_timers: bool = False       # timers held in this process only (no durable timer store)
 
     def close(self) -> None:
         for store in self.stores:
@@ -79,13 +90,13 @@ def _store_timers(settings: Settings, stores: list[InstanceStore], chaos: list[A
                   metrics: Metrics, last_resort: list[Any]) -> TimerStore | None:
     """Timers in the stores' own backends (sqlite: the same file; redis; DynamoDB: the
     same table), failing over in the stores' order."""
-    from sources.registry import ADAPTERS, scheme_of
+    from sources.registry import has_adapter
 
     found: list[Any] = []
     for name, store in zip(settings.store, stores):
         if name.startswith("sqlite:"):
             found.append(store)
-        elif scheme_of(name) in ADAPTERS["timers"] and not name.startswith("memory:"):
+        elif has_adapter("timers", name) and not name.startswith("memory:"):
             found.append(open_role("timers", name, settings, chaos, metrics))
     if not found and last_resort:
         return last_resort[0]
@@ -110,26 +121,56 @@ def build(machines: dict[str, Machine], settings: Settings, *, metrics: Metrics 
     timers: TimerStore | None = None
     retry_names = [n for n in settings.retry if not n.startswith("arn:aws:dynamodb:")]
     timer_names = [n for n in settings.retry if n.startswith("arn:aws:dynamodb:")]
+    volatile = False
     if timer_names:
         timers = open_role("timers", timer_names[0], settings, chaos, metrics)
     else:
         # Embedded, an in-process timer store is the last resort: delays still work there.
         timers = _store_timers(settings, stores, chaos, metrics, [MemoryTimers()] if embedded else [])
+        volatile = isinstance(timers, MemoryTimers) and any(not n.startswith("memory:") for n in settings.store)
     if embedded:
         stream = MemoryBus()
     routes = Routes(bus=stream, retry=open_bus(retry_names, settings, metrics, chaos), timers=timers,
                     dead_letter=open_bus(settings.dead_letter, settings, metrics, chaos),
                     notify=open_bus(settings.notify, settings, metrics, chaos))
-    checkpoints = None
+    check_delays(machines, settings, routes, volatile)
+    checkpoints: CheckpointStore | None = None
     if settings.checkpoint:
-        from sources.checkpoints import DynamoCheckpoints
+        from sources.dynamodb_checkpoints import DynamoCheckpoints
 
         name = settings.checkpoint[0]
         checkpoints = DynamoCheckpoints(name, endpoint_url=settings.endpoints.get(name), aws=settings.aws or None)
+    holder_alive = None
+    if embedded:
+        from .local import holder_alive
     dispatcher = Dispatcher(machines, stores, routes, metrics=metrics, lease_timeout=settings.lease_timeout,
                             max_local_hops=settings.max_local_hops, resend_after=settings.resend_after,
-                            checkpoints=checkpoints, retention_days=settings.history_retention_days)
-    return Wiring(settings, stores, routes, metrics, dispatcher, embedded, chaos)
+                            checkpoints=checkpoints, retention_days=settings.history_retention_days,
+                            holder_alive=holder_alive)
+    return Wiring(settings, stores, routes, metrics, dispatcher, embedded, chaos, volatile)
+
+
+def check_delays(machines: dict[str, Machine], settings: Settings, routes: Routes, volatile: bool) -> None:
+    """Refuse a state ``timeout`` that nothing can hold until it fires: no bus delays
+    that long and no durable timer store is configured (say, a memcached store with no
+    timer table). Found at load, it is a message naming the state and the fix; found at
+    run time, it would be an instance waiting for ever."""
+    longest = max((routes.bus.max_delay, routes.retry.max_delay if routes.retry else 0.0))
+    durable = routes.timers is not None and not volatile
+    problems = []
+    for machine in machines.values():
+        for state in machine.states.values():
+            if state.timeout and state.timeout > longest and not durable:
+                held = (f"{', '.join(settings.store)} holds no timers" if volatile or routes.timers is None
+                        else "")
+                problems.append(
+                    f"{machine.source or machine.name}: machine {machine.name!r} state {state.name!r} has "
+                    f"`timeout: {state.timeout:g}`, which needs a durable timer store, but {held or 'none is set'}"
+                    f" and {routes.bus.url} delays at most {routes.bus.max_delay:g} s; add a DynamoDB timer "
+                    "table (arn:aws:dynamodb:...) or a standard SQS queue to settings `retry:`, or keep "
+                    "instances in a store that holds timers (sqlite, redis, DynamoDB)")
+    if problems:
+        raise InvalidDefinition(problems)
 
 
 def default_config_path() -> str:
@@ -161,3 +202,26 @@ class App:
             definitions = load_file(config or default_config_path())
         settings = settings or load_settings(definitions.settings, settings_file, **flags)
         return cls(definitions, settings, build(definitions.machines, settings))
+
+
+def running_in_lambda(environ: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    return bool(env.get("AWS_LAMBDA_FUNCTION_NAME")) and not bool(env.get("FSM_ALLOW_EMBEDDED"))
+
+
+def load_for_lambda(config: str | None = None) -> App:
+    """The handler's cold start: the machines file's folder on ``sys.path`` (its actions
+    import without PYTHONPATH), and a refusal of the embedded bus, which nothing drains
+    between invocations."""
+    from config.loader import search_beside
+
+    path = Path(config or default_config_path())
+    if path.is_file():
+        search_beside(path)
+    application = App.load(str(path))
+    if application.wiring.embedded and running_in_lambda():
+        raise InvalidDefinition(
+            "settings: no `stream:` is configured, so the embedded in-process bus would carry this function's "
+            "next messages, and nothing drains it between invocations; set `stream:` (settings file, the "
+            "config's `settings:`, or FSM_STREAM) to the queue, stream, topic or table that triggers this function")
+    return application

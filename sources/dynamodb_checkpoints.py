@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .aws import classify, make_client
-from .dynamodb import checkpoint_key, table_of
+from .dynamodb_tables import checkpoint_key, table_of
 
 
 class DynamoCheckpoints:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import InstanceError, UnknownInstance
-from .handler import App
-from .runtime import freshest_record, process
+from ..errors import InstanceError, UnknownInstance
+from ..record import Status
+from .delivery import freshest_record, process
+from .wiring import App
 
 
 def resume(application: App, cid: str) -> str:
@@ -26,14 +27,25 @@ def resume(application: App, cid: str) -> str:
     if found and found[1].get("outbox") and \
             wiring.dispatcher.resend_outbox(wiring.stores[found[0]], found[1], force=True):
         wiring.metrics.flush()
-        return f"re-sent its {len(found[1]['outbox'])} pending message(s)"
+        sent = f"re-sent its {len(found[1]['outbox'])} pending message(s)"
+        if wiring.embedded:  # nothing else runs it here: run it now
+            from .local import LocalRuntime
+
+            record = LocalRuntime(wiring).drive(cid) or found[1]
+            sent += f"; now {record['status']} in state {record['state']}"
+        return sent
     checkpoint: Any = found[1].get("checkpoint") if found else None
     if not checkpoint and wiring.dispatcher.checkpoints is not None:
         checkpoint = wiring.dispatcher.checkpoints.get(cid)
     if not checkpoint:
-        raise UnknownInstance(f"no checkpoint for instance {cid!r} (checkpoints are kept for messages read "
-                              "from Kinesis; settings `checkpoint:` keeps them apart from the store)")
-    from sources.pollers import read_at
+        if found is None:
+            raise UnknownInstance(f"no instance {cid!r} in {', '.join(s.url for s in wiring.stores)}")
+        record = found[1]
+        if record["status"] != Status.RUNNING:
+            return f"nothing to resume: it is {record['status']} in state {record['state']}"
+        raise InstanceError(f"instance {cid!r} is running and owes no message that can be sent again "
+                            "(its lease holder is still working on it, until the lease expires)")
+    from sources.kinesis import read_at
 
     arn = checkpoint.get("arn") or ""
     if not arn.startswith("arn:aws:kinesis:") or not checkpoint.get("shard"):

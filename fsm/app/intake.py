@@ -1,0 +1,150 @@
+"""Lambda's events, read and dispatched: shared by ``fsm.handler.lambda_handler`` and
+``fsm worker``, which hands its polled batches over in the same record shapes.
+
+Record batches (SQS, SNS, Kinesis, DynamoDB streams) answer with ``batchItemFailures``
+(enable ReportBatchItemFailures on the event source mapping, or a failure redelivers the
+whole batch). Which service a record comes from, how to read it and whether its source
+is ordered are the service module's business (``sources.registry.record_reader``).
+Ordered sources (Kinesis, DynamoDB streams, FIFO queues) stop at the first failure and
+report it and everything after it, so one instance's messages are never applied out of
+order. A record no reader recognises is dead-lettered with the reason, not redelivered.
+
+Whole events: EventBridge messages (a rule delivering our bus's events), the schedule
+(timers and the re-send sweep), ECS task state changes (``actions.ecs.RunTask``).
+Anything else is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import FsmError, InstanceError, MalformedMessage
+from ..logs import log
+from .delivery import process, release_due_timers
+from .wiring import App, Wiring
+
+ECS_TASK_CHANGE = "ECS Task State Change"
+
+
+def handle_event(application: App, event: Any) -> dict[str, Any]:
+    wiring = application.wiring
+    try:
+        if not isinstance(event, Mapping):
+            return _unrecognised(wiring, event, f"a Lambda event must be a JSON object, got {type(event).__name__}")
+        if "Records" in event:
+            records = event["Records"]
+            if not isinstance(records, list):
+                return _unrecognised(wiring, event, f"'Records' must be a list, got {type(records).__name__}")
+            return handle_records(application, records)
+        if "detail-type" in event:
+            return _whole_event(application, event)
+        return _unrecognised(wiring, event, "not a record batch, an EventBridge event or a schedule")
+    finally:
+        wiring.metrics.flush()
+
+
+def handle_records(application: App, records: list[Any]) -> dict[str, Any]:
+    from sources.registry import record_reader
+
+    wiring = application.wiring
+    failures: list[dict[str, str]] = []
+    retry_soon: dict[str, tuple[Any, list[Any]]] = {}
+    stop = False
+    asynchronous = False
+    for record in records:
+        kind = (record.get("eventSource") or record.get("EventSource") or "") if isinstance(record, Mapping) else ""
+        reader = record_reader(kind) if isinstance(kind, str) and kind else None
+        if reader is None:
+            wiring.dispatcher.dead_letter(_text(record), f"record from unknown event source {kind!r}; known: "
+                                          "aws:sqs, aws:sns, aws:kinesis, aws:dynamodb", source=str(kind))
+            continue
+        asynchronous = asynchronous or getattr(reader, "ASYNCHRONOUS", False)
+        item = reader.item_id(record)
+        if stop:
+            failures.append({"itemIdentifier": item})
+            continue
+        try:
+            delivery = reader.read_record(record)
+            if delivery is not None:
+                process(wiring, delivery.body, delivery.source)
+        except Exception as exc:  # noqa: BLE001 - one bad record must not fail the others
+            log(logging.ERROR, "record failed; it will be redelivered", source=kind, item=item,
+                error=f"{type(exc).__name__}: {exc}")
+            failures.append({"itemIdentifier": item})
+            stop = reader.ordered(record)
+            if not stop and hasattr(reader, "retry_later"):
+                retry_soon.setdefault(kind, (reader, []))[1].append(record)
+    if failures and asynchronous:
+        raise FsmError(f"{len(failures)} SNS records failed; raising so Lambda retries the invocation")
+    for reader, failed in retry_soon.values():
+        _retry_later(application, reader, failed)
+    return {"batchItemFailures": failures}
+
+
+def _retry_later(application: App, reader: Any, records: list[Any]) -> None:
+    """Bring failed records back after a short backoff rather than the source's timeout."""
+    settings = application.settings
+    try:
+        arn = records[0].get("eventSourceARN", "")
+        reader.retry_later(records, endpoint_url=settings.endpoints.get(arn), aws=settings.aws or None)
+    except Exception as exc:  # noqa: BLE001 - best effort: they come back later anyway
+        log(logging.WARNING, "could not shorten the backoff of failed records", error=f"{type(exc).__name__}: {exc}")
+
+
+def _whole_event(application: App, event: Mapping[str, Any]) -> dict[str, Any]:
+    from sources.registry import event_reader
+
+    wiring = application.wiring
+    eventbridge = event_reader("eventbridge")
+    if eventbridge.is_message(event):
+        delivery = eventbridge.read_event(event)
+        outcome = process(wiring, delivery.body, delivery.source)
+        return {"result": outcome.result if outcome else "dead-lettered"}
+    if event.get("detail-type") == ECS_TASK_CHANGE:
+        return _ecs_task_change(application, event)
+    if event.get("source") == "aws.events" or event.get("detail-type") == "Scheduled Event":
+        moved = release_due_timers(wiring, wiring.dispatcher.clock())
+        return {"timers_released": moved, "instances_healed": wiring.dispatcher.resend_overdue()}
+    return _unrecognised(wiring, event, f"EventBridge event {event.get('source')!r} / "
+                         f"{event.get('detail-type')!r} is not one this handler takes")
+
+
+def _unrecognised(wiring: Wiring, event: Any, reason: str) -> dict[str, Any]:
+    wiring.dispatcher.dead_letter(_text(event), reason)
+    return {"batchItemFailures": [], "dead_lettered": reason}
+
+
+def _text(value: Any) -> str:
+    from .. import codec
+
+    try:
+        return codec.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _ecs_task_change(application: App, event: Mapping[str, Any]) -> dict[str, Any]:
+    """A stopped task started by ``actions.ecs.RunTask`` reports to its instance."""
+    from actions.ecs import event_from_task_change
+
+    from .client import Client
+
+    found = event_from_task_change(dict(event))
+    if found is None:
+        return {"ignored": True}
+    cid, name, data, event_id = found
+    client = Client(wiring=application.wiring)
+    try:
+        current = client.status(cid)["context"].get("ecs_task_arn")
+        if current and data.get("task_arn") and current != data["task_arn"]:
+            # A late report of an earlier task (its state timed out and started another):
+            # it must not finish the wait of the task running now.
+            log(logging.WARNING, "stale task report ignored", correlation_id=cid, task=data["task_arn"])
+            return {"ignored": True, "reason": "stale task"}
+        client.send_event(cid, name, data, event_id)
+    except (InstanceError, MalformedMessage) as exc:
+        log(logging.WARNING, "task report not applied", correlation_id=cid, error=str(exc))
+        return {"ignored": True, "reason": str(exc)}
+    return {"sent": name, "correlation_id": cid}

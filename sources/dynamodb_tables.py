@@ -1,0 +1,143 @@
+"""The DynamoDB table that stores, timers and checkpoints share: its keys, indexes and TTL
+(``create_tables``, what ``fsm create-resources`` makes), and the helpers every DynamoDB
+adapter uses to name and page through it. See :mod:`sources.dynamodb` for the items.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from fsm.errors import BackendError
+from fsm.logs import log
+
+from .aws import classify, error_code, make_client, parse_arn
+
+TTL = "ttl"
+PENDING = "pending"
+PENDING_SHARD = "pending_shard"
+TIMER_INDEX = "timers-by-due"
+PENDING_INDEX = "pending-by-time"
+CHECKPOINT_PREFIX = "ckpt#"
+CHECKPOINT_SK = "checkpoint"
+
+
+def table_of(url: str) -> tuple[str, str]:
+    """``(table name, region)`` from a table ARN."""
+    service, region, _account, resource = parse_arn(url)
+    kind, _, rest = resource.partition("/")
+    if service != "dynamodb" or kind != "table" or not rest:
+        raise BackendError(f"{url!r} is not a DynamoDB table ARN (arn:aws:dynamodb:REGION:ACCOUNT:table/NAME)")
+    return rest.split("/")[0], region
+
+
+def checkpoint_key(prefix: str, key: str) -> dict[str, Any]:
+    """The checkpoint item of ``key``: written by the store's commits and by
+    :class:`sources.checkpoints.DynamoCheckpoints`, so both must agree on it."""
+    return {"pk": {"S": f"{prefix}{CHECKPOINT_PREFIX}{key}"}, "sk": {"S": CHECKPOINT_SK}}
+
+
+def paginate(client: Any, operation: str, request: dict[str, Any], url: str,
+             limit: int | None = None) -> Iterable[dict[str, Any]]:
+    """Items of a Query/Scan across pages (LastEvaluatedKey), stopping after ``limit``."""
+    request, seen = dict(request), 0
+    while True:
+        try:
+            page = getattr(client, operation)(**request)
+        except (BotoCoreError, ClientError) as exc:
+            raise classify(exc, url) from exc
+        for item in page.get("Items", []):
+            yield item
+            seen += 1
+            if limit is not None and seen >= limit:
+                return
+        if not page.get("LastEvaluatedKey"):
+            return
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def create_tables(*urls: str, client: Any = None, endpoint_url: str | None = None,
+                  aws: Mapping[str, Any] | None = None, index_wait: float = 600.0) -> None:
+    """Create each table (pk/sk, the timer and pending indexes, on-demand billing) and
+    enable TTL on ``ttl``.
+
+    Safe to run twice: an existing table keeps its items, gains the indexes it lacks (a
+    table made by an older version has no pending index; DynamoDB builds it from the
+    existing items, which on a large table takes a while: this waits up to
+    ``index_wait`` seconds for it, then leaves it building), and TTL is only switched on
+    when it is off. One table can hold records, timers and checkpoints.
+    """
+    for url in dict.fromkeys(urls):
+        table, region = table_of(url)
+        dynamodb = make_client("dynamodb", region, endpoint_url, aws, client)
+        try:
+            _create_table(dynamodb, table)
+            dynamodb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+            _add_missing_indexes(dynamodb, table, index_wait)
+            status = dynamodb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+            if status.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+                dynamodb.update_time_to_live(TableName=table, TimeToLiveSpecification={
+                    "Enabled": True, "AttributeName": TTL})
+        except (BotoCoreError, ClientError) as exc:
+            raise classify(exc, url) from exc
+
+
+# index name -> (partition attribute, sort attribute); both sparse, projection ALL.
+INDEXES = {TIMER_INDEX: ("timer_shard", "due"), PENDING_INDEX: (PENDING_SHARD, PENDING)}
+ATTRIBUTE_TYPES = {"pk": "S", "sk": "S", "timer_shard": "S", "due": "N", PENDING_SHARD: "S", PENDING: "N"}
+
+
+def _index(name: str) -> dict[str, Any]:
+    partition, sort = INDEXES[name]
+    return {"IndexName": name, "Projection": {"ProjectionType": "ALL"},
+            "KeySchema": [{"AttributeName": partition, "KeyType": "HASH"},
+                          {"AttributeName": sort, "KeyType": "RANGE"}]}
+
+
+def _definitions(names: Iterable[str]) -> list[dict[str, str]]:
+    return [{"AttributeName": n, "AttributeType": ATTRIBUTE_TYPES[n]} for n in names]
+
+
+def _create_table(dynamodb: Any, table: str) -> None:
+    try:
+        dynamodb.create_table(
+            TableName=table, BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=_definitions(ATTRIBUTE_TYPES),
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            GlobalSecondaryIndexes=[_index(name) for name in INDEXES])
+    except ClientError as exc:
+        if error_code(exc) != "ResourceInUseException":
+            raise
+
+
+def _add_missing_indexes(dynamodb: Any, table: str, wait: float) -> None:
+    """Add the indexes a table made by an older version lacks, one per UpdateTable (the
+    most DynamoDB takes at a time), waiting for each to be ACTIVE before the next."""
+    statuses = _index_statuses(dynamodb, table)
+    for name, keys in INDEXES.items():
+        if name in statuses:
+            continue
+        log(logging.INFO, "adding index", table=table, index=name)
+        dynamodb.update_table(
+            TableName=table, AttributeDefinitions=_definitions(("pk", "sk", *keys)),
+            GlobalSecondaryIndexUpdates=[{"Create": _index(name)}])
+        deadline = time.monotonic() + wait
+        status = _index_statuses(dynamodb, table).get(name)
+        while status != "ACTIVE" and time.monotonic() < deadline:
+            time.sleep(2)
+            status = _index_statuses(dynamodb, table).get(name)
+        if status != "ACTIVE":
+            log(logging.WARNING, "index still being built from the existing items; it serves "
+                "queries once ACTIVE", table=table, index=name, status=status)
+            return      # DynamoDB builds one index at a time: the next one waits for a later run
+
+
+def _index_statuses(dynamodb: Any, table: str) -> dict[str, str]:
+    """Index name -> IndexStatus of the table's global secondary indexes."""
+    description = dynamodb.describe_table(TableName=table)["Table"]
+    return {index["IndexName"]: str(index.get("IndexStatus") or "ACTIVE")
+            for index in description.get("GlobalSecondaryIndexes") or []}

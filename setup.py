@@ -9,7 +9,7 @@ setup(
     long_description=Path(__file__).with_name("README.rst").read_text(encoding="utf-8"),
     long_description_content_type="text/x-rst",
     python_requires=">=3.11",
-    packages=find_packages(include=["fsm", "fsm.*", "actions", "sources", "config"]),
+    packages=find_packages(include=["fsm", "fsm.*", "actions", "sources", "config", "aws_lambda_fsm"]),
     package_data={"fsm": ["py.typed"]},
     install_requires=["PyYAML>=6", "orjson>=3.9"],
     extras_require={
@@ -17,7 +17,7 @@ setup(
         "redis": ["redis>=5"],
         "memcache": ["pymemcache>=4"],
         "all": ["boto3>=1.34", "redis>=5", "pymemcache>=4"],
-        "test": ["boto3>=1.34", "redis>=5", "pymemcache>=4", "pytest>=8", "moto[server]>=5",
+        "test": ["boto3>=1.34", "redis>=5", "pymemcache>=4", "pytest>=8", "pytest-xdist>=3", "moto[server]>=5",
                  "fakeredis[lua]>=2.20"],
     },
     entry_points={"console_scripts": ["fsm = fsm.cli:main"]},

@@ -9,7 +9,7 @@ acknowledged as a duplicate:
 - the code in the container calls :func:`fsm.container.report` (or ``fsm send``) with
   an event of its choosing, through the stream;
 - EventBridge delivers the "ECS Task State Change" event of the stopped task to the
-  Lambda handler, which calls :func:`event_from_task_change`: exit code 0 of the task's
+  Lambda handler, which reads it with :func:`sources.ecs.event_from_task_change`: exit code 0 of the task's
   container is the event ``done``, anything else ``failed`` (data: ``exit_code``,
   ``reason``, ``task_arn``, ``stop_code``). These two names are fixed: give the state
   transitions on both.
@@ -30,29 +30,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 from fsm import Action, Context
-from fsm.errors import FsmError, InvalidDefinition, MalformedMessage, TransitionError
-from fsm.logs import log
-from fsm.message import check_correlation_id
+from fsm.errors import FsmError, InvalidDefinition, TransitionError
+from sources.ecs import DONE_EVENT, ENV_CORRELATION_ID, ENV_EVENT_ID, FAILED_EVENT  # noqa: F401
 
-DONE_EVENT = "done"
-FAILED_EVENT = "failed"
 STARTED_BY_PREFIX = "fsm:"
 MAX_STARTED_BY = 36         # ECS limit on ``startedBy``
 MAX_CLIENT_TOKEN = 64       # ECS limit on ``clientToken``
 MAX_OVERRIDES_BYTES = 8192  # ECS limit on the JSON of ``overrides``, formatting included
 CONTEXT_KEY = "ecs_task_arn"
 
-ENV_CORRELATION_ID = "FSM_CORRELATION_ID"
 ENV_STEP = "FSM_STEP"
 ENV_MACHINE = "FSM_MACHINE"
 ENV_STATE = "FSM_STATE"
-ENV_EVENT_ID = "FSM_EVENT_ID"
 ENV_REPORT_TO = "FSM_REPORT_TO"
 ENV_ENDPOINT_URL = "FSM_ENDPOINT_URL"
 
@@ -260,51 +254,3 @@ def check_overrides_size(overrides: Mapping[str, Any]) -> None:
             f"ECS task overrides would be {size} bytes, above ECS's {MAX_OVERRIDES_BYTES}: keep large "
             "inputs in the instance's context and have the task read them with "
             "`fsm status \"$FSM_CORRELATION_ID\" --json` (or fsm.client.status)")
-
-
-# -- the task's end, from EventBridge -------------------------------------------------------
-
-
-def event_from_task_change(event: Mapping[str, Any]) -> tuple[str, str, dict[str, Any], str] | None:
-    """``(correlation_id, event, data, event_id)`` for a stopped task that ``RunTask``
-    started; ``None`` for every other ECS event (other statuses, other tasks)."""
-    detail = event.get("detail") or {}
-    if detail.get("lastStatus") != "STOPPED":
-        return None
-    found = _fsm_override(detail)
-    if found is None:
-        return None
-    container_name, env = found
-    cid = env[ENV_CORRELATION_ID]
-    try:
-        check_correlation_id(cid)
-    except MalformedMessage as exc:
-        log(logging.WARNING, "ECS task with a malformed FSM_CORRELATION_ID ignored",
-            task_arn=detail.get("taskArn"), error=str(exc))
-        return None
-    task_arn = str(detail.get("taskArn") or "")
-    event_id = env.get(ENV_EVENT_ID) or f"task:{cid}:{task_arn}"
-    container = _container(detail, container_name)
-    exit_code = container.get("exitCode")
-    data: dict[str, Any] = {"exit_code": exit_code, "task_arn": task_arn}
-    if exit_code == 0:
-        return cid, DONE_EVENT, data, event_id
-    data["reason"] = (container.get("reason") or detail.get("stoppedReason") or detail.get("stopCode")
-                      or "the task stopped without an exit code")
-    data["stop_code"] = detail.get("stopCode")
-    return cid, FAILED_EVENT, data, event_id
-
-
-def _fsm_override(detail: Mapping[str, Any]) -> tuple[str, dict[str, str]] | None:
-    """The container override ``RunTask`` wrote (the one naming an instance)."""
-    for entry in (detail.get("overrides") or {}).get("containerOverrides") or []:
-        env = {str(e.get("name")): str(e.get("value", "")) for e in entry.get("environment") or []}
-        if env.get(ENV_CORRELATION_ID):
-            return str(entry.get("name") or ""), env
-    return None
-
-
-def _container(detail: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    containers = list(detail.get("containers") or [])
-    named = [c for c in containers if c.get("name") == name]
-    return (named or containers or [{}])[0]

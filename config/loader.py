@@ -19,6 +19,7 @@ import yaml
 
 from fsm.errors import InvalidDefinition
 from fsm.model import Action, Machine, State, Transition
+from fsm.shadow import check_packages, hidden_note, shadow_note
 
 from . import schema
 from .yamlsource import Located, LocatedList, load, plain
@@ -354,15 +355,18 @@ class _Loader:
             self.problem(path, line, f"{label}: {dotted!r} is not a dotted path like `module.ClassName`")
             return None
         try:
-            module = importlib.import_module(module_name)
+            module, failure = importlib.import_module(module_name), ""
         except Exception as exc:  # noqa: BLE001 - any import failure is a definition error
-            self.problem(path, line, f"{label}: cannot import {dotted!r}: {type(exc).__name__}: {exc}")
+            module, failure = None, f"{type(exc).__name__}: {exc}"
+        shadowed = shadow_note(module_name)  # one of our modules, reached through a user's
+        if module is None or shadowed:
+            self.problem(path, line, f"{label}: cannot import {dotted!r}: {shadowed or failure}")
             return None
         cls = getattr(module, class_name, None)
         if cls is None:
             public = [n for n in dir(module) if not n.startswith("_")]
             self.problem(path, line, f"{label}: cannot import {dotted!r}: module {module_name!r} has no "
-                         f"{class_name!r}{_suggest(class_name, public)}")
+                         f"{class_name!r}{_suggest(class_name, public)}{hidden_note(module_name)}")
         elif not (isinstance(cls, type) and issubclass(cls, Action)):
             kind = "a class" if isinstance(cls, type) else f"a {type(cls).__name__}"
             self.problem(path, line, f"{label}: {dotted!r} is not a subclass of fsm.Action (it is {kind})")
@@ -395,11 +399,16 @@ class _Loader:
 
 
 def search_beside(path: Path) -> None:
-    """Put the folder of a machines file on ``sys.path``, so that the actions it names
-    import from beside it: each imported file's folder too, not only the top one's."""
+    """Put the folder of a machines file first on ``sys.path``, so that the actions it
+    names import from beside it: each imported file's folder too, not only the top one's.
+    First, not merely on it: the current directory may hold a module of the same name
+    (an ``actions.py`` beside ``fsm.yaml`` run from a checkout, which has our ``actions``)."""
     folder = str(path.resolve().parent)
-    if folder not in sys.path:
+    if sys.path[:1] != [folder]:
+        if folder in sys.path:
+            sys.path.remove(folder)
         sys.path.insert(0, folder)
+        check_packages()  # a config.py or sources.py there would now stand in for ours
 
 
 def _suggest(word: str, choices: Any) -> str:

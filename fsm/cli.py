@@ -1,23 +1,45 @@
-"""The ``fsm`` command. Exit codes everywhere: 0 success, 1 a runtime failure
-(instance failed, event rejected, unknown id, backend down), 2 bad input or usage."""
+"""The ``fsm`` command.
+
+Exit codes everywhere: 0 success, 1 a runtime failure (instance failed, event rejected,
+unknown id, backend down), 2 bad input or usage. Every error is one line per problem on
+stderr starting ``fsm COMMAND:``, so a script can tell which command failed and a person
+what to fix. ``fsm status`` and ``fsm history`` exit 0 for any instance they find, a
+failed one included: the question was answered.
+
+Commands that run instances in this process (the embedded runtime) can take seconds of
+retries; on a terminal they say what happens on stderr as it happens. With ``--json``, or
+when stderr is not a terminal, they print nothing but their result.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from .message import ID_PATTERN
 from .shadow import check_packages
 
 OK, FAILED, BAD_INPUT = 0, 1, 2
+Say = Callable[[str], None]
 
 
 class UsageError(Exception):
-    pass
+    """Bad input the command line itself finds (a flag's value, a missing file)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line, like every other bad input: argparse's
+    own usage block would bury the line that says what is wrong."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(BAD_INPUT, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,56 +48,92 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return BAD_INPUT
-    from .errors import (
-        FsmError,
-        InstanceError,
-        InvalidDefinition,
-        MalformedMessage,
-        ShadowedModule,
-        UnknownMachine,
-    )
+    from .errors import FsmError
     from .logs import configure
 
     configure(os.environ.get("FSM_LOG_LEVEL", "ERROR"))
     try:
         check_packages()
         return args.func(args)
-    except (InvalidDefinition, ShadowedModule, MalformedMessage, UnknownMachine, UsageError) as exc:
-        print(f"fsm {args.command}: {exc}" if not isinstance(exc, InvalidDefinition) else str(exc),
-              file=sys.stderr)
-        return BAD_INPUT
-    except InstanceError as exc:
-        print(f"fsm {args.command}: {exc}", file=sys.stderr)
-        return FAILED
-    except FsmError as exc:
-        print(f"fsm {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return FAILED
+    except (FsmError, UsageError) as exc:
+        return _report(args.command, exc)
     except KeyboardInterrupt:
         return FAILED
     except BrokenPipeError:  # `fsm status ID | head -3`
         sys.stderr.close()
         return OK
+    except OSError as exc:  # a store file that cannot be created, a full disk: no traceback
+        return _report(args.command, exc)
 
 
-# -- helpers ------------------------------------------------------------------------------
+def _report(command: str, exc: Exception) -> int:
+    """One ``fsm COMMAND:`` line per problem on stderr; the exit code the error's kind means."""
+    from .errors import (
+        InstanceError,
+        InvalidDefinition,
+        MalformedMessage,
+        ShadowedModule,
+        UnknownBackend,
+        UnknownMachine,
+    )
+
+    if isinstance(exc, InvalidDefinition | ShadowedModule | MalformedMessage | UnknownMachine | UnknownBackend
+                  | UsageError):
+        code, text = BAD_INPUT, str(exc)
+    elif isinstance(exc, InstanceError):
+        code, text = FAILED, str(exc)
+    else:
+        code, text = FAILED, f"{type(exc).__name__}: {exc}"
+    for line in text.splitlines() or [type(exc).__name__]:
+        print(f"fsm {command}: {line}", file=sys.stderr)
+    return code
 
 
-def _json_arg(text: str | None, name: str) -> dict[str, Any]:
+# -- input --------------------------------------------------------------------------------
+
+
+def _json_arg(text: str | None, flag: str) -> dict[str, Any]:
+    """A JSON object from the command line. NaN and Infinity are refused: Python's json
+    takes them, but they are not JSON and no other language would read them back."""
     if text is None:
         return {}
+    shown = text if len(text) <= 60 else text[:57] + "..."
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_not_json)
     except ValueError as exc:
-        raise UsageError(f"{name} is not valid JSON: {exc}") from None
+        raise UsageError(f"{flag} is not valid JSON: {exc} (got {shown!r}); give a JSON object "
+                         """such as '{"key": "value"}'""") from None
     if not isinstance(value, dict):
-        raise UsageError(f"{name} must be a JSON object, got {type(value).__name__}")
+        raise UsageError(f"{flag} must be a JSON object such as '{{\"key\": \"value\"}}', "
+                         f"got a JSON {type(value).__name__} ({shown!r})")
+    return value
+
+
+def _not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not JSON, which has no NaN or Infinity")
+
+
+def _id(value: str | None, name: str) -> str | None:
+    """An instance id as given, or ``None`` if not given; an empty or malformed one is bad
+    input (an empty one would otherwise quietly mean "make one up")."""
+    if value is not None and not ID_PATTERN.fullmatch(value):
+        raise UsageError(f"{name} {value!r} is not an id: ids are 1 to 128 characters "
+                         "from A-Z a-z 0-9 _ . : -")
+    return value
+
+
+def _given(value: str | None, name: str) -> str | None:
+    if value is not None and not value.strip():
+        leave_out = " or leave the flag out" if name.startswith("--") else ""
+        raise UsageError(f"{name} is empty; give a non-empty value{leave_out}")
     return value
 
 
 def _config_path(args: argparse.Namespace) -> str:
     from .app.wiring import default_config_path
 
-    path = getattr(args, "file", None) or getattr(args, "config", None) or default_config_path()
+    given = _given(getattr(args, "file", None), "FILE") or _given(getattr(args, "config", None), "--config")
+    path = given or default_config_path()
     if not Path(path).exists():
         raise UsageError(f"config file {path!r} not found (give one, or set FSM_CONFIG)")
     return path
@@ -92,19 +150,83 @@ def _definitions(args: argparse.Namespace):
     return load_file(path)
 
 
-def _client(args: argparse.Namespace, on_outcome: Callable | None = None):
+def _app(args: argparse.Namespace):
+    from .app.wiring import App
+
+    stores = [part.strip() for part in args.store.split(",")] if getattr(args, "store", None) is not None else None
+    settings_file = _given(getattr(args, "settings", None), "--settings")
+    return App.load(definitions=_definitions(args), settings_file=settings_file, store=stores)
+
+
+def _client(args: argparse.Namespace, say: Say | None = None):
+    """A client on the settings the flags name; ``say`` gets a line per transition."""
     from .app.client import Client
 
-    return Client(wiring=_app(args).wiring, on_outcome=on_outcome)
+    wiring = _app(args).wiring
+    return Client(wiring=wiring, on_outcome=_narrator(say, wiring) if say else None)
 
 
-def _print_outcome(outcome) -> None:
-    for hop in outcome.hops:
-        print(f"step {hop.step + 1:>4}  {hop.target:<20} event={hop.event or '-':<16} "
-              f"retries={outcome.retries} duration={hop.duration * 1000:.2f}ms", flush=True)
+# -- output -------------------------------------------------------------------------------
+
+
+def _progress(args: argparse.Namespace) -> Say | None:
+    """Where progress goes: stderr, only for a person at a terminal (as git does). With
+    ``--json``, or stderr in a pipe or a file, a command prints only its result."""
+    if getattr(args, "json", False) or not sys.stderr.isatty():
+        return None
+    return lambda line: print(line, file=sys.stderr, flush=True)
+
+
+def _narrator(say: Say, wiring: Any) -> Callable[[Any], None]:
+    def narrate(outcome: Any) -> None:
+        delay = _retry_delay(wiring, outcome.correlation_id) if outcome.result == "retrying" else None
+        for line in _outcome_lines(outcome, delay):
+            say(line)
+
+    return narrate
+
+
+def _retry_delay(wiring: Any, cid: str) -> float | None:
+    """The backoff before the next attempt, as the commit that scheduled it recorded it
+    (the instance's outbox): the line about a retry says how long the wait will be."""
+    from .app.delivery import freshest_record
+
+    found = freshest_record(wiring, cid)
+    outbox = (found[1].get("outbox") or []) if found else []
+    return max((float(entry.get("delay") or 0.0) for entry in outbox), default=None)
+
+
+def _outcome_lines(outcome: Any, delay: float | None) -> list[str]:
+    lines = [f"step {hop.step + 1:>4}  {hop.target:<20} event={hop.event or '-':<16} "
+             f"retries={outcome.retries} duration={hop.duration * 1000:.2f}ms" for hop in outcome.hops]
     if outcome.result in ("retrying", "failed", "rejected"):
-        print(f"{outcome.result:>9}  {outcome.state or '-':<20} retries={outcome.retries} "
-              f"error={outcome.error}", flush=True)
+        then = f"; next try in {delay:.2f}s" if delay is not None else ""
+        lines.append(f"{outcome.result:>9}  {outcome.state or '(start)':<20} retries={outcome.retries} "
+                     f"error={outcome.error}{then}")
+    return lines
+
+
+def _summary(status: dict[str, Any]) -> str:
+    where = f"in state {status['state']}" if status["state"] else "before its first state"
+    error = f" ({status['last_error']})" if status["last_error"] else ""
+    return f"{status['correlation_id']}: {status['status']} {where} after {status['steps']} steps{error}"
+
+
+def _verdict(args: argparse.Namespace, status: dict[str, Any]) -> int:
+    """Exit 1, saying why on stderr, when the instance this command ran has failed."""
+    if status["status"] != "failed":
+        return OK
+    print(f"fsm {args.command}: instance {_summary(status)}", file=sys.stderr)
+    return FAILED
+
+
+def _settled(args: argparse.Namespace, client: Any, cid: str) -> int:
+    """On the embedded runtime the instance has run: say where it is, fail if it failed."""
+    if client.runtime is None:
+        return OK
+    status = client.status(cid)
+    print(_summary(status))
+    return _verdict(args, status)
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -126,64 +248,55 @@ def cmd_graph(args: argparse.Namespace) -> int:
     from .graph import to_dot, to_mermaid
 
     definitions = _definitions(args)
-    names = [args.machine] if args.machine else sorted(definitions.machines)
+    names = [args.machine] if args.machine is not None else sorted(definitions.machines)
     render = to_mermaid if args.format == "mermaid" else to_dot
     print("\n\n".join(render(definitions.machine(name)) for name in names))
     return OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    client = _client(args, on_outcome=None if args.json else _print_outcome)
+    context = _json_arg(args.context, "--context")
+    cid = _id(args.correlation_id, "--correlation-id")
+    client = _client(args, None if args.json else print)
     if client.runtime is None:
         raise UsageError("`fsm run` drives the embedded runtime; unset `stream:` or use `fsm start`")
-    cid = client.start(args.machine, _json_arg(args.context, "--context"), args.correlation_id)
-    status = client.status(cid)
-    if args.json:
-        print(json.dumps(status))
-    else:
-        print(_summary(status))
-    return FAILED if status["status"] == "failed" else OK
-
-
-def _summary(status: dict[str, Any]) -> str:
-    where = f"in state {status['state']}" if status["state"] else "before its first state"
-    error = f" ({status['last_error']})" if status["last_error"] else ""
-    return f"{status['correlation_id']}: {status['status']} {where} after {status['steps']} steps{error}"
+    status = client.status(client.start(args.machine, context, cid))
+    print(json.dumps(status) if args.json else _summary(status))
+    return _verdict(args, status)
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    client = _client(args)
-    print(client.start(args.machine, _json_arg(args.context, "--context"), args.correlation_id))
-    return OK
+    context = _json_arg(args.context, "--context")
+    cid = _id(args.correlation_id, "--correlation-id")
+    client = _client(args, _progress(args))
+    cid = client.start(args.machine, context, cid)
+    print(cid, flush=True)
+    return _verdict(args, client.status(cid)) if client.runtime is not None else OK
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    client = _client(args)
-    client.send_event(args.id, args.event, _json_arg(args.data, "--data"), args.event_id)
-    return _settled(client, args.id)
-
-
-def _settled(client: Any, cid: str) -> int:
-    """On the embedded runtime the instance has run: say where it is, fail if it failed."""
-    if client.runtime is None:
-        return OK
-    status = client.status(cid)
-    print(_summary(status))
-    return FAILED if status["status"] == "failed" else OK
+    cid, event = _id(args.id, "ID"), _given(args.event, "EVENT")
+    data, event_id = _json_arg(args.data, "--data"), _given(args.event_id, "--event-id")
+    client = _client(args, _progress(args))
+    client.send_event(cid, event, data, event_id)
+    return _settled(args, client, cid)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status = _client(args).status(args.id)
+    cid = _id(args.id, "ID")
+    status = _client(args).status(cid)
     if args.json:
         print(json.dumps(status))
-    else:
-        for key, value in status.items():
-            print(f"{key:>14}: {json.dumps(value) if key == 'context' else value}")
-    return FAILED if status["status"] == "failed" else OK
+        return OK
+    for key, value in status.items():
+        shown = json.dumps(value) if key == "context" else "-" if value is None else value
+        print(f"{key:>14}: {shown}")
+    return OK
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    entries = _client(args).history(args.id)
+    cid = _id(args.id, "ID")
+    entries = _client(args).history(cid)
     if args.json:
         print(json.dumps(entries))
         return OK
@@ -196,40 +309,74 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    _client(args).cancel(args.id, args.reason)
+    cid = _id(args.id, "ID")
+    client = _client(args, _progress(args))
+    client.cancel(cid, args.reason)
+    later = "" if client.runtime is not None else "; cancel sent: a worker applies it"
+    print(_summary(client.status(cid)) + later)
     return OK
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    client = _client(args)
-    client.retry(args.id)
-    return _settled(client, args.id)
-
-
-def _app(args: argparse.Namespace):
-    from .app.wiring import App
-
-    stores = args.store.split(",") if getattr(args, "store", None) else None
-    return App.load(definitions=_definitions(args), settings_file=getattr(args, "settings", None), store=stores)
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    from .app.worker import run_worker
-
-    application = _app(args)
-    if not args.source and not application.wiring.embedded and application.wiring.routes.timers is None:
-        raise UsageError("nothing to do: give --source ARN, or configure a timer table (`retry:`)")
-    counts = run_worker(application, args.source, idle_exit=args.idle_exit)
-    print(f"worker: {counts['records']} records ({counts['failed']} failed), {counts['timers']} timers released")
-    return OK
+    cid = _id(args.id, "ID")
+    client = _client(args, _progress(args))
+    client.retry(cid)
+    return _settled(args, client, cid)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from .app.resume import resume
 
-    outcome = resume(_app(args), args.id)
-    print(f"{args.id}: {outcome}")
+    cid = _id(args.id, "ID")
+    outcome = resume(_app(args), cid)
+    print(f"{cid}: {outcome}")
     return OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from config.settings import check_address
+
+    from .app.worker import run_worker
+
+    for arn in args.source:
+        check_address("source", arn, "--source")
+    if args.idle_exit is not None and not (math.isfinite(args.idle_exit) and args.idle_exit >= 0):
+        raise UsageError(f"--idle-exit {args.idle_exit!r} must be a number of seconds, 0 or more")
+    application = _app(args)
+    if not args.source and not application.wiring.embedded and application.wiring.routes.timers is None:
+        raise UsageError("nothing to do: give --source ARN, or configure a timer table (`retry:`)")
+    say = _progress(args)
+    if say:
+        reading = f"polling {', '.join(args.source)} and releasing" if args.source else "releasing"
+        stops = f"stops after {args.idle_exit:g}s idle" if args.idle_exit is not None else "Ctrl-C stops it"
+        say(f"worker: {reading} due timers; {stops}")
+    counts = run_worker(application, args.source, idle_exit=args.idle_exit,
+                        on_progress=WorkerReport(say) if say else None)
+    print(json.dumps(counts) if args.json else
+          f"worker: {counts['records']} records ({counts['failed']} failed), {counts['timers']} timers released")
+    return OK
+
+
+class WorkerReport:
+    """A line a second while the worker handles messages, with the rate over that second;
+    none while it is idle, so an idle worker's terminal stays still."""
+
+    def __init__(self, say: Say, clock: Callable[[], float] = time.monotonic):
+        self.say, self.clock = say, clock
+        self.since = clock()
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, counts: dict[str, int]) -> None:
+        now = self.clock()
+        elapsed = now - self.since
+        if elapsed < 1.0:
+            return
+        if any(value != self.seen.get(key, 0) for key, value in counts.items()):
+            handled = counts["records"] - self.seen.get("records", 0)
+            self.say(f"worker: {handled} messages in {elapsed:.1f}s ({handled / elapsed:.1f}/s); "
+                     f"{counts['records']} in all ({counts['failed']} failed), "
+                     f"{counts['timers']} timers released, {counts['healed']} healed")
+        self.since, self.seen = now, dict(counts)
 
 
 def cmd_create_resources(args: argparse.Namespace) -> int:
@@ -241,60 +388,82 @@ def cmd_create_resources(args: argparse.Namespace) -> int:
     return OK
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fsm", description="lambda-fsm: durable state machines")
-    sub = parser.add_subparsers(dest="command")
+# -- the parser ---------------------------------------------------------------------------
 
-    def command(name: str, func: Callable, help: str, file: bool = False, client: bool = True):
+ID_HELP = "the instance's correlation id (what `fsm start` printed)"
+
+
+def _parser() -> Parser:
+    parser = Parser(prog="fsm", description="lambda-fsm: durable state machines. Exit codes: 0 success, "
+                                            "1 a runtime failure, 2 bad input or usage.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, func: Callable, help: str, file: bool = False, client: bool = True) -> Parser:
         p = sub.add_parser(name, help=help, description=help)
         if file:
-            p.add_argument("file", help="the machines' YAML file")
+            p.add_argument("file", metavar="FILE", help="the machines' YAML file")
         elif client:
-            p.add_argument("--config", help="machines' YAML (default: $FSM_CONFIG, then ./fsm.yaml)")
+            p.add_argument("--config", metavar="FILE",
+                           help="the machines' YAML file (default: $FSM_CONFIG, then ./fsm.yaml)")
         if client:
-            p.add_argument("--settings", help="settings YAML (default: $FSM_SETTINGS)")
-            p.add_argument("--store", help="store URL(s), comma-separated (default: $FSM_STORE, then "
-                                           "sqlite:///.fsm/fsm.sqlite3)")
+            p.add_argument("--settings", metavar="FILE", help="a settings YAML file (default: $FSM_SETTINGS)")
+            p.add_argument("--store", metavar="URL[,URL]", help="store URL(s), primary first, comma-separated "
+                                                                "(default: $FSM_STORE, then sqlite:///.fsm/fsm.sqlite3)")
         p.set_defaults(func=func)
         return p
 
-    command("validate", cmd_validate, "check a machines file; print one line per machine", True, False)
-    p = command("graph", cmd_graph, "print machines as a diagram", True, False)
-    p.add_argument("--machine")
-    p.add_argument("--format", choices=("dot", "mermaid"), default="dot")
-    p = command("run", cmd_run, "run an instance on the embedded runtime until it settles", True)
-    p.add_argument("--machine", required=True)
-    p.add_argument("--context", help="initial context, a JSON object")
-    p.add_argument("--correlation-id")
-    p.add_argument("--json", action="store_true", help="print the final status as JSON")
-    p = command("start", cmd_start, "start an instance; prints its correlation id")
-    p.add_argument("--machine", required=True)
-    p.add_argument("--context", help="initial context, a JSON object")
-    p.add_argument("--correlation-id")
-    p = command("send", cmd_send, "send an external event to an instance")
-    p.add_argument("id")
-    p.add_argument("event")
-    p.add_argument("--data", help="event data, a JSON object merged into the context")
-    p.add_argument("--event-id", help="deduplicates retries of the same send")
-    p = command("status", cmd_status, "show where an instance is")
-    p.add_argument("id")
-    p.add_argument("--json", action="store_true")
-    p = command("history", cmd_history, "show an instance's transitions")
-    p.add_argument("id")
-    p.add_argument("--json", action="store_true")
-    p = command("cancel", cmd_cancel, "cancel an instance")
-    p.add_argument("id")
-    p.add_argument("--reason", default="cancelled by user")
-    p = command("retry", cmd_retry, "resume a failed instance from the message it failed on")
-    p.add_argument("id")
-    p = command("resume", cmd_resume, "re-dispatch the message at an instance's last Kinesis checkpoint")
-    p.add_argument("id")
+    _definition_commands(command)
+    _instance_commands(command)
     p = command("worker", cmd_worker, "poll SQS, Kinesis and DynamoDB streams and release due timers")
-    p.add_argument("--source", action="append", default=[], help="queue, stream or table ARN (repeatable)")
-    p.add_argument("--idle-exit", type=float, help="exit after this many seconds with nothing to do")
+    p.add_argument("--source", metavar="ARN", action="append", default=[],
+                   help="a queue, stream or table ARN to read (repeatable)")
+    p.add_argument("--idle-exit", metavar="SECONDS", type=float,
+                   help="exit after this many seconds with nothing to do (default: run until stopped)")
+    p.add_argument("--json", action="store_true", help="print the final counts as JSON, and no progress")
     command("create-resources", cmd_create_resources,
             "create the queues, streams, topics and tables the settings name (safe to run twice)")
     return parser
+
+
+def _definition_commands(command: Callable[..., Parser]) -> None:
+    command("validate", cmd_validate, "check a machines file; print one line per machine", True, False)
+    p = command("graph", cmd_graph, "print machines as a diagram", True, False)
+    p.add_argument("--machine", metavar="NAME", help="draw only this machine (default: every machine)")
+    p.add_argument("--format", choices=("dot", "mermaid"), default="dot",
+                   help="Graphviz dot (default) or a Mermaid state diagram")
+    p = command("run", cmd_run, "run an instance on the embedded runtime until it settles", True)
+    p.add_argument("--machine", metavar="NAME", required=True, help="the machine to start")
+    p.add_argument("--context", metavar="JSON", help="the initial context, a JSON object")
+    p.add_argument("--correlation-id", metavar="ID", help="the instance's id (default: a new one)")
+    p.add_argument("--json", action="store_true",
+                   help="print only the final status, as one JSON object (no line per transition)")
+
+
+def _instance_commands(command: Callable[..., Parser]) -> None:
+    p = command("start", cmd_start, "start an instance; prints its correlation id")
+    p.add_argument("--machine", metavar="NAME", required=True, help="the machine to start")
+    p.add_argument("--context", metavar="JSON", help="the initial context, a JSON object")
+    p.add_argument("--correlation-id", metavar="ID",
+                   help="the instance's id; a given one makes the start idempotent (default: a new one)")
+    p = command("send", cmd_send, "send an external event to an instance")
+    p.add_argument("id", metavar="ID", help=ID_HELP)
+    p.add_argument("event", metavar="EVENT", help="the event, one the instance's state has a transition on")
+    p.add_argument("--data", metavar="JSON", help="event data, a JSON object merged into the context")
+    p.add_argument("--event-id", metavar="ID", help="deduplicates retries of the same send (default: a new one)")
+    p = command("status", cmd_status, "show where an instance is")
+    p.add_argument("id", metavar="ID", help=ID_HELP)
+    p.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    p = command("history", cmd_history, "show an instance's transitions")
+    p.add_argument("id", metavar="ID", help=ID_HELP)
+    p.add_argument("--json", action="store_true", help="print the transitions as one JSON array")
+    p = command("cancel", cmd_cancel, "cancel an instance; prints where it is now")
+    p.add_argument("id", metavar="ID", help=ID_HELP)
+    p.add_argument("--reason", metavar="TEXT", default="cancelled by user",
+                   help="kept in the history (default: 'cancelled by user')")
+    p = command("retry", cmd_retry, "resume a failed instance from the message it failed on")
+    p.add_argument("id", metavar="ID", help=ID_HELP)
+    p = command("resume", cmd_resume, "re-dispatch the message at an instance's last Kinesis checkpoint")
+    p.add_argument("id", metavar="ID", help=ID_HELP)
 
 
 if __name__ == "__main__":

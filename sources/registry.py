@@ -16,6 +16,7 @@ A service module that reads Lambda records provides ``EVENT_SOURCE``, ``item_id(
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import Any
 
@@ -60,7 +61,7 @@ RECORD_SOURCES: dict[str, str] = {
     "aws:dynamodb": "sources.dynamodb_stream",
 }
 # Events that arrive whole, not as Records: EventBridge (messages a rule delivers).
-EVENT_READERS = {"eventbridge": "sources.eventbridge"}
+EVENT_READERS = {"eventbridge": "sources.eventbridge", "ecs": "sources.ecs"}
 EXTRAS = {"redis": "redis", "pymemcache": "memcache", "boto3": "aws", "botocore": "aws"}
 
 
@@ -77,7 +78,9 @@ def adapter_class(role: str, name: str) -> type:
     scheme = scheme_of(name)
     if scheme not in table:
         known = ", ".join(sorted(table))
-        raise UnknownBackend(f"no {role} adapter for {name!r}; known: {known} "
+        close = difflib.get_close_matches(scheme or name.partition(":")[0], list(table), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UnknownBackend(f"no {role} adapter for {name!r}{hint}; known: {known} "
                              "(URL schemes like redis://, or ARNs like arn:aws:sqs:...)")
     module_name, class_name = table[scheme].split(":")
     return getattr(_import(module_name, name), class_name)

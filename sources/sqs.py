@@ -14,6 +14,7 @@ per-message delay, so its ``max_delay`` is 0.
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -109,40 +110,75 @@ def retry_later(records: Sequence[Mapping[str, Any]], *, client: Any = None, url
                 endpoint_url: str | None = None, aws: Mapping[str, Any] | None = None,
                 rng: random.Random | None = None) -> None:
     """Make failed records visible again after a short jittered backoff instead of the
-    queue's visibility timeout. Best effort: a record whose visibility cannot be changed
-    still comes back, later."""
-    rng = rng or random.Random()
+    queue's visibility timeout (minutes, sized for the function's timeout), so a record
+    that failed for a passing reason is retried within seconds. Best effort: a record
+    whose visibility cannot be changed still comes back, later.
+
+    Ordered (FIFO) records are left alone: the handler stops an ordered batch at its
+    first failure, and such a batch comes back as a whole on the source's own terms.
+    """
     by_queue: dict[str, list[Mapping[str, Any]]] = {}
     for record in records:
-        by_queue.setdefault(str(record.get("eventSourceARN", "")), []).append(record)
+        if not ordered(record):
+            by_queue.setdefault(str(record.get("eventSourceARN", "")), []).append(record)
     for arn, queued in by_queue.items():
         _, region, account, name = awslib.parse_arn(arn)
         sqs = client or _client(region, endpoint_url, aws)
-        queue_url = url or call(arn, sqs, "get_queue_url", QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
-        entries = []
-        for index, record in enumerate(queued):
-            receives = int((record.get("attributes") or {}).get("ApproximateReceiveCount") or 1)
-            delay = max(1, math.ceil(full_jitter(receives, RETRY_BASE, RETRY_CAP, rng)))
-            entries.append({"Id": str(index), "ReceiptHandle": record["receiptHandle"], "VisibilityTimeout": delay})
+        queue_url = url or _queue_url(arn, sqs, name, account, cache=client is None)
+        entries = [{"Id": str(index), "ReceiptHandle": record["receiptHandle"],
+                    "VisibilityTimeout": backoff_seconds(receive_count(record), rng)}
+                   for index, record in enumerate(queued)]
         for start in range(0, len(entries), MAX_BATCH_ENTRIES):
             call(arn, sqs, "change_message_visibility_batch", QueueUrl=queue_url,
                  Entries=entries[start:start + MAX_BATCH_ENTRIES])
 
 
-_clients: dict[tuple[str, str | None], Any] = {}
+def receive_count(record: Mapping[str, Any]) -> int:
+    """How many times SQS has handed this record out, this time included."""
+    return max(1, int((record.get("attributes") or {}).get("ApproximateReceiveCount") or 1))
+
+
+def backoff_seconds(receives: int, rng: random.Random | None = None) -> int:
+    """Whole seconds (what ChangeMessageVisibility takes) between 1 and ``RETRY_CAP``,
+    drawn from a ceiling that doubles with each receive: records that failed together
+    come back spread out, and a record that keeps failing waits longer each time."""
+    return max(1, math.ceil(full_jitter(receives, RETRY_BASE, RETRY_CAP, rng)))
+
+
+# Built once per container: a Lambda pays for a client and a GetQueueUrl on its first
+# failed record, not on every one.
+_clients: dict[tuple[Any, ...], Any] = {}
+_queue_urls: dict[tuple[str, str | None], str] = {}
 
 
 def _client(region: str, endpoint_url: str | None, aws: Mapping[str, Any] | None) -> Any:
-    key = (region, endpoint_url)
+    # boto3 reads AWS_ENDPOINT_URL when a client is made: a client made under another
+    # value (a test against moto_server, then one in-process) must not be reused.
+    key = (region, endpoint_url, _env_endpoint(), tuple(sorted((aws or {}).items())))
     if key not in _clients:
         _clients[key] = awslib.make_client("sqs", region or None, endpoint_url, aws)
     return _clients[key]
 
 
+def _queue_url(arn: str, sqs: Any, name: str, account: str, cache: bool) -> str:
+    key = (arn, getattr(getattr(sqs, "meta", None), "endpoint_url", None))
+    if cache and key in _queue_urls:
+        return _queue_urls[key]
+    found = str(call(arn, sqs, "get_queue_url", QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"])
+    if cache:
+        _queue_urls[key] = found
+    return found
+
+
+def _env_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_SQS") or os.environ.get("AWS_ENDPOINT_URL")
+
+
 class SqsPoller:
     """Reads a queue as Lambda's event source mapping does: records in Lambda's shape;
-    ``done`` deletes what succeeded and makes the failed visible again after a short
-    jittered backoff."""
+    ``done`` deletes what succeeded and leaves the failed on the queue. ``handle_event``
+    has already shortened their wait (:func:`retry_later`), as it does on Lambda, where
+    the event source mapping knows nothing of it either."""
 
     long_polls = True  # an empty poll waited on the server: the worker need not sleep
 
@@ -152,7 +188,6 @@ class SqsPoller:
         self.arn, self.batch = arn, batch
         self.client = awslib.make_client("sqs", self.region or None, endpoint_url, aws, client)
         self.url = call(arn, self.client, "get_queue_url", QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
-        self._receipts: dict[str, str] = {}
 
     def poll(self, wait: bool = True) -> list[dict[str, Any]]:
         reply = call(self.arn, self.client, "receive_message", QueueUrl=self.url,
@@ -160,7 +195,6 @@ class SqsPoller:
                      AttributeNames=["All"], MessageAttributeNames=["All"])
         records = []
         for m in reply.get("Messages", []):
-            self._receipts[m["MessageId"]] = m["ReceiptHandle"]
             records.append({"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
                             "attributes": m.get("Attributes", {}), "messageAttributes": m.get("MessageAttributes", {}),
                             "md5OfBody": m.get("MD5OfBody", ""), "eventSource": "aws:sqs",
@@ -170,10 +204,6 @@ class SqsPoller:
     def done(self, records: list[dict[str, Any]], failed: set[str]) -> None:
         entries = [{"Id": str(i), "ReceiptHandle": r["receiptHandle"]}
                    for i, r in enumerate(records) if r["messageId"] not in failed]
-        for r in records:
-            self._receipts.pop(r["messageId"], None)
-        for start in range(0, len(entries), 10):
-            call(self.arn, self.client, "delete_message_batch", QueueUrl=self.url, Entries=entries[start:start + 10])
-        visible_again = [r for r in records if r["messageId"] in failed]
-        if visible_again:
-            retry_later(visible_again, client=self.client, url=self.url)
+        for start in range(0, len(entries), MAX_BATCH_ENTRIES):
+            call(self.arn, self.client, "delete_message_batch", QueueUrl=self.url,
+                 Entries=entries[start:start + MAX_BATCH_ENTRIES])

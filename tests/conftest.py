@@ -40,16 +40,37 @@ TIMER_KINDS = ["memory", "sqlite", "redis", "dynamodb"]
 ACCOUNT = "123456789012"
 
 
+SERVER_FIXTURES = frozenset({"redis_url", "memcached_url", "moto_url", "fresh_moto_url", "private_redis",
+                             "private_moto"})
+MOTO_FIXTURES = frozenset({"moto_url", "fresh_moto_url"})   # one shared moto_server, reset by tests
+SERVER_KINDS = frozenset({"redis", "memcached"})    # parameters of the store and timer fixtures
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "integration: needs real servers (redis-server, memcached, moto_server)")
     config.addinivalue_line("markers", "soak: long-running load or chaos test, not part of the quick suite")
+    config.addinivalue_line("markers", "slow: needs a real server or takes seconds; "
+                                       "the fast tier is `python -m pytest -m 'not slow'`")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    integration = ROOT / "tests" / "integration"
+    """The fast tier (``-m "not slow"``) needs no server: everything that uses one,
+    whether by fixture or by a store/timer parameter, is ``slow`` too."""
+    integration, soak = ROOT / "tests" / "integration", ROOT / "tests" / "soak"
     for item in items:
         if integration in item.path.parents:
             item.add_marker(pytest.mark.integration)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if (integration in item.path.parents or soak in item.path.parents or SERVER_FIXTURES & fixtures
+                or SERVER_KINDS & {v for v in params.values() if isinstance(v, str)}):
+            item.add_marker(pytest.mark.slow)
+        if MOTO_FIXTURES & fixtures or integration in item.path.parents:
+            # Run in parallel (pytest -n 2 --dist loadgroup), the tests that share moto_server
+            # (and reset it, or reach it through getfixturevalue) stay on one worker; the
+            # rest spread over the others.
+            item.add_marker(pytest.mark.xdist_group("moto"))
 
 
 # ---- servers ----------------------------------------------------------------------------
@@ -181,7 +202,7 @@ def start_moto(log_dir: Path, command: list[str]) -> tuple[str, Server]:
 
 def session_server(name: str, env_var: str, available: bool, start: Callable[[], tuple[str, Server]],
                    stack: contextlib.ExitStack) -> str:
-    if os.environ.get(env_var):
+    if env_var and os.environ.get(env_var):
         return os.environ[env_var]
     if not available:
         unavailable(name, f"it is not installed and {env_var} is not set")
@@ -232,6 +253,17 @@ def fresh_moto_url(moto_url: str) -> str:
     with urllib.request.urlopen(request, timeout=10):
         pass
     return moto_url
+
+
+@pytest.fixture
+def private_moto(server_logs: Path) -> Iterator[str]:
+    """A moto_server of this test's own: a long test (the soak) that other tests'
+    ``/moto-api/reset`` must not wipe, when the suite runs in parallel."""
+    command = moto_command()
+    if command is None:
+        unavailable("moto_server", "it is not installed")
+    with contextlib.ExitStack() as stack:
+        yield session_server("moto_server", "", True, lambda: start_moto(server_logs, command or []), stack)
 
 
 @pytest.fixture

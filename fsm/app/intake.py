@@ -25,8 +25,6 @@ from ..logs import log
 from .delivery import process, release_due_timers
 from .wiring import App, Wiring
 
-ECS_TASK_CHANGE = "ECS Task State Change"
-
 
 def handle_event(application: App, event: Any) -> dict[str, Any]:
     wiring = application.wiring
@@ -102,8 +100,9 @@ def _whole_event(application: App, event: Mapping[str, Any]) -> dict[str, Any]:
         delivery = eventbridge.read_event(event)
         outcome = process(wiring, delivery.body, delivery.source)
         return {"result": outcome.result if outcome else "dead-lettered"}
-    if event.get("detail-type") == ECS_TASK_CHANGE:
-        return _ecs_task_change(application, event)
+    ecs = event_reader("ecs")
+    if ecs.is_task_change(event):
+        return _ecs_task_change(application, ecs.event_from_task_change(event))
     if event.get("source") == "aws.events" or event.get("detail-type") == "Scheduled Event":
         moved = release_due_timers(wiring, wiring.dispatcher.clock())
         return {"timers_released": moved, "instances_healed": wiring.dispatcher.resend_overdue()}
@@ -125,13 +124,10 @@ def _text(value: Any) -> str:
         return repr(value)
 
 
-def _ecs_task_change(application: App, event: Mapping[str, Any]) -> dict[str, Any]:
+def _ecs_task_change(application: App, found: tuple[str, str, dict[str, Any], str] | None) -> dict[str, Any]:
     """A stopped task started by ``actions.ecs.RunTask`` reports to its instance."""
-    from actions.ecs import event_from_task_change
-
     from .client import Client
 
-    found = event_from_task_change(dict(event))
     if found is None:
         return {"ignored": True}
     cid, name, data, event_id = found

@@ -84,11 +84,13 @@ class Source:
 def run_worker(application: App, sources: list[str], *, idle_exit: float | None = None,
                clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
                should_stop: Callable[[], bool] = lambda: False,
-               open_poller: PollerFactory | None = None) -> dict[str, int]:
+               open_poller: PollerFactory | None = None,
+               on_progress: Callable[[dict[str, int]], None] | None = None) -> dict[str, int]:
     """Poll ``sources`` until ``should_stop()`` or ``idle_exit`` seconds without work.
 
     ``open_poller`` (default :func:`default_poller`) lets a test wrap the pollers, to delete
-    a queue at a chosen moment for instance.
+    a queue at a chosen moment for instance. ``on_progress`` gets a copy of the counts
+    after every round, busy or idle, so a caller can show a rate without a thread of its own.
     """
     factory: PollerFactory = open_poller or default_poller
     settings = application.settings
@@ -142,6 +144,8 @@ def run_worker(application: App, sources: list[str], *, idle_exit: float | None 
             counts["records"] += len(records)
             counts["failed"] += len(failed)
         was_busy = busy
+        if on_progress is not None:
+            on_progress(dict(counts))
         if busy:
             idle_since = clock()
         elif idle_exit is not None and clock() - idle_since >= idle_exit:

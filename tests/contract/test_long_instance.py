@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from protocol_kit import HandBus, dispatcher, start
 
 from config.loader import load_text
@@ -44,6 +45,7 @@ class CountingStore:
         return getattr(self.inner, name)
 
 
+@pytest.mark.slow  # thousands of transitions per store: a cost check, not a quick one
 def test_five_thousand_transitions_cost_the_same_at_the_end(store_factory: Callable[[], Any],
                                                             request: Any) -> None:
     steps = DYNAMODB_STEPS if "dynamodb" in request.node.name else STEPS

@@ -1,6 +1,7 @@
 """`fsm validate` and `fsm graph` as a user runs them: a real process, real files.
 
-A bad file exits 2 and prints every problem as ``FILE:LINE: message``, never a traceback.
+A bad file exits 2 and prints every problem as ``fsm COMMAND: FILE:LINE: message``, never a
+traceback.
 Lines a problem must be reported at carry a ``#!name`` marker in the YAML.
 """
 
@@ -170,7 +171,7 @@ def test_every_problem_is_printed_and_the_exit_code_is_2(tmp_path: Path, acts: s
     assert len(printed) == len(expected), result.stderr
     for path, marker, message in expected:
         relative = path.relative_to(tmp_path)
-        prefix = f"{relative}:{markers(path)[marker]}: {message}"
+        prefix = f"fsm validate: {relative}:{markers(path)[marker]}: {message}"
         assert any(line.startswith(prefix) for line in printed), f"{prefix!r} not in:\n{result.stderr}"
 
 
@@ -178,7 +179,7 @@ def test_a_yaml_syntax_error_in_the_given_file(tmp_path: Path) -> None:
     path = write(tmp_path, "fsm.yaml", "machines:\n  - name: m\n    states:\n\t- name: a\n")
     result = fsm(tmp_path, "validate", str(path))
     assert (result.returncode, result.stdout) == (2, "")
-    assert result.stderr.startswith(f"{path}:4: YAML syntax error: ")
+    assert result.stderr.startswith(f"fsm validate: {path}:4: YAML syntax error: ")
     assert "Traceback" not in result.stderr
 
 

@@ -23,7 +23,6 @@ from actions.ecs import (
     MAX_OVERRIDES_BYTES,
     RunTask,
     client_token,
-    event_from_task_change,
     started_by,
     task_event_id,
 )
@@ -34,6 +33,7 @@ from fsm.app.intake import handle_event
 from fsm.app.wiring import build
 from fsm.client import Client
 from fsm.container import ReportError, report
+from sources.ecs import event_from_task_change
 
 moto = pytest.importorskip("moto")
 boto3 = pytest.importorskip("boto3")

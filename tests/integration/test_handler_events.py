@@ -229,7 +229,8 @@ def test_scheduled_event_releases_due_timers(rig: Any, redis_url: str) -> None:
     """A timer due in the past is moved onto the stream by EventBridge's scheduled event;
     one due later stays where it is."""
     timers_table = arn("dynamodb", f"table/{unique('timers')}")
-    r: Rig = rig("sqs", retry=[timers_table])
+    # A store of its own: the sweep in the same event must not find other tests' instances.
+    r: Rig = rig("sqs", store=["memory://"], retry=[timers_table])
     timers = r.app.wiring.routes.timers
     assert timers is not None and type(timers).__name__ == "DynamoTimers"
     due, later = uuid.uuid4().hex, uuid.uuid4().hex

@@ -19,8 +19,9 @@ from soak import run_soak
 pytestmark = pytest.mark.soak
 
 
-def test_every_instance_finishes_each_step_once_under_faults(moto_url: str, redis_url: str,
+def test_every_instance_finishes_each_step_once_under_faults(private_moto: str, redis_url: str,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    moto_url = private_moto  # its own server: the parallel suite resets the shared one
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     instances = int(os.environ.get("FSM_SOAK_INSTANCES", "20"))
     report = run_soak(moto_url, redis_url, instances=instances, steps=20, chaos=0.2, timeout=600)

@@ -12,6 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the benchmarks start (or use) real servers
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
 

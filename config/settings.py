@@ -23,7 +23,8 @@ from fsm.errors import InvalidDefinition
 
 DEFAULT_STORE = "sqlite:///.fsm/fsm.sqlite3"
 LIST_KEYS = ("store", "stream", "retry", "checkpoint", "dead_letter", "notify")
-MAP_KEYS = ("endpoints", "aws", "metrics", "chaos")
+MAP_KEYS = ("endpoints", "aws", "metrics", "chaos", "api")
+API_KEYS = ("token_secret", "auth")
 NUMBER_KEYS = ("lease_timeout", "max_local_hops", "resend_after", "history_retention_days")
 # How each URL scheme or ARN service is written, in the order error messages list them.
 FORMS = {
@@ -58,6 +59,7 @@ class Settings:
     aws: dict[str, Any] = field(default_factory=dict)         # connect_timeout, read_timeout, max_attempts
     metrics: dict[str, Any] = field(default_factory=lambda: {"target": "none", "namespace": "lambda-fsm"})
     chaos: dict[str, float] = field(default_factory=dict)     # ARN/URL -> fault probability
+    api: dict[str, Any] = field(default_factory=dict)         # the HTTP API: auth (iam | token), token_secret
     lease_timeout: float = 960.0   # above Lambda's 900 s maximum run time
     max_local_hops: int = 100
     resend_after: float = 60.0
@@ -152,6 +154,8 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             if value["target"] not in ("none", "cloudwatch", "emf"):
                 raise InvalidDefinition(f"{where}: metrics.target must be one of "
                                         f"none, cloudwatch, emf; got {value['target']!r}")
+        if key == "api":
+            _check_api(value, where)
         return dict(value)
     try:
         number = float(value)
@@ -162,6 +166,18 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     if number < 0:
         raise InvalidDefinition(f"{where} must be 0 or more, got {value!r}")
     return int(number) if key == "max_local_hops" else number
+
+
+def _check_api(value: Mapping[str, Any], where: str) -> None:
+    unknown = sorted(set(value) - set(API_KEYS))
+    if unknown:
+        raise InvalidDefinition(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(API_KEYS)}")
+    if value.get("auth", "iam") not in ("iam", "token"):
+        raise InvalidDefinition(f"{where}: api.auth must be iam or token, got {value['auth']!r}")
+    secret = value.get("token_secret")
+    if secret is not None and not (isinstance(secret, str) and secret.startswith("arn:aws:secretsmanager:")):
+        raise InvalidDefinition(f"{where}: api.token_secret must be a Secrets Manager ARN "
+                                f"(arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME), got {secret!r}")
 
 
 # -- URLs and ARNs --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ when stderr is not a terminal, they print nothing but their result.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -422,7 +423,15 @@ def _parser() -> Parser:
     p.add_argument("--json", action="store_true", help="print the final counts as JSON, and no progress")
     command("create-resources", cmd_create_resources,
             "create the queues, streams, topics and tables the settings name (safe to run twice)")
+    for module in OPERATOR_COMMANDS:
+        importlib.import_module(module).register(command)
     return parser
+
+
+# Commands that live beside what they operate on: each module's ``register(command)`` adds
+# its subcommand through the same factory (so it takes --config/--settings/--store too)
+# and keeps its heavier imports inside the command function.
+OPERATOR_COMMANDS = ("fsm.app.template", "fsm.app.listing", "fsm.app.watch", "fsm.app.ui")
 
 
 def _definition_commands(command: Callable[..., Parser]) -> None:

@@ -80,6 +80,20 @@ class TimerStore(Protocol):
 
 
 @runtime_checkable
+class InstanceIndex(Protocol):
+    """Optional store capability: find instances without reading them all.
+
+    ``list_instances`` returns one page of records matching every filter given, most
+    recently updated first, and an opaque cursor for the next page (``None`` at the end).
+    Stores keep the index in the same write as ``swap`` (sqlite indexes, redis sorted
+    sets, a DynamoDB GSI); memcached cannot list keys and does not have it."""
+
+    def list_instances(self, *, machine: str | None = None, status: str | None = None,
+                       state: str | None = None, since: float | None = None, limit: int = 50,
+                       cursor: str | None = None) -> tuple[list[Record], str | None]: ...
+
+
+@runtime_checkable
 class NextDue(Protocol):
     """Optional timer capability: when the earliest timer is due (the embedded runtime
     sleeps until then instead of polling)."""

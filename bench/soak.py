@@ -26,6 +26,11 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 
 from fsm import Action
 
+if __name__ == "__main__":
+    # The machine names its action `soak.SoakStep`: run as a script, this module must be
+    # that `soak`, or the action would be a second copy without the redis connection.
+    sys.modules.setdefault("soak", sys.modules[__name__])
+
 REDIS: dict[str, Any] = {}
 
 
@@ -89,6 +94,12 @@ def run_soak(moto_url: str, redis_url: str, instances: int = 50, steps: int = 20
     from fsm.client import Client
     from fsm.errors import RecoverableError
     from fsm.ports import NullMetrics
+
+    # moto_server takes any credentials, but boto3 wants some and a region.
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        os.environ.setdefault(name, value)
+    os.environ["AWS_ENDPOINT_URL"] = moto_url
     from sources.aws import make_client
 
     os.environ["AWS_ENDPOINT_URL"] = moto_url

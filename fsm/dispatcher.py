@@ -55,7 +55,7 @@ from .record import FINISHED, Record, Status, error_info, history_entry, new_rec
 class Outcome:
     """What happened to one message (``result``) and where the instance is now."""
 
-    result: str            # committed | retrying | failed | cancelled | rejected | duplicate | busy
+    result: str            # committed | retrying | failed | cancelled | rejected | duplicate | stale | busy
     correlation_id: str
     status: str | None = None
     state: str | None = None
@@ -146,6 +146,11 @@ class Dispatcher:
             return Outcome("rejected", cid, error=f"unknown instance {cid!r}")
         if isinstance(got, leases.Duplicate):
             return self._duplicate(store, msg, got.record, now)
+        if isinstance(got, leases.Stale):
+            self.metrics.incr("StaleMessages", dims={"Machine": machine.name})
+            log(logging.WARNING, "stale copy acknowledged", correlation_id=cid, step=msg.step, fence=msg.fence,
+                stored_fence=got.record["fence"], status=got.record["status"])
+            return Outcome("stale", cid, got.record["status"], got.record.get("state"))
         if isinstance(got, leases.Busy):
             self.metrics.incr("LeaseContention", dims={"Machine": machine.name})
             self._requeue(msg)
@@ -325,18 +330,15 @@ class Dispatcher:
         """Acknowledge a message whose work is committed, re-sending the outbox when the
         commit may have crashed before sending it.
 
-        Only the redelivery of the very message that was consumed can know that; a re-sent
-        copy re-sends again only once the outbox is overdue, so copies cannot chain.
+        Only the redelivery of the very message that was consumed can know that. A copy
+        (sent again by the sweep or ``fsm resume``) re-sends nothing: healing what is still
+        owed is the sweep's job, which does it at most once per ``resend_after``, so copies
+        cannot chain or pile up behind a backlog.
         """
         self.metrics.incr("Duplicates", dims={"Machine": msg.machine})
         outbox = record.get("outbox") or []
-        mine = record.get("consumed") == _identity(msg) and not record.get("lease_owner")
-        if outbox and mine:
-            overdue = now > record.get("updated_at", 0) + max(e["delay"] for e in outbox) + self.resend_after
-            if not msg.copy or overdue:
-                self._send([(Message(**{**e["message"], "copy": True}), e["delay"]) for e in outbox])
-            else:
-                self._requeue(msg)
+        if outbox and not msg.copy and record.get("consumed") == _identity(msg) and not record.get("lease_owner"):
+            self._send([(Message(**{**e["message"], "copy": True}), e["delay"]) for e in outbox])
         return Outcome("duplicate", msg.correlation_id, record.get("status"), record.get("state"))
 
     def _stale(self, msg: Message) -> Outcome:

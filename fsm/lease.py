@@ -44,11 +44,21 @@ class Busy:
 
 
 @dataclass(frozen=True)
+class Stale:
+    """A step message for the record's own position that the record has left behind: the
+    instance is waiting there, or an acquire since raised the fence above the message's
+    and let go without moving on. A copy from before that: acknowledged, counted, nothing
+    run, nothing written."""
+
+    record: Record
+
+
+@dataclass(frozen=True)
 class Missing:
     """An event for an instance the store does not know."""
 
 
-Acquired = Lease | Duplicate | Busy | Missing
+Acquired = Lease | Duplicate | Busy | Stale | Missing
 
 
 def _lease_fields(owner: str, fence: int, now: int, lease_ms: int) -> dict[str, Any]:
@@ -64,8 +74,12 @@ def live(record: Record, now: int, holder_alive: Callable[[str], bool] | None = 
 
 
 def release(store: InstanceStore, lease: Lease) -> bool:
-    """Give the lease back unchanged (the holder is stopping mid-transition)."""
-    return commit(store, lease, {})
+    """Give the lease back (the holder is stopping mid-transition). The record keeps its
+    position; its owed messages take the new fence, so a copy sent again is not taken
+    for a stale one."""
+    outbox = [{**entry, "message": {**entry["message"], "fence": lease.fence}}
+              for entry in lease.record.get("outbox") or []]
+    return commit(store, lease, {"outbox": outbox} if outbox else {})
 
 
 def acquire(store: InstanceStore, msg: Message, owner: str, lease_ms: int, now: int,
@@ -78,7 +92,7 @@ def acquire(store: InstanceStore, msg: Message, owner: str, lease_ms: int, now: 
     else:
         expect = {"step": msg.step, "fence": msg.fence, "lease_owner": ""}
         if steps:
-            expect["retries"] = msg.retries
+            expect.update(retries=msg.retries, status=Status.RUNNING)
         elif msg.kind in (Kind.EVENT, Kind.TIMER):
             expect["status"] = Status.WAITING
         fields = _lease_fields(owner, msg.fence + 1, now, lease_ms)
@@ -113,8 +127,12 @@ def _decide(msg: Message, current: Record | None, now: int,
     if current is None:
         return Missing() if msg.kind != Kind.STEP else None
     if msg.kind == Kind.STEP:
-        if current["status"] in FINISHED or (current["step"], current["retries"]) > msg.position:
+        position = (current["step"], current["retries"])
+        if current["status"] in FINISHED or position > msg.position:
             return Duplicate(current)
+        if position == msg.position and (current["status"] == Status.WAITING or (
+                current["fence"] > msg.fence and not current.get("lease_owner"))):
+            return Stale(current)
     elif msg.event_id in (current.get("event_ids") or ()):
         return Duplicate(current)
     elif msg.kind == Kind.TIMER and (current["step"] != msg.step or current["state"] != msg.state

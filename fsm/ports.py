@@ -158,6 +158,7 @@ class Poller(Protocol):
     Lambda's shapes and settling them as an event source mapping would."""
 
     arn: str
+    ordered: bool       # a failed record must be read again before the ones after it
 
     def poll(self, wait: bool = True) -> list[dict[str, Any]]:
         """Up to a batch of records; ``wait`` allows a long poll when there are none."""

@@ -30,6 +30,7 @@ class ShardPoller:
     # Shards change only on resharding: listing them on every poll would double the calls
     # an idle reader makes.
     SHARDS_TTL = 30.0
+    ordered = True     # a failed record is read again before the ones after it
 
     def __init__(self, arn: str, positions: Any, batch: int):
         self.arn, self.batch = arn, batch

@@ -186,6 +186,7 @@ class SqsPoller:
                  positions: Any = None, batch: int = 10, client: Any = None):
         _, self.region, account, name = awslib.parse_arn(arn)
         self.arn, self.batch = arn, batch
+        self.ordered = name.endswith(".fifo")
         self.client = awslib.make_client("sqs", self.region or None, endpoint_url, aws, client)
         self.url = call(arn, self.client, "get_queue_url", QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
 

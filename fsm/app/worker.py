@@ -69,9 +69,11 @@ class Source:
         except BackendError as exc:
             self._failed("settle", exc)
             return
-        if failed:
-            # A stream reader re-reads a failed record at once; a backend that just
-            # failed deserves a breath before it is asked again.
+        if failed and getattr(self.poller, "ordered", True):
+            # An ordered reader (a shard, a FIFO queue) re-reads a failed record at once
+            # and must not pass it: a backend that just failed deserves a breath first.
+            # An unordered queue goes on with the records after it; the failed one comes
+            # back by itself after its short backoff.
             self.retry_at = self._clock() + FIRST_PAUSE
 
     def _failed(self, what: str, exc: BackendError) -> None:

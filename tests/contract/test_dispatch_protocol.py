@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from protocol_kit import EFFECTS, Clock, HandBus, dispatcher, linear, run_to_end, start
 
 from fsm.message import Message
@@ -242,3 +243,95 @@ machines:
     record = d.stores[0].get(cid)
     assert record["status"] == "done" and record["context"]["who"] == "kitchen"
     assert EFFECTS[(cid, "b")] == 1
+
+
+WAITS_AFTER_ONE_STEP = """
+machines:
+  - name: waits
+    states:
+      - {name: a, initial: true, do_action: protocol_kit.Record, transitions: [{event: next, target: b}]}
+      - {name: b, transitions: [{event: go, target: c}, {event: nope, target: c}]}
+      - {name: c, final: true}
+"""
+
+
+def test_a_stale_step_copy_for_a_waiting_instance_runs_nothing_and_writes_nothing(
+        store_factory: Callable[[], Any]) -> None:
+    """A copy of an old step message, for the step a waiting instance is at, carrying a
+    fence below the stored one (an event's acquire raised it since): no user code, no
+    write, counted."""
+    from config.loader import load_text
+
+    machines, bus = load_text(WAITS_AFTER_ONE_STEP).machines, HandBus()
+    d = dispatcher(machines, store_factory(), bus)
+    cid = _cid()
+    start(bus, "waits", cid, {"kept": 1})
+    run_to_end(d, bus)
+    waiting = d.stores[0].get(cid)
+    assert waiting["status"] == "waiting" and waiting["state"] == "b"
+    # An external event the state rejects still takes the lease once: the fence goes up.
+    rejected = Message(machine="waits", correlation_id=cid, kind="event", event="unknown", event_id="e-1")
+    assert d.handle(rejected).result == "rejected"
+    before = d.stores[0].get(cid)
+    assert before["fence"] > waiting["fence"]
+    stale = Message(machine="waits", correlation_id=cid, step=before["step"], fence=waiting["fence"],
+                    state="a", event="next", context={"kept": "overwritten"})
+    runs = EFFECTS[(cid, "a")]
+    assert d.handle(stale).result == "stale"
+    assert d.handle(stale.evolve(fence=before["fence"])).result == "stale"  # waiting: stale at any fence
+    assert EFFECTS[(cid, "a")] == runs
+    assert d.stores[0].get(cid) == before                  # not a byte written
+    assert d.metrics.counts["StaleMessages"] == 2          # type: ignore[attr-defined]
+
+
+def test_a_stale_step_copy_for_a_running_instance_is_dropped_once_the_fence_moved_on(
+        store_factory: Callable[[], Any]) -> None:
+    """A worker took the step's lease (fence up) and gave it back without committing (Ctrl-C):
+    an older copy of the step's message is stale; the re-sent outbox, which carries the new
+    fence, goes on."""
+    from fsm import lease as leases
+
+    machines, bus = linear(4), HandBus()
+    d = dispatcher(machines, store_factory(), bus)
+    cid = _cid()
+    start(bus, "linear", cid)
+    d.handle(bus.take())                                   # step 0 committed; step 1 owed
+    owed = bus.take()
+    store = d.stores[0]
+    got = leases.acquire(store, owed, "worker-x", 60_000, 0, dict)
+    assert isinstance(got, leases.Lease)
+    assert leases.release(store, got)
+    assert d.handle(owed).result == "stale" and EFFECTS[(cid, "s1")] == 0
+    record = store.get(cid)
+    assert record["lease_owner"] == "" and record["fence"] == got.fence
+    assert d.resend_outbox(store, record, force=True) == 1
+    run_to_end(d, bus)
+    assert store.get(cid)["status"] == "done"
+    assert all(EFFECTS[(cid, f"s{i}")] == 1 for i in range(3))
+
+
+def test_behind_a_backlog_the_sweep_resends_an_owed_message_once_per_resend_after(
+        store_factory: Callable[[], Any]) -> None:
+    """The owed message sits in a slow queue: the sweep sends one copy per ``resend_after``
+    however often it runs, and the copies, arriving as duplicates, re-send nothing."""
+    from fsm.ports import PendingIndex
+
+    store = store_factory()
+    if not isinstance(store, PendingIndex):
+        pytest.skip("memcached keeps no pending index, so there is no sweep (see test_pending_index)")
+    machines, bus, clock = linear(3), HandBus(), Clock()
+    d = dispatcher(machines, store, bus, clock=clock, resend_after=60.0)
+    cid = _cid()
+    start(bus, "linear", cid)
+    d.handle(bus.take())                      # step 0 committed; step 1 owed, stuck in the backlog
+    owed = bus.take()
+    sent = []
+    for _ in range(12):                       # every 15 s for three minutes
+        clock.now += 15
+        d.resend_overdue()
+        while (copy := bus.take()) is not None:
+            sent.append(copy)
+    assert len(sent) == 2                     # at 75 s and at 150 s: once per resend_after
+    assert d.handle(owed).result == "committed"
+    assert [d.handle(c).result for c in sent] == ["duplicate", "duplicate"]
+    assert [m.step for m in iter(bus.take, None)] == [2]   # the copies re-sent nothing

@@ -345,6 +345,42 @@ def test_worker_carries_on_when_a_source_cannot_be_opened(h: Harness) -> None:
     assert 1 < attempts.count("arn:aws:sqs:us-east-1:123456789012:dead") < 10  # retried, with pauses
 
 
+@pytest.mark.parametrize("ordered", [False, True])
+def test_one_failing_record_in_ten_does_not_hold_up_the_others(h: Harness, ordered: bool,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unordered: the other nine commit in the same poll and the next batch is read on the
+    next round, without a pause. Ordered: the records after the failed one wait for it."""
+    backed_off: list[str] = []
+    monkeypatch.setattr("sources.sqs.retry_later", lambda records, **_: backed_off.extend(
+        r["messageId"] for r in records))
+    started = [h.start() for _ in range(20)]
+    h.store.down.add(started[3][0])
+    arn = "arn:aws:sqs:us-east-1:123456789012:q" + (".fifo" if ordered else "")
+    batches = [[sqs(body, n, arn) for n, (_, body) in enumerate(started[:10])],
+               [sqs(body, n, arn) for n, (_, body) in enumerate(started[10:], 10)]]
+    poller = ScriptedPoller(arn, batches)
+    poller.ordered = ordered  # type: ignore[attr-defined]
+    rounds = [0]
+
+    def stop() -> bool:
+        rounds[0] += 1
+        return rounds[0] > 2          # two rounds of polling, no more
+
+    now = [0.0]
+    run_worker(h.app, [poller.arn], clock=lambda: now[0], sleep=lambda s: None, should_stop=stop,
+               open_poller=lambda arn, **o: poller)
+    _, first_failed = poller.settled[0]
+    if ordered:
+        assert first_failed == {f"m-{n}" for n in range(3, 10)}    # the failed one and all after it
+        assert len(poller.settled) == 1                           # and a pause before the next poll
+        assert backed_off == []                                   # it is read again first
+    else:
+        assert first_failed == {"m-3"} and backed_off == ["m-3"]  # back in seconds, by itself
+        assert [h.step(cid) for n, (cid, _) in enumerate(started[:10]) if n != 3] == [1] * 9
+        assert len(poller.settled) == 2                           # the next batch in the next round
+        assert all(h.step(cid) == 1 for cid, _ in started[10:])
+
+
 # -- fsm resume and fsm create-resources: refusals that need no server ---------------------
 
 

@@ -48,7 +48,7 @@ from .ports import (
     PendingIndex,
     TimerStore,
 )
-from .record import FINISHED, Record, Status, error_info, history_entry, new_record
+from .record import FINISHED, Record, Status, error_info, freshness, history_entry, new_record
 
 
 @dataclass
@@ -110,7 +110,7 @@ class Dispatcher:
             try:
                 if msg.store != index:
                     msg = msg.evolve(store=index)
-                return self._handle(self.stores[index], msg, machine, source)
+                return self._handle(index, msg, machine, source)
             except RecoverableError as exc:
                 if index + 1 >= len(self.stores) or isinstance(exc, SendFailed):
                     raise
@@ -133,8 +133,9 @@ class Dispatcher:
 
     # -- the protocol -----------------------------------------------------------------
 
-    def _handle(self, store: InstanceStore, msg: Message, machine: Machine,
+    def _handle(self, index: int, msg: Message, machine: Machine,
                 source: Mapping[str, Any] | None) -> Outcome:
+        store = self.stores[index]
         now = self.clock()
         owner = f"{self._node}:{next(self._seq)}"
         got = leases.acquire(store, msg, owner, self.lease_ms, int(now * 1000),
@@ -156,6 +157,9 @@ class Dispatcher:
             self._requeue(msg)
             return Outcome("busy", cid, status=(got.record or {}).get("status"))
         lease, record = got, got.record
+        moved = self._elsewhere(index, cid, {**record, "fence": lease.fence - 1})
+        if moved is not None:
+            return self._retire(index, lease, msg, machine, source, moved)
         if msg.event_id and msg.kind != Kind.STEP and msg.event_id in (record.get("event_ids") or []):
             leases.commit(store, lease, {})
             return self._duplicate(store, msg, {**record, "lease_owner": ""}, now)
@@ -389,6 +393,13 @@ class Dispatcher:
         grace = self.resend_after if grace is None else grace
         if leases.live(record, int(now * 1000), self.holder_alive) or record.get("status") != Status.RUNNING:
             return 0  # a worker is on it, or it owes nothing
+        index = next((i for i, s in enumerate(self.stores) if s is store), 0)
+        if self._elsewhere(index, record["id"], record) is not None:
+            # A stale copy: the instance went on elsewhere. Stop owing; never re-send it.
+            store.swap(record["id"], {"fence": record["fence"], "lease_owner": record.get("lease_owner", "")},
+                       {"pending": 0.0, "outbox": []})
+            self.metrics.incr("Retired", dims={"Machine": record.get("machine", ""), "Resource": store.url})
+            return 0
         since = record.get("pending") or record.get("updated_at", 0)
         due = [(Message(**{**e["message"], "copy": True}), e["delay"]) for e in record.get("outbox") or []
                if force or since + e["delay"] + grace <= now]
@@ -404,6 +415,43 @@ class Dispatcher:
         log(logging.WARNING, "re-sending overdue messages", correlation_id=record.get("id"), messages=len(due))
         self._send(due)
         return 1
+
+    # -- one instance, one store ---------------------------------------------------------
+
+    def _elsewhere(self, index: int, cid: str, here: Record) -> int | None:
+        """The store whose record of ``cid`` is fresher than ``here`` (on store ``index``),
+        if any: after a failover and the primary's return, the primary's record is stale,
+        and nothing may continue the instance from it. One read per other store, made only
+        when several stores are configured; an unreachable one cannot be asked and is
+        logged (it is down: nothing continues the instance there either)."""
+        if len(self.stores) == 1:
+            return None
+        mine, best = freshness(here, index), None
+        for other_index, other in enumerate(self.stores):
+            if other_index == index:
+                continue
+            try:
+                found = other.get(cid)
+            except BackendError as exc:
+                log(logging.WARNING, "cannot compare with another store", store=other.url, error=str(exc),
+                    correlation_id=cid)
+                continue
+            if found is not None and freshness(found, other_index) > mine:
+                mine, best = freshness(found, other_index), other_index
+        return best
+
+    def _retire(self, index: int, lease: leases.Lease, msg: Message, machine: Machine,
+                source: Mapping[str, Any] | None, moved: int) -> Outcome:
+        """Retire a stale record (it owes nothing any more) and hand the message to the
+        store the instance lives on, which decides what it is there (usually a duplicate)."""
+        store, live = self.stores[index], self.stores[moved]
+        note = error_info(f"retired: the instance continues on {live.url}", lease.record.get("step", 0),
+                          lease.record.get("state"), None, self.clock())
+        leases.commit(store, lease, {"pending": 0.0, "outbox": [], "last_error": note})
+        self.metrics.incr("Retired", dims={"Machine": machine.name, "Resource": store.url})
+        log(logging.WARNING, "stale record retired", correlation_id=msg.correlation_id, store=store.url,
+            live=live.url)
+        return self._handle(moved, msg.evolve(store=moved), machine, source)
 
     def healing_gaps(self) -> list[str]:
         """The stores that cannot list instances owing a message (no pending index)."""

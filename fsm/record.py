@@ -79,6 +79,13 @@ class Record(TypedDict, total=False):
     pending: float
 
 
+def freshness(record: Record, store_index: int) -> tuple[int, int, int]:
+    """Which of an instance's records (one per configured store) is the live one: the
+    furthest step, then the highest fence, then the later store (failover only goes
+    forward, so on a tie the instance has moved on)."""
+    return (record.get("step", 0), record.get("fence", 0), store_index)
+
+
 def new_record(cid: str, machine: str, version: str, state: str | None, step: int, retries: int,
                context: dict[str, Any] | None, now: float) -> Record:
     return {"id": cid, "machine": machine, "version": version, "state": state, "status": Status.RUNNING,

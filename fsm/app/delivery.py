@@ -11,7 +11,7 @@ from ..errors import BackendError, MalformedMessage
 from ..logs import log
 from ..message import decode
 from ..ports import Envelope, TimerStore
-from ..record import Record
+from ..record import Record, freshness
 from .wiring import Wiring
 
 
@@ -52,8 +52,8 @@ def process(wiring: Wiring, body: str | bytes | dict, source: dict | None = None
 
 
 def freshest_record(wiring: Wiring, cid: str) -> tuple[int, Record] | None:
-    """The record with the highest fence across the stores, and its store's index:
-    after a failover the secondary holds the live record and the primary a stale one."""
+    """The live record across the stores (see :func:`fsm.record.freshness`), and its
+    store's index: after a failover the secondary holds it and the primary a stale one."""
     best: tuple[int, Record] | None = None
     for index, store in enumerate(wiring.stores):
         try:
@@ -62,6 +62,6 @@ def freshest_record(wiring: Wiring, cid: str) -> tuple[int, Record] | None:
             if len(wiring.stores) == 1:
                 raise
             continue
-        if record and (best is None or record.get("fence", 0) > best[1].get("fence", 0)):
+        if record and (best is None or freshness(record, index) > freshness(best[1], best[0])):
             best = (index, record)
     return best

@@ -3,14 +3,21 @@
 
 A value of the wrong type is reported once and then treated as absent, so one mistake
 does not crash the loader or set off a cascade of follow-on messages.
+
+Input is treated as hostile: an imported file is read only inside the allowed folders
+(:meth:`_Loader.allowed_roots`), and a message never shows what an imported file
+holds, only its keys and the type and size of a value that does not fit.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import re
 import sys
 from collections import deque
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +29,8 @@ from fsm.model import Action, Machine, State, Transition
 from fsm.shadow import check_packages, hidden_note, shadow_note
 
 from . import schema
-from .yamlsource import Located, LocatedList, load, plain
+from .settings import import_roots
+from .yamlsource import Located, LocatedList, Refused, load, plain
 
 ACTION_KEYS = ("entry_action", "do_action", "exit_action")
 _YAML_BOOLEANS = "; YAML reads unquoted yes, no, on, off, true and false as booleans: quote it"
@@ -41,15 +49,20 @@ class Definitions:
         return self.machines[name]
 
 
-def load_file(path: str | Path) -> Definitions:
-    """Load a config file (and its imports); raise one InvalidDefinition listing every problem."""
-    loader = _Loader()
+def load_file(path: str | Path, *, settings_file: str | None = None,
+              environ: Mapping[str, str] | None = None) -> Definitions:
+    """Load a config file (and its imports); raise one InvalidDefinition listing every problem.
+
+    ``settings_file`` and ``environ`` (default ``FSM_SETTINGS`` and ``os.environ``) are
+    only read for ``import_roots``, and only when an import lies outside the top file's folder."""
+    loader = _Loader(settings_file, environ)
     loader.load(Path(path), stack=())
     return loader.finish()
 
 
-def load_text(text: str, name: str = "<string>") -> Definitions:
-    loader = _Loader()
+def load_text(text: str, name: str = "<string>", *, settings_file: str | None = None,
+              environ: Mapping[str, str] | None = None) -> Definitions:
+    loader = _Loader(settings_file, environ)
     loader.load_text(text, Path(name), stack=())
     return loader.finish()
 
@@ -65,11 +78,22 @@ class _StateSource:
 
 
 class _Loader:
-    def __init__(self) -> None:
+    def __init__(self, settings_file: str | None = None, environ: Mapping[str, str] | None = None) -> None:
         self.result = Definitions()
         self._found: list[tuple[str, int, str]] = []
         self._machine_at: dict[str, str] = {}
         self._loaded: set[Path] = set()
+        self._settings_file = settings_file
+        self._environ = os.environ if environ is None else environ
+        self._top: Path | None = None  # the file the user named; every other one is imported
+        self._top_settings: Mapping[str, Any] = {}
+        self._roots: list[Path] | None = None
+
+    def shown(self, path: Path, value: Any) -> str:
+        """A value for a message. The top file's own values are shown, cut short: the user
+        named that file. An imported one's are described by type and size only, since it
+        may be any file the import reached (a key file, ``/etc/shadow``)."""
+        return _short(value) if path == self._top else _described(value)
 
     def problem(self, where: Path, line: int, message: str) -> None:
         self._found.append((str(where), line, message))
@@ -89,12 +113,17 @@ class _Loader:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             where, line = at or (path, 0)
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if isinstance(exc, UnicodeDecodeError):  # its message quotes the offending byte
+                reason = f"not UTF-8 text (at byte {exc.start})"
+            else:
+                reason = exc.strerror or type(exc).__name__
             self.problem(where, line, f"cannot read {str(path)!r}: {reason}")
             return
         self.load_text(text, path, stack)
 
     def load_text(self, text: str, path: Path, stack: tuple[Path, ...]) -> None:
+        if self._top is None:
+            self._top = path
         if path.is_file():
             search_beside(path)
         self.result.files.append(str(path))
@@ -118,19 +147,26 @@ class _Loader:
             self.yaml_problem(path, text, exc)
             return None
         if not isinstance(doc, Located):
-            found = "it is empty" if doc is None else f"got {_short(doc)}"
+            # Not even a mapping: most likely not a machines file at all, so no content.
+            found = "it is empty" if doc is None else f"got {_described(doc)}"
             self.problem(path, getattr(doc, "line", 1), f"the file must be a mapping with a `machines:` list; {found}")
         return doc if isinstance(doc, Located) else None
 
     def yaml_problem(self, path: Path, text: str, exc: yaml.YAMLError) -> None:
         kind = "YAML error" if isinstance(exc, yaml.constructor.ConstructorError) else "YAML syntax error"
-        reason = getattr(exc, "problem", None) or str(exc)
         mark, context = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark else 1
+        if isinstance(exc, yaml.reader.ReaderError):  # no mark, only a character offset
+            reason = "a control character, which YAML does not allow"
+            line = text.count("\n", 0, exc.position) + 1
+        else:  # str(exc) would quote the offending line: the problem alone, or the error's type
+            reason = getattr(exc, "problem", None) or type(exc).__name__
         if context and context.line + 1 != line and kind == "YAML syntax error":
             reason += f" ({exc.context} that began at line {context.line + 1})"  # type: ignore[attr-defined]
             if line > len(text.splitlines()):  # the end of the file is no place to look
                 line = context.line + 1
+        if path != self._top and not isinstance(exc, Refused):
+            reason = _masked(reason)
         self.problem(path, line, f"{kind}: {reason}")
 
     def load_settings(self, path: Path, doc: Located, imported: bool) -> None:
@@ -139,6 +175,7 @@ class _Loader:
                          "not from an imported one; move it there")
         elif isinstance(doc["settings"], dict):
             self.result.settings = plain(doc["settings"])
+            self._top_settings = doc["settings"]  # with lines, for `import_roots` messages
 
     def load_entries(self, path: Path, entries: LocatedList, stack: tuple[Path, ...]) -> None:
         for index, item in enumerate(entries):
@@ -149,23 +186,70 @@ class _Loader:
                 self.load_machine(path, item)
             else:
                 self.problem(path, entries.line_at(index), "each entry of `machines:` must be a machine "
-                             f"or `- import: file.yaml`, got {_short(item)}")
+                             f"or `- import: file.yaml`, got {self.shown(path, item)}")
 
     def load_import(self, path: Path, item: Located, stack: tuple[Path, ...]) -> None:
-        """Resolve beside the importing file, then (as aws-lambda-fsm did) in the current directory."""
+        """Resolve beside the importing file, then (as aws-lambda-fsm did) in the current
+        directory; a candidate outside the allowed folders is neither read nor even
+        looked for, so a message cannot tell whether such a file exists."""
         name, line = item["import"], item.line_of("import")
-        beside = path.parent / name
-        target = Path(name) if not beside.exists() and Path(name).exists() else beside
-        if not target.exists():
-            self.problem(path, line, f"import {name!r}: file not found (looked for {str(beside)!r} "
-                         f"and {str(Path.cwd() / name)!r})")
+        label = f"import {_short(name)}"
+        looked: list[Path] = []
+        outside: list[Path] = []
+        target = None
+        try:
+            beside, in_cwd = path.parent / name, Path(name)
+            for candidate in (beside, in_cwd) if beside.absolute() != in_cwd.absolute() else (beside,):
+                if not self.allowed(candidate.resolve(), candidate is in_cwd, path, line, label):
+                    outside.append(candidate.resolve())
+                elif candidate.exists():
+                    target = candidate
+                    break
+                else:
+                    looked.append(candidate.absolute())
+            resolved = target.resolve() if target else None
+        except (OSError, ValueError) as exc:  # a NUL byte, a name too long for the system
+            self.problem(path, line, f"{label}: not a usable file name ({type(exc).__name__})")
             return
-        resolved = target.resolve()
-        if resolved in stack:
+        if target is None or resolved is None:
+            self.problem(path, line, _not_imported(label, looked, outside, self.readable_folders()))
+        elif resolved in stack:
             chain = " -> ".join(str(p) for p in (*stack[stack.index(resolved):], resolved))
-            self.problem(path, line, f"import {name!r} makes a cycle: {chain}")
+            self.problem(path, line, f"{label} makes a cycle: {chain}")
         elif resolved not in self._loaded:  # a file imported twice (a diamond) is loaded once
             self.load(target, stack, at=(path, line))
+
+    def allowed(self, resolved: Path, in_cwd: bool, path: Path, line: int, label: str) -> bool:
+        """Whether an import may read ``resolved`` (symlinks already followed): inside the
+        top file's folder or ``import_roots``. The current-directory fallback may also read
+        inside the current directory when that holds the top file: aws-lambda-fsm's case of
+        running from a project's root, with the machines file in a subfolder."""
+        top, cwd = self.top_folder(), Path.cwd().resolve()
+        if resolved.is_relative_to(top) or (in_cwd and top.is_relative_to(cwd) and resolved.is_relative_to(cwd)):
+            return True
+        return any(resolved.is_relative_to(root) for root in self.allowed_roots(path, line, label))
+
+    def top_folder(self) -> Path:
+        """The folder the top file was named in (a symlinked top file does not move it)."""
+        return (self._top or Path("fsm.yaml")).absolute().parent.resolve()
+
+    def readable_folders(self) -> list[str]:
+        top, cwd = self.top_folder(), Path.cwd().resolve()
+        found = [f"{top} (the top file's)"]
+        if top.is_relative_to(cwd) and top != cwd:
+            found.append(f"{cwd} (the current directory, for names relative to it)")
+        return found + [str(root) for root in self._roots or []]
+
+    def allowed_roots(self, path: Path, line: int, label: str) -> list[Path]:
+        """``import_roots`` from the settings layers, read once, and only when an import
+        leaves the top file's folder: only then can a broken settings file stop the load."""
+        if self._roots is None:
+            try:
+                self._roots = import_roots(self._top_settings, self._top or path, self._settings_file, self._environ)
+            except InvalidDefinition as exc:
+                self._roots = []
+                self.problem(path, line, f"{label}: cannot read settings `import_roots`: {exc}")
+        return self._roots
 
     # -- machines and states ----------------------------------------------------------
 
@@ -197,8 +281,9 @@ class _Loader:
         options = {key: schema.value_or(raw, key, schema.MACHINE, default)
                    for key, default in schema.MACHINE_DEFAULTS.items()}
         for key in ("max_retries", "retry_base_delay", "retry_max_delay"):
-            if options[key] < 0:
-                self.problem(path, raw.line_of(key), f"{label}: {key!r} must be 0 or more, got {options[key]!r}")
+            problem = schema.out_of_range(key, options[key])
+            if problem:
+                self.problem(path, raw.line_of(key), f"{label}: {key!r} {problem}")
                 options[key] = schema.MACHINE_DEFAULTS[key]
         return {**options, "retry_base_delay": float(options["retry_base_delay"]),
                 "retry_max_delay": float(options["retry_max_delay"]), "version": str(options["version"])}
@@ -215,7 +300,7 @@ class _Loader:
             if source is None:
                 if not isinstance(item, Located):
                     self.problem(path, items.line_at(index), f"{label}: each state must be a mapping, "
-                                 f"got {_short(item)}")
+                                 f"got {self.shown(path, item)}")
                 complete = False
             elif source.state.name in sources:
                 first = sources[source.state.name].raw.line_of("name")
@@ -236,9 +321,9 @@ class _Loader:
         if not complete:
             doubtful.add("transitions")
         timeout = schema.value_or(raw, "timeout", schema.STATE, None)
-        if timeout is not None and timeout <= 0:
-            self.problem(path, raw.line_of("timeout"), f"{label}: 'timeout' must be more than 0 seconds, "
-                         f"got {timeout!r}")
+        problem = schema.out_of_range("timeout", timeout) if timeout is not None else None
+        if problem:
+            self.problem(path, raw.line_of("timeout"), f"{label}: 'timeout' {problem}")
             timeout = None
         if not named:
             return None
@@ -259,7 +344,7 @@ class _Loader:
         for index, item in enumerate(items):
             if not isinstance(item, Located):
                 self.problem(path, items.line_at(index), f"{label}: each transition must be a mapping "
-                             f"with `event:` and `target:`, got {_short(item)}")
+                             f"with `event:` and `target:`, got {self.shown(path, item)}")
                 complete = False
                 continue
             event = item.get("event")
@@ -383,11 +468,12 @@ class _Loader:
         doubtful: set[str] = set()
         for key, value in raw.items():
             if key not in allowed:
-                self.problem(path, raw.line_of(key), f"{label}: unknown key {key!r}"
+                self.problem(path, raw.line_of(key), f"{label}: unknown key {_short(key)}"
                              f"{_suggest(str(key), allowed)}; allowed: {', '.join(allowed)}")
             elif value is not None and not schema.accepts(value, allowed[key][0]):
                 self.problem(path, raw.line_of(key), f"{label}: {key!r} must be "
-                             f"{schema.describe_type(allowed[key][0])}, got {_short(value)} ({allowed[key][1]})"
+                             f"{schema.describe_type(allowed[key][0])}, got {self.shown(path, value)} "
+                             f"({allowed[key][1]})"
                              + (_YAML_BOOLEANS if isinstance(value, bool) else ""))
                 doubtful.add(key)
         for key in schema.REQUIRED.get(required_for or "", ()):
@@ -417,6 +503,62 @@ def _suggest(word: str, choices: Any) -> str:
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    """A value for a message: its repr, cut short (a whole mapping would drown the message)."""
-    text = repr(plain(value))
+    """A value for a message: its repr, cut short (a whole mapping would drown the message).
+    Built piece by piece and stopped at the limit, so a huge value costs no more than a small one."""
+    text = "".join(_repr_pieces(value, limit + 1))[: limit + 1]
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _repr_pieces(value: Any, room: int) -> Iterator[str]:
+    """``repr(plain(value))`` in pieces, at least ``room`` characters of them when there are."""
+    if isinstance(value, (dict, list)):
+        pairs = isinstance(value, dict)
+        yield "{" if pairs else "["
+        for index, item in enumerate(value.items() if pairs else value):
+            if room <= 0:
+                return
+            text = "".join(_repr_pieces(item[0], room)) + ": " if pairs else ""
+            text += "".join(_repr_pieces(item[1] if pairs else item, room))
+            yield (", " if index else "") + text
+            room -= len(text) + 2
+        yield "}" if pairs else "]"
+    else:
+        text = repr(value[: room + 1]) if isinstance(value, str) and len(value) > room else repr(value)
+        yield text
+
+
+def _described(value: Any) -> str:
+    """A value's type and size, never its content."""
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    if isinstance(value, dict):
+        return f"a mapping of {len(value)} keys"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    if isinstance(value, bool):
+        return "true or false"
+    kinds = {int: "an integer", float: "a number"}
+    return kinds.get(type(value), f"a {type(value).__name__}")
+
+
+# Quoted text in a PyYAML reason: a tag, an anchor, a character of the file.
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_TOKEN = re.compile(r"<[a-z ]+>|.|\\.")  # PyYAML's own token names, one character
+
+
+def _masked(reason: str) -> str:
+    """A PyYAML reason about an imported file, with any quoted text longer than one
+    character (a tag or an anchor name, written in the file) replaced by its length."""
+    def length(match: re.Match[str]) -> str:
+        inner = match.group(0)[1:-1]
+        return match.group(0) if _TOKEN.fullmatch(inner) else f"({len(inner)} characters)"
+    return _QUOTED.sub(length, reason)
+
+
+def _not_imported(label: str, looked: list[Path], outside: list[Path], folders: list[str]) -> str:
+    if outside and not looked:
+        return (f"{label}: {outside[0]} is outside the folders imports may read ({', '.join(folders)}); "
+                "to allow it, add its folder to settings `import_roots` or FSM_IMPORT_ROOTS")
+    return (f"{label}: file not found (looked for " + " and ".join(repr(str(p)) for p in looked)
+            + (f"; not looked for {', '.join(repr(str(p)) for p in outside)}, outside the folders imports "
+               "may read" if outside else "") + ")")

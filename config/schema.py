@@ -7,9 +7,11 @@ absent, so the default applies.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 NUMBER = (int, float)
+YEAR = 365 * 24 * 3600  # seconds
 
 TOP_LEVEL = {
     "machines": (list, "the list of machines and `- import: file.yaml` entries"),
@@ -46,6 +48,15 @@ ACTION = {
     "class": (str, "dotted path of an fsm.Action subclass"),
     "params": (dict, "given to the action as self.params"),
 }
+# key -> (lowest, whether the lowest itself is allowed, highest, unit). YAML reads `.nan`,
+# `.inf` and any number: a timeout of `.inf` or a retry delay of NaN would leave an
+# instance waiting forever, and a million retries is a loop, not a policy.
+RANGES: dict[str, tuple[float, bool, float, str]] = {
+    "max_retries": (0, True, 1000, ""),
+    "retry_base_delay": (0, True, YEAR, " seconds"),
+    "retry_max_delay": (0, True, YEAR, " seconds"),
+    "timeout": (0, False, YEAR, " seconds"),
+}
 REQUIRED = {
     "import": ("import",),
     "machine": ("name", "states"),
@@ -69,6 +80,23 @@ def describe_type(types: type | tuple[type, ...]) -> str:
     names = {int: "an integer", float: "a number", str: "a string", dict: "a mapping", list: "a list",
              bool: "true or false"}
     return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+
+
+def out_of_range(key: str, value: float) -> str | None:
+    """What is wrong with a number outside the key's range (naming the range), or None."""
+    low, low_allowed, high, unit = RANGES[key]
+    span = f"{low} to {high}{unit}" if low_allowed else f"more than {low}, up to {high}{unit}"
+    span += " (a year)" if high == YEAR else ""
+    if isinstance(value, float) and not math.isfinite(value):  # an int may be too big for isfinite
+        wrong = "a finite number"
+    elif value < low or (value == low and not low_allowed):
+        wrong = f"{low} or more" if low_allowed else f"more than {low}{unit}"
+    elif value > high:
+        wrong = f"at most {high}{unit}"
+    else:
+        return None
+    shown = repr(value) if len(repr(value)) <= 20 else f"a number of {len(repr(value))} digits"
+    return f"must be {wrong}, got {shown}; the range is {span}"
 
 
 def value_or(raw: dict[str, Any], key: str, allowed: dict[str, tuple[Any, str]], default: Any) -> Any:

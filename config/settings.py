@@ -26,6 +26,7 @@ LIST_KEYS = ("store", "stream", "retry", "checkpoint", "dead_letter", "notify")
 MAP_KEYS = ("endpoints", "aws", "metrics", "chaos", "api")
 API_KEYS = ("token_secret", "auth")
 NUMBER_KEYS = ("lease_timeout", "max_local_hops", "resend_after", "history_retention_days")
+FOLDER_KEYS = ("import_roots",)  # lists of folders, comma-separated in the environment
 # How each URL scheme or ARN service is written, in the order error messages list them.
 FORMS = {
     "memory": "memory://",
@@ -64,6 +65,7 @@ class Settings:
     max_local_hops: int = 100
     resend_after: float = 60.0
     history_retention_days: float = 0.0
+    import_roots: list[str] = field(default_factory=list)  # folders `- import:` may read besides the top file's
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Apply command-line flags (``None`` means not given); errors name the flag."""
@@ -101,6 +103,8 @@ def _file_layer(path: str | None) -> list[tuple[str, Mapping[str, Any]]]:
     except OSError as exc:
         raise InvalidDefinition(f"cannot read settings file {path!r} (--settings or FSM_SETTINGS): "
                                 f"{exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidDefinition(f"{path}:0: not UTF-8 text (at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         reason = getattr(exc, "problem", None) or str(exc).replace("\n", " ")
@@ -126,7 +130,7 @@ def _checked(values: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 
 def _from_env(key: str, raw: str) -> Any:
-    if key in LIST_KEYS:
+    if key in LIST_KEYS or key in FOLDER_KEYS:
         return [part.strip() for part in raw.split(",") if part.strip()]
     if key in MAP_KEYS:
         try:
@@ -146,6 +150,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if key == "store" and not value:
             raise InvalidDefinition(f"{where} is empty; {_accepted('store')}")
         return [check_address(key, v, where) for v in value]
+    if key in FOLDER_KEYS:
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() and "\0" not in v for v in value):
+            raise InvalidDefinition(f"{where} must be a folder or a list of folders")
+        return list(value)
     if key in MAP_KEYS:
         if not isinstance(value, dict):
             raise InvalidDefinition(f"{where} must be a mapping")
@@ -166,6 +175,31 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     if number < 0:
         raise InvalidDefinition(f"{where} must be 0 or more, got {value!r}")
     return int(number) if key == "max_local_hops" else number
+
+
+def import_roots(config_settings: Mapping[str, Any], config_file: Path, settings_file: str | None = None,
+                 environ: Mapping[str, str] | None = None) -> list[Path]:
+    """The folders, resolved, that ``- import:`` may read besides the top file's own tree.
+
+    The loader asks while it reads the machines file, before :func:`load_settings` runs,
+    so this reads the one key through the same layers and precedence: the environment,
+    then the settings file, then the machines file's own ``settings:``. A relative folder
+    is taken from the file that names it (the current directory for the environment)."""
+    env = os.environ if environ is None else environ
+    if env.get("FSM_IMPORT_ROOTS"):
+        where = "environment variable FSM_IMPORT_ROOTS"
+        return _folders(_coerce("import_roots", _from_env("import_roots", env["FSM_IMPORT_ROOTS"]), where), Path.cwd())
+    settings_path = settings_file or env.get("FSM_SETTINGS")
+    for source, values in (*_file_layer(settings_path), (str(config_file), config_settings)):
+        if values.get("import_roots") is not None:
+            line = getattr(values, "line_of", lambda k: 0)("import_roots")
+            where = f"{source}:{line}: settings 'import_roots'" if line else f"{source} 'import_roots'"
+            return _folders(_coerce("import_roots", values["import_roots"], where), Path(source).absolute().parent)
+    return []
+
+
+def _folders(names: list[str], base: Path) -> list[Path]:
+    return [(base / Path(name).expanduser()).resolve() for name in names]
 
 
 def _check_api(value: Mapping[str, Any], where: str) -> None:

@@ -148,7 +148,7 @@ def _definitions(args: argparse.Namespace):
         if folder not in sys.path:
             sys.path.insert(0, folder)
     check_packages()  # again: the folders just added may hold a config.py or actions.py
-    return load_file(path)
+    return load_file(path, settings_file=_given(getattr(args, "settings", None), "--settings"))
 
 
 def _app(args: argparse.Namespace):

@@ -48,7 +48,15 @@ from .ports import (
     PendingIndex,
     TimerStore,
 )
-from .record import FINISHED, Record, Status, error_info, freshness, history_entry, new_record
+from .record import (
+    FINISHED,
+    Record,
+    Status,
+    error_info,
+    freshness,
+    history_entry,
+    new_record,
+)
 
 
 @dataclass

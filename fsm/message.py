@@ -125,17 +125,26 @@ def decode(body: str | bytes | dict[str, Any]) -> Message:
         types, wanted = check
         # Exact types (JSON gives exactly these): True is not an int here.
         if type(value) not in types or (type(value) is int and value < 0 and types == (int,)):
-            raise MalformedMessage(f"message field {name!r} must be {wanted}, got {value!r}")
+            # The type, never the value: a poison message's fields may hold anything.
+            raise MalformedMessage(f"message field {name!r} must be {wanted}, got {_kind_of(value)}")
     if raw.get("v", FORMAT) != FORMAT:
         raise MalformedMessage(f"message format version {raw['v']!r}; this version reads {FORMAT}")
     if "machine" not in raw or "correlation_id" not in raw:
         raise MalformedMessage("message needs the fields 'machine' and 'correlation_id'")
     check_correlation_id(raw["correlation_id"])
     if raw.get("kind", Kind.STEP) not in KINDS:
-        raise MalformedMessage(f"message kind {raw['kind']!r} is not one of {', '.join(KINDS)}")
+        raise MalformedMessage(f"message kind is not one of {', '.join(KINDS)}")
     if raw.get("data") is None:
         raw["data"] = {}
     return Message(**raw)
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int) and value < 0:
+        return "a negative integer"
+    return f"a {type(value).__name__}" if not isinstance(value, str) else f"a string of {len(value)} characters"
 
 
 def iso(ts: float) -> str:

@@ -10,7 +10,8 @@ report it and everything after it, so one instance's messages are never applied 
 order. A record no reader recognises is dead-lettered with the reason, not redelivered.
 
 Whole events: EventBridge messages (a rule delivering our bus's events), the schedule
-(timers and the re-send sweep), ECS task state changes (``actions.ecs.RunTask``).
+(timers and the re-send sweep), ECS task state changes (``actions.ecs.RunTask``), and
+HTTP requests (API Gateway, function URLs), which :mod:`.http` answers.
 Anything else is dead-lettered.
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 from ..errors import FsmError, InstanceError, MalformedMessage
 from ..logs import log
 from .delivery import process, release_due_timers
+from .http import handle_http_event, is_http_event
 from .wiring import App, Wiring
 
 
@@ -31,6 +33,8 @@ def handle_event(application: App, event: Any) -> dict[str, Any]:
     try:
         if not isinstance(event, Mapping):
             return _unrecognised(wiring, event, f"a Lambda event must be a JSON object, got {type(event).__name__}")
+        if is_http_event(event):
+            return handle_http_event(application, event)
         if "Records" in event:
             records = event["Records"]
             if not isinstance(records, list):
@@ -38,7 +42,7 @@ def handle_event(application: App, event: Any) -> dict[str, Any]:
             return handle_records(application, records)
         if "detail-type" in event:
             return _whole_event(application, event)
-        return _unrecognised(wiring, event, "not a record batch, an EventBridge event or a schedule")
+        return _unrecognised(wiring, event, "not a record batch, an EventBridge event, a schedule or an HTTP request")
     finally:
         wiring.metrics.flush()
 

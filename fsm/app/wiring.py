@@ -199,7 +199,7 @@ class App:
         if definitions is None:
             from config.loader import load_file
 
-            definitions = load_file(config or default_config_path())
+            definitions = load_file(config or default_config_path(), settings_file=settings_file)
         settings = settings or load_settings(definitions.settings, settings_file, **flags)
         return cls(definitions, settings, build(definitions.machines, settings))
 

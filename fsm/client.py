@@ -11,7 +11,7 @@ from typing import Any
 
 from .app.client import Client, status_view
 
-__all__ = ["Client", "cancel", "history", "retry", "send_event", "start", "status", "status_view"]
+__all__ = ["Client", "cancel", "history", "list_instances", "retry", "send_event", "start", "status", "status_view"]
 
 _default: Client | None = None
 
@@ -46,3 +46,15 @@ def cancel(correlation_id: str, reason: str = "cancelled") -> None:
 
 def retry(correlation_id: str) -> None:
     _client().retry(correlation_id)
+
+
+def list_instances(machine: str | None = None, status: str | None = None, state: str | None = None,
+                   since: float | str | None = None, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+    """One page of instances, newest first (see :meth:`fsm.app.client.Client.list`);
+    ``client.list`` is the same function."""
+    return _client().list(machine, status, state, since, limit, cursor)
+
+
+# ``client.list(...)``, beside ``client.status(...)``; not in ``__all__``, so that a star
+# import never hides the built-in ``list``.
+list = list_instances

@@ -33,6 +33,23 @@ removes ``pending_shard`` in the same update, which takes the item out of the in
 ``pending`` itself stays a plain N attribute (``null`` is removed instead: an index key
 attribute cannot hold NULL). ``pending()`` queries every shard and needs no second read.
 
+Listing: a record also carries ``list_at`` (its ``updated_at`` as
+:func:`~sources.memory.time_key`, ``|``, its id) and ``list_s``, ``list_m``, ``list_x``
+(see ``dynamodb_tables.list_partitions``: the prefix, a shard of ``list_shards``, and its
+status; machine and status; machine, state and status), the keys of three sparse GSIs
+with projection KEYS_ONLY (``instances-by-status``, ``-by-machine``, ``-by-state``, all
+sorted by ``list_at``). They are set by the same UpdateItem as the fields they come from,
+so a transition costs no extra call; the indexes hold keys only, so moving a record in
+them costs a write unit each however large the record. A swap that changes the status or
+the state must name the record's other listing values too, and a commit does not name
+the machine: the adapter remembers each record's machine, status and state from the last
+reply that carried them (the acquire's, in the dispatcher's flow) and makes the values
+it takes from there conditions of the write, so a stale memory fails the write (which
+is then sent again with the values its failure returned) instead of misfiling the record;
+a record it has seen nothing of is read first. ``list_instances`` queries the filter's
+index per status and shard, ``limit + 1`` keys deep, merges them and reads the page's
+records with BatchGetItem.
+
 The history item's sort key needs the record's history length, which the request must
 name before it is sent, so the adapter remembers each record's ``history_len`` from the
 last reply that carried it and makes the transaction conditional on it. In the
@@ -49,6 +66,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -63,20 +81,31 @@ from fsm.ports import RECORD_FIELDS, Record, Scalar, SwapResult
 from .aws import classify, error_code, make_client
 from .base import dumps, matches
 from .dynamodb_tables import (
+    LIST_AT,
+    LIST_BY_MACHINE,
+    LIST_BY_STATE,
+    LIST_BY_STATUS,
+    LIST_INDEXES,
     PENDING,
     PENDING_INDEX,
     PENDING_SHARD,
     TTL,
     checkpoint_key,
     create_tables,
+    list_partition,
+    list_partitions,
+    list_sort_key,
     paginate,
     table_of,
 )
+from .memory import ListQuery, list_query, page_of, time_key
 
 RECORD_SK = "record"
 HISTORY_LEN = "history_len"
-RESERVED = frozenset({"pk", "sk", HISTORY_LEN, TTL, PENDING_SHARD})
+RESERVED = frozenset({"pk", "sk", HISTORY_LEN, TTL, PENDING_SHARD, LIST_AT, *LIST_INDEXES})
+LISTED = ("machine", "status", "state")     # the values listing partitions are made of
 STALE_GUESS_ATTEMPTS = 4
+BATCH_GET_ATTEMPTS = 8
 _deserialize = TypeDeserializer().deserialize
 
 
@@ -149,7 +178,8 @@ class DynamoStore:
     write unit per commit of a Kinesis message; turn it off where no ``fsm resume`` reads
     the checkpoints. ``pending_shards`` (default 1) spreads the pending index over several
     GSI partitions, for write rates one index partition cannot take; ``pending()`` then
-    queries each.
+    queries each. ``list_shards`` (default 1) does the same for the listing indexes, whose
+    busiest partition (every instance with one status) takes two index writes per commit.
     """
 
     # Commits carry their checkpoint item (see the module docstring): a dispatcher whose
@@ -158,16 +188,19 @@ class DynamoStore:
 
     def __init__(self, url: str, *, client: Any = None, endpoint_url: str | None = None,
                  aws: Mapping[str, Any] | None = None, prefix: str = "",
-                 page_size: int | None = None, pending_shards: int = 1, write_checkpoints: bool = True):
+                 page_size: int | None = None, pending_shards: int = 1, write_checkpoints: bool = True,
+                 list_shards: int = 1):
         self.url = url
         self.table, region = table_of(url)
         self.prefix = prefix
         self.page_size = page_size
         self.pending_shards = max(1, pending_shards)
+        self.list_shards = max(1, list_shards)
         self.writes_checkpoints = write_checkpoints
         self._owns_client = client is None
         self.client = make_client("dynamodb", region, endpoint_url, aws, client)
         self._history_len: dict[str, int] = {}   # last seen per correlation id, see module doc
+        self._listed: dict[str, dict[str, Any]] = {}   # its machine, status and state, likewise
         self._lock = threading.Lock()
 
     def create(self) -> None:
@@ -181,9 +214,16 @@ class DynamoStore:
         bad = RESERVED.intersection(fields)
         if bad:
             raise BackendError(f"{self.url}: record fields {sorted(bad)} are reserved by the DynamoDB store")
-        if not history and self._checkpoint(fields) is None:
-            return self._update(cid, expect, fields)
-        return self._transact(cid, expect, fields, history)
+        for _ in range(STALE_GUESS_ATTEMPTS):
+            listing, guesses = self._listing(cid, expect, fields)
+            if not history and self._checkpoint(fields) is None:
+                result = self._update(cid, expect, fields, listing, guesses)
+            else:
+                result = self._transact(cid, expect, fields, history, listing, guesses)
+            if result is not None:
+                return result
+        raise RecoverableError(f"{self.url}: record {cid!r} kept changing under this store's guesses of "
+                               f"its history length or listing values during {STALE_GUESS_ATTEMPTS} attempts")
 
     def get(self, cid: str) -> Record | None:
         try:
@@ -227,16 +267,87 @@ class DynamoStore:
         found.sort(key=lambda entry: entry[:2])
         return [record for _, _, record in found[:limit]]
 
+    def list_instances(self, *, machine: str | None = None, status: str | None = None,
+                       state: str | None = None, since: float | None = None, limit: int = 50,
+                       cursor: str | None = None) -> tuple[list[Record], str | None]:
+        """One page, most recently updated first: a Query of the filter's index per status
+        and shard, ``limit + 1`` keys deep, then BatchGetItem of the page's records.
+
+        The indexes are eventually consistent and the records are read afresh: one that
+        changed after its index entry was read is left off the page (it now sorts before
+        the cursor, or no longer matches), so a page can come up short."""
+        query = list_query(machine=machine, status=status, state=state, since=since, limit=limit, cursor=cursor)
+        attribute = LIST_BY_STATE if state is not None else LIST_BY_MACHINE if machine is not None else LIST_BY_STATUS
+        found: list[tuple[str, str]] = []
+        for each in query.statuses:
+            values = {LIST_BY_STATUS: [each], LIST_BY_MACHINE: [machine, each],
+                      LIST_BY_STATE: [machine, state, each]}[attribute]
+            for shard in range(self.list_shards):
+                found += self._list_range(attribute, list_partition(self.prefix, shard, *values), query)
+        page, after = page_of(((key, cid, (key, cid)) for key, cid in found), query.limit)
+        records = self._records([self.prefix + cid for _, cid in page])
+        return [record for key, cid in page if (record := records.get(self.prefix + cid)) is not None
+                and query.admits(cid, record) and time_key(record.get("updated_at")) == key], after
+
     def close(self) -> None:
         if self._owns_client:
             self.client.close()
 
+    # -- listing -------------------------------------------------------------------------
+
+    def _list_range(self, attribute: str, partition: str, query: ListQuery) -> list[tuple[str, str]]:
+        """``(time key, id)`` of up to ``limit + 1`` entries of one index partition,
+        newest first, after the cursor and from ``since``."""
+        high = f"{query.after[0]}|{query.after[1]}" if query.after else None
+        low = query.since_key
+        values = {":p": {"S": partition}, **({":high": {"S": high}} if high else {}),
+                  **({":low": {"S": low}} if low else {})}
+        if high and low:        # BETWEEN includes the cursor's own entry: it is dropped below
+            if high < low:
+                return []       # a cursor older than ``since``: nothing lies between them
+            condition = "#p = :p AND #at BETWEEN :low AND :high"
+        else:
+            condition = "#p = :p AND #at < :high" if high else "#p = :p AND #at >= :low" if low else "#p = :p"
+        request = {"TableName": self.table, "IndexName": LIST_INDEXES[attribute], "ScanIndexForward": False,
+                   "KeyConditionExpression": condition, "Limit": query.limit + 2,
+                   "ExpressionAttributeNames": {"#p": attribute, **({"#at": LIST_AT} if high or low else {})},
+                   "ExpressionAttributeValues": values}
+        entries = []
+        for item in paginate(self.client, "query", request, self.url, limit=query.limit + 2):
+            key = item[LIST_AT]["S"]
+            if key != high:
+                entries.append((key[:20], key[21:]))
+        return entries[: query.limit + 1]
+
+    def _records(self, pks: list[str]) -> dict[str, Record]:
+        """Records by ``pk``, read consistently with BatchGetItem (100 keys a call)."""
+        found: dict[str, Record] = {}
+        for start in range(0, len(pks), 100):
+            keys = [{"pk": {"S": pk}, "sk": {"S": RECORD_SK}} for pk in pks[start:start + 100]]
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            for attempt in range(BATCH_GET_ATTEMPTS):
+                try:
+                    reply = self.client.batch_get_item(RequestItems=request)
+                except (BotoCoreError, ClientError) as exc:
+                    raise classify(exc, self.url) from exc
+                for item in reply.get("Responses", {}).get(self.table, []):
+                    found[item["pk"]["S"]] = decode_record(item) or {}
+                request = reply.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(min(1.0, 0.05 * 2 ** attempt))   # throttled: back off, then ask for the rest
+            else:
+                raise RecoverableError(f"{self.url}: BatchGetItem kept leaving keys unprocessed")
+        return found
+
     # -- the two shapes of swap ------------------------------------------------------------
 
-    def _update(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any]) -> SwapResult:
+    def _update(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
+                listing: Mapping[str, str | None], guesses: Mapping[str, Any]) -> SwapResult | None:
+        """One conditional UpdateItem; ``None`` when only a guess made it fail."""
         ex = _Expression()
-        update = self._update_expression(ex, cid, fields, appended=0)
-        condition = self._condition(ex, expect, history_len=None)
+        update = self._update_expression(ex, cid, fields, appended=0, listing=listing)
+        condition = self._condition(ex, _with(expect, guesses), history_len=None)
         try:
             reply = self.client.update_item(
                 TableName=self.table, Key=self._key(cid, RECORD_SK), UpdateExpression=update,
@@ -248,43 +359,47 @@ class DynamoStore:
                 raise classify(exc, self.url) from exc
             item = exc.response.get("Item")
             self._remember(cid, item)
-            return SwapResult(False, decode_record(item))
+            record = decode_record(item)
+            return None if _guessed_wrong(record, expect, guesses) else SwapResult(False, record)
         except BotoCoreError as exc:
             raise classify(exc, self.url) from exc
         self._remember(cid, reply["Attributes"])
         return SwapResult(True, decode_record(reply["Attributes"]))
 
     def _transact(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
-                  history: Sequence[Mapping[str, Any]]) -> SwapResult:
+                  history: Sequence[Mapping[str, Any]], listing: Mapping[str, str | None],
+                  guesses: Mapping[str, Any]) -> SwapResult | None:
         """The record update plus the history item and/or the checkpoint item, in one
-        TransactWriteItems. Without history no ``history_len`` guess is needed."""
-        for _ in range(STALE_GUESS_ATTEMPTS):
-            known = 0 if expect is None or not history else self._history_len.get(cid, 0)
-            try:
-                self.client.transact_write_items(TransactItems=self._transaction(cid, expect, fields, history, known))
-            except ClientError as exc:
-                reason = _record_condition_failure(exc)
-                if reason is None:
-                    raise _transaction_error(exc, self.url) from exc
-                item = reason.get("Item")
-                self._remember(cid, item)
-                record = decode_record(item)
-                stale_guess = bool(item) and int(item.get(HISTORY_LEN, {"N": "0"})["N"]) != known
-                if stale_guess and record is not None and expect is not None and matches(record, expect):
-                    continue        # only our guess of history_len was wrong: again, with the true one
-                return SwapResult(False, record)
-            except BotoCoreError as exc:
-                raise classify(exc, self.url) from exc
+        TransactWriteItems (without history no ``history_len`` guess is needed); ``None``
+        when only a guess made it fail."""
+        known = 0 if expect is None or not history else self._history_len.get(cid, 0)
+        items = self._transaction(cid, _with(expect, guesses), fields, history, known, listing)
+        try:
+            self.client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            reason = _record_condition_failure(exc)
+            if reason is None:
+                raise _transaction_error(exc, self.url) from exc
+            item = reason.get("Item")
+            self._remember(cid, item)
+            record = decode_record(item)
+            stale_length = bool(item) and int(item.get(HISTORY_LEN, {"N": "0"})["N"]) != known
+            return None if _guessed_wrong(record, expect, guesses, stale_length) else SwapResult(False, record)
+        except BotoCoreError as exc:
+            raise classify(exc, self.url) from exc
+        with self._lock:
             if history:
-                with self._lock:
-                    self._history_len[cid] = known + len(history)
-            return SwapResult(True, None)
-        raise RecoverableError(f"{self.url}: history of {cid!r} kept moving during {STALE_GUESS_ATTEMPTS} attempts")
+                self._history_len[cid] = known + len(history)
+            if expect is None or cid in self._listed:
+                self._listed[cid] = {**self._listed.get(cid, {}), **{n: fields.get(n) for n in LISTED
+                                                                     if n in fields or expect is None}}
+        return SwapResult(True, None)
 
     def _transaction(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
-                     history: Sequence[Mapping[str, Any]], known: int) -> list[dict[str, Any]]:
+                     history: Sequence[Mapping[str, Any]], known: int,
+                     listing: Mapping[str, str | None]) -> list[dict[str, Any]]:
         ex = _Expression()
-        update = self._update_expression(ex, cid, fields, appended=len(history))
+        update = self._update_expression(ex, cid, fields, appended=len(history), listing=listing)
         condition = self._condition(ex, expect, history_len=known if history else None)
         items: list[dict[str, Any]] = [{"Update": {
             "TableName": self.table, "Key": self._key(cid, RECORD_SK), "UpdateExpression": update,
@@ -305,7 +420,8 @@ class DynamoStore:
 
     # -- expressions -----------------------------------------------------------------------
 
-    def _update_expression(self, ex: _Expression, cid: str, fields: Mapping[str, Any], appended: int) -> str:
+    def _update_expression(self, ex: _Expression, cid: str, fields: Mapping[str, Any], appended: int,
+                           listing: Mapping[str, str | None]) -> str:
         # history_len is always set, so the expression is never empty and every record has it.
         length = ex.name(HISTORY_LEN)
         sets = [f"{length} = if_not_exists({length}, {ex.value(_number(0))}) + {ex.value(_number(appended))}"]
@@ -321,6 +437,11 @@ class DynamoStore:
                 sets.append(f"{ex.name(PENDING_SHARD)} = {ex.value({'S': self._pending_shard_of(cid)})}")
             else:
                 removes.append(ex.name(PENDING_SHARD))
+        for name, value in listing.items():     # None: out of that index
+            if value is None:
+                removes.append(ex.name(name))
+            else:
+                sets.append(f"{ex.name(name)} = {ex.value({'S': value})}")
         if "expires_at" in fields:
             expires = fields["expires_at"]
             if isinstance(expires, (int, float)) and expires > 0:
@@ -371,14 +492,54 @@ class DynamoStore:
         return self._pending_shard(zlib.crc32(cid.encode()) % self.pending_shards)
 
     def _remember(self, cid: str, item: Mapping[str, Any] | None) -> None:
-        if item and HISTORY_LEN in item:
-            with self._lock:
-                if len(self._history_len) > 10_000:
-                    self._history_len.clear()   # a cache: a miss costs one extra round trip
+        if not item:
+            return
+        with self._lock:
+            if len(self._history_len) > 10_000 or len(self._listed) > 10_000:
+                self._history_len.clear()   # caches: a miss costs one extra round trip
+                self._listed.clear()
+            if HISTORY_LEN in item:
                 self._history_len[cid] = int(item[HISTORY_LEN]["N"])
+            self._listed[cid] = {name: decode(name, item[name]) if name in item else None for name in LISTED}
+
+    def _listing(self, cid: str, expect: Mapping[str, Scalar] | None,
+                 fields: Mapping[str, Any]) -> tuple[dict[str, str | None], dict[str, Any]]:
+        """The listing attributes this swap sets (``None``: removes), and the values it
+        took from what this store last saw of the record rather than from the swap
+        (``guesses``, made conditions of the write: see the module docstring)."""
+        attributes: dict[str, str | None] = {}
+        if "updated_at" in fields or expect is None:
+            attributes[LIST_AT] = list_sort_key(fields.get("updated_at"), cid)
+        if expect is not None and not any(name in fields for name in LISTED):
+            return attributes, {}
+        guesses: dict[str, Any] = {}
+        if expect is not None:
+            missing = [name for name in LISTED if name not in fields and name not in expect]
+            if any(name not in self._listed.get(cid, {}) for name in missing):
+                self.get(cid)       # nothing seen of it yet: one read (a commit's acquire has seen it)
+            seen = self._listed.get(cid, {})
+            guesses = {name: seen.get(name) for name in missing}
+        known = {**guesses, **(expect or {}), **fields}
+        shard = zlib.crc32(cid.encode()) % self.list_shards
+        attributes.update(list_partitions(self.prefix, shard, *(known.get(name) for name in LISTED)))
+        return attributes, guesses
 
     def _pages(self, operation: str, request: dict[str, Any]) -> Iterable[dict[str, Any]]:
         return paginate(self.client, operation, request, self.url)
+
+
+def _with(expect: Mapping[str, Scalar] | None, guesses: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The swap's condition plus the guesses it relies on (a creation has none)."""
+    return expect if expect is None or not guesses else {**expect, **guesses}
+
+
+def _guessed_wrong(record: Record | None, expect: Mapping[str, Scalar] | None, guesses: Mapping[str, Any],
+                   stale_length: bool = False) -> bool:
+    """Whether a failed write failed only on this store's guesses (the caller's own
+    condition holds on the record it was shown): then it is worth sending again."""
+    if record is None or expect is None or not matches(record, expect):
+        return False
+    return stale_length or any(record.get(name) != value for name, value in guesses.items())
 
 
 def _record_condition_failure(exc: ClientError) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ adapter uses to name and page through it. See :mod:`sources.dynamodb` for the it
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -12,10 +13,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from fsm import codec
 from fsm.errors import BackendError
 from fsm.logs import log
 
 from .aws import classify, error_code, make_client, parse_arn
+from .memory import time_key
 
 TTL = "ttl"
 PENDING = "pending"
@@ -24,6 +27,14 @@ TIMER_INDEX = "timers-by-due"
 PENDING_INDEX = "pending-by-time"
 CHECKPOINT_PREFIX = "ckpt#"
 CHECKPOINT_SK = "checkpoint"
+
+# Listing (see sources.dynamodb): three sparse, KEYS_ONLY indexes sharing the sort key
+# LIST_AT ("TIME|ID"), one per filter shape; the partition names the shape's values.
+LIST_AT = "list_at"
+LIST_BY_STATUS, LIST_BY_MACHINE, LIST_BY_STATE = "list_s", "list_m", "list_x"
+LIST_INDEXES = {LIST_BY_STATUS: "instances-by-status", LIST_BY_MACHINE: "instances-by-machine",
+                LIST_BY_STATE: "instances-by-state"}
+LIST_FILLED = {"pk": {"S": "meta#"}, "sk": {"S": "list-attributes-filled"}}
 
 
 def table_of(url: str) -> tuple[str, str]:
@@ -78,6 +89,7 @@ def create_tables(*urls: str, client: Any = None, endpoint_url: str | None = Non
             _create_table(dynamodb, table)
             dynamodb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
             _add_missing_indexes(dynamodb, table, index_wait)
+            _fill_list_attributes(dynamodb, table, url)
             status = dynamodb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
             if status.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
                 dynamodb.update_time_to_live(TableName=table, TimeToLiveSpecification={
@@ -86,14 +98,39 @@ def create_tables(*urls: str, client: Any = None, endpoint_url: str | None = Non
             raise classify(exc, url) from exc
 
 
-# index name -> (partition attribute, sort attribute); both sparse, projection ALL.
-INDEXES = {TIMER_INDEX: ("timer_shard", "due"), PENDING_INDEX: (PENDING_SHARD, PENDING)}
-ATTRIBUTE_TYPES = {"pk": "S", "sk": "S", "timer_shard": "S", "due": "N", PENDING_SHARD: "S", PENDING: "N"}
+def list_partition(prefix: str, shard: int, *values: Any) -> str:
+    """A listing index partition: the store's prefix, a shard, and the shape's values
+    (machine, state, status) as JSON, so no two value lists make the same text."""
+    return f"{prefix}list#{shard}#{codec.dumps(list(values))}"
+
+
+def list_sort_key(updated_at: Any, cid: str) -> str:
+    return f"{time_key(updated_at)}|{cid}"
+
+
+def list_partitions(prefix: str, shard: int, machine: Any, status: Any, state: Any) -> dict[str, str | None]:
+    """The listing partitions of a record with these values; ``None``: the attribute is
+    removed, which leaves the record out of that index (no status, or no machine)."""
+    listed = isinstance(status, str)
+    by_machine = listed and isinstance(machine, str)
+    return {LIST_BY_STATUS: list_partition(prefix, shard, status) if listed else None,
+            LIST_BY_MACHINE: list_partition(prefix, shard, machine, status) if by_machine else None,
+            LIST_BY_STATE: list_partition(prefix, shard, machine, state, status) if by_machine else None}
+
+
+# index name -> (partition attribute, sort attribute); all sparse. Projection ALL, but
+# KEYS_ONLY for the listing indexes (PROJECTIONS): every commit moves a record in them, and
+# a small entry keeps that at one write unit however large the record.
+INDEXES = {TIMER_INDEX: ("timer_shard", "due"), PENDING_INDEX: (PENDING_SHARD, PENDING),
+           **{name: (attribute, LIST_AT) for attribute, name in LIST_INDEXES.items()}}
+PROJECTIONS = {name: "KEYS_ONLY" for name in LIST_INDEXES.values()}
+ATTRIBUTE_TYPES = {"pk": "S", "sk": "S", "timer_shard": "S", "due": "N", PENDING_SHARD: "S", PENDING: "N",
+                   LIST_AT: "S", **dict.fromkeys(LIST_INDEXES, "S")}
 
 
 def _index(name: str) -> dict[str, Any]:
     partition, sort = INDEXES[name]
-    return {"IndexName": name, "Projection": {"ProjectionType": "ALL"},
+    return {"IndexName": name, "Projection": {"ProjectionType": PROJECTIONS.get(name, "ALL")},
             "KeySchema": [{"AttributeName": partition, "KeyType": "HASH"},
                           {"AttributeName": sort, "KeyType": "RANGE"}]}
 
@@ -141,3 +178,49 @@ def _index_statuses(dynamodb: Any, table: str) -> dict[str, str]:
     description = dynamodb.describe_table(TableName=table)["Table"]
     return {index["IndexName"]: str(index.get("IndexStatus") or "ACTIVE")
             for index in description.get("GlobalSecondaryIndexes") or []}
+
+
+def _fill_list_attributes(dynamodb: Any, table: str, url: str) -> None:
+    """Give the records of a table made before listing existed their listing attributes,
+    so that every instance is listed, not only those written since. Once per table: a
+    marker item says it is done, so later runs read one item instead of the table."""
+    if dynamodb.get_item(TableName=table, Key=LIST_FILLED, ConsistentRead=True).get("Item"):
+        return
+    scan = {"TableName": table, "FilterExpression": "#sk = :record AND attribute_not_exists(#at)",
+            "ExpressionAttributeNames": {"#sk": "sk", "#at": LIST_AT},
+            "ExpressionAttributeValues": {":record": {"S": "record"}}}
+    filled = 0
+    for item in paginate(dynamodb, "scan", scan, url):
+        filled += _fill_record(dynamodb, table, item)
+    if filled:
+        log(logging.INFO, "listing attributes added to existing records", table=table, records=filled)
+    dynamodb.put_item(TableName=table, Item=LIST_FILLED)
+
+
+def _fill_record(dynamodb: Any, table: str, item: Mapping[str, Any]) -> int:
+    """One record's listing attributes (in shard 0: stores query every shard), unless it
+    changed since it was read (then the store that changed it wrote them itself)."""
+    cid, pk = item.get("id", {}).get("S"), item["pk"]["S"]
+    if not cid or not pk.endswith(cid):
+        return 0
+    updated = item.get("updated_at", {})
+    state = item.get("state", {})
+    values = {LIST_AT: list_sort_key(float(updated["N"]) if "N" in updated else 0.0, cid),
+              **list_partitions(pk[: len(pk) - len(cid)], 0, item.get("machine", {}).get("S"),
+                                item.get("status", {}).get("S"), json.loads(state["S"]) if "S" in state else None)}
+    sets = {name: value for name, value in values.items() if value is not None}
+    names = {"#at": LIST_AT, "#u": "updated_at", **{f"#a{n}": name for n, name in enumerate(sets)}}
+    attributes = {f":a{n}": {"S": value} for n, value in enumerate(sets.values())}
+    unchanged = "attribute_not_exists(#u)"
+    if updated:
+        attributes[":u"], unchanged = updated, "#u = :u"
+    try:
+        dynamodb.update_item(TableName=table, Key={"pk": item["pk"], "sk": item["sk"]},
+                             UpdateExpression="SET " + ", ".join(f"#a{n} = :a{n}" for n in range(len(sets))),
+                             ConditionExpression=f"attribute_not_exists(#at) AND {unchanged}",
+                             ExpressionAttributeNames=names, ExpressionAttributeValues=attributes)
+    except ClientError as exc:
+        if error_code(exc) != "ConditionalCheckFailedException":
+            raise
+        return 0
+    return 1

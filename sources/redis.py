@@ -13,6 +13,30 @@ one sorted set, ``PREFIX{pending}``, updated by the same script whenever a swap 
 ``pending``: the index can never disagree with the records, at no extra round trip. A
 script then touches keys of two hash slots, so this store needs a single Redis (with
 replicas if wanted), not a Redis Cluster.
+
+Listing (``list_instances``) reads ``PREFIX{list}``, a sorted set whose scores are all 0,
+so that it is ordered by member text and ``ZREVRANGEBYLEX`` reads ranges of it. Each
+instance has three members, one per filter shape, each ending in its ``updated_at`` as
+:func:`~sources.memory.time_key` and its id::
+
+    s|STATUS|TIME|ID              no filter (one range per status), or a status
+    m|MACHINE|STATUS|TIME|ID      a machine, with or without a status
+    x|MACHINE|STATE|STATUS|TIME|ID   a machine and a state, with or without a status
+
+(MACHINE, STATE and STATUS are the JSON texts the hash holds, which no other value's
+text can start with, so a prefix selects exactly one filter's members.) The swap script
+replaces them whenever a swap names ``machine``, ``status``, ``state``, ``updated_at`` or
+``expires_at``: a commit pays for six sorted-set updates inside the script it already
+runs, and taking a lease, which names none of them, pays nothing. A page is one script
+call: one range per status read ``limit + 1`` deep, merged, and the page's records read.
+
+Records that expire (``expires_at``) take their hash keys with them but not their
+members: the script also keeps ``PREFIX{list}:expiring``, the same instances scored by
+``expires_at`` (member: the values the three members are made of), and each swap that
+re-indexes a record with an expiry removes the members of up to two instances whose time
+has passed (without a retention, swaps pay nothing for it). A member whose record is
+gone, or no longer has the values the member was made of, is never listed, and a listing
+that meets one removes it.
 """
 
 from __future__ import annotations
@@ -25,18 +49,63 @@ from typing import Any, TypeVar
 import redis
 import redis.exceptions as rx
 
+from fsm import codec
 from fsm.errors import BackendError, RecoverableError
 from fsm.ports import Record, Scalar, SwapResult
 
 from .base import dumps
+from .memory import ListQuery, encode_cursor, list_query
 
 MARKER = "@"    # not a JSON-able identifier, so it never collides with a record field
 T = TypeVar("T")
 
-# KEYS: record, history, pending index.  ARGV: mode ("new" | "cas"), n_expect, then n_expect triples
-# (field, kind "n" numeric | "s" JSON text, value), n_fields, pairs (field, JSON text),
-# then the history entries. Returns {1, fields...} on success, {0, fields...} on failure.
-SWAP_LUA = """
+# What the listing index is made of (the swap and list scripts share it). An entry is
+# {machine, status, state, updated_at, id}: hash values as the JSON texts they are.
+LIST_LUA_COMMON = """
+local unpack = table.unpack or unpack
+local function stamp(text)  -- sources.memory.time_key: fixed width, so text order is time order
+  local t = tonumber(text or '') or 0
+  if t < 0 or t ~= t then t = 0 end
+  return string.format('%020.6f', t)
+end
+local function members(e)
+  local tail = '|' .. stamp(e[4]) .. '|' .. e[5]
+  return {'s|' .. e[2] .. tail, 'm|' .. e[1] .. '|' .. e[2] .. tail,
+          'x|' .. e[1] .. '|' .. e[3] .. '|' .. e[2] .. tail}
+end
+local function entry_of(v, id)
+  return {v.machine or 'null', v.status or 'null', v.state or 'null', v.updated_at or '0', id}
+end
+local function listed_values(key)
+  local v = redis.call('HMGET', key, 'machine', 'status', 'state', 'updated_at', 'expires_at')
+  return {machine = v[1], status = v[2], state = v[3], updated_at = v[4], expires_at = v[5]}
+end
+"""
+
+# KEYS: record, history, pending index, listing index, listing expiry.  ARGV: mode ("new" |
+# "cas"), id, n_expect, then n_expect triples (field, kind "n" numeric | "s" JSON text, value),
+# n_fields, pairs (field, JSON text), then the history entries. Returns {1, fields...} on
+# success, {0, fields...} on failure.
+SWAP_LUA = LIST_LUA_COMMON + """
+local LISTED = {machine = true, status = true, state = true, updated_at = true, expires_at = true}
+local function reindex(before, after)   -- listed values (nil before: a new record)
+  local new = entry_of(after, ARGV[2])
+  local m = members(new)
+  local expiring = {before and tonumber(before.expires_at or '0') or 0, tonumber(after.expires_at or '0') or 0}
+  if before then
+    local old = entry_of(before, ARGV[2])
+    redis.call('ZREM', KEYS[4], unpack(members(old)))
+    if expiring[1] > 0 then redis.call('ZREM', KEYS[5], cjson.encode(old)) end
+  end
+  redis.call('ZADD', KEYS[4], 0, m[1], 0, m[2], 0, m[3])
+  if expiring[2] > 0 then redis.call('ZADD', KEYS[5], expiring[2], cjson.encode(new)) end
+  if expiring[1] + expiring[2] == 0 then return end
+  -- with expiry: forget at most two instances whose time has passed (each expires once, after a swap)
+  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', redis.call('TIME')[1], 'LIMIT', 0, 2)) do
+    redis.call('ZREM', KEYS[4], unpack(members(cjson.decode(gone))))
+    redis.call('ZREM', KEYS[5], gone)
+  end
+end
 local exists = redis.call('EXISTS', KEYS[1]) == 1
 local function current(flag)
   if not exists then return {flag} end
@@ -49,8 +118,8 @@ if ARGV[1] == 'new' then
 elseif not exists then
   return {0}
 end
-local n = tonumber(ARGV[2])
-local i = 3
+local n = tonumber(ARGV[3])
+local i = 4
 for _ = 1, n do
   local stored = redis.call('HGET', KEYS[1], ARGV[i]) or 'null'
   local equal
@@ -64,15 +133,26 @@ for _ = 1, n do
 end
 local updates = {'@', '1'}
 local pending = nil
+local listed = nil      -- the listed values this swap sets, if any (all of them for a new record)
+if not exists then listed = {} end
 local nf = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, nf do
   table.insert(updates, ARGV[i])
   table.insert(updates, ARGV[i + 1])
   if ARGV[i] == 'pending' then pending = ARGV[i + 1] end
+  if LISTED[ARGV[i]] then
+    listed = listed or {}
+    listed[ARGV[i]] = ARGV[i + 1]
+  end
   i = i + 2
 end
-local unpack = table.unpack or unpack
+if listed then
+  local before = exists and listed_values(KEYS[1]) or nil
+  local after = {}
+  for name in pairs(LISTED) do after[name] = listed[name] or (before and before[name]) end
+  reindex(before, after)
+end
 redis.call('HSET', KEYS[1], unpack(updates))
 while i <= #ARGV do      -- in chunks: unpack() is limited by Lua's C stack
   local last = math.min(i + 999, #ARGV)
@@ -103,6 +183,42 @@ local out = {}
 for _, key in ipairs(keys) do
   local flat = redis.call('HGETALL', key)
   if #flat == 0 then redis.call('ZREM', KEYS[1], key) else table.insert(out, flat) end
+end
+return out
+"""
+
+# KEYS: listing index. ARGV: record key prefix, limit, then per range (one per status): the
+# length of its members' prefix, max and min (ZREVRANGEBYLEX bounds). Returns {cursor,
+# record, record...}: the page's records, newest first, each one JSON object put together
+# from the JSON texts its hash holds (so a page is a hundred texts to parse, not thousands,
+# and Lua decodes nothing), and the "TIME|ID" key of its last member when more follow ('').
+LIST_LUA = LIST_LUA_COMMON + """
+local limit = tonumber(ARGV[2])
+local found = {}
+for r = 3, #ARGV, 3 do
+  local skip = tonumber(ARGV[r])
+  for _, member in ipairs(redis.call('ZREVRANGEBYLEX', KEYS[1], ARGV[r + 1], ARGV[r + 2], 'LIMIT', 0, limit + 1)) do
+    table.insert(found, {member:sub(skip + 1), member})
+  end
+end
+table.sort(found, function(a, b) return a[1] > b[1] end)
+local out = {''}
+for k = 1, math.min(limit, #found) do
+  local key, member = found[k][1], found[k][2]
+  local id = key:sub(22)
+  local record = ARGV[1] .. '{' .. id .. '}:r'
+  local live = false
+  for _, m in ipairs(members(entry_of(listed_values(record), id))) do live = live or m == member end
+  if live then
+    local flat, fields = redis.call('HGETALL', record), {}
+    for j = 1, #flat, 2 do
+      if flat[j] ~= '@' then table.insert(fields, cjson.encode(flat[j]) .. ':' .. flat[j + 1]) end
+    end
+    table.insert(out, '{' .. table.concat(fields, ',') .. '}')
+  else
+    redis.call('ZREM', KEYS[1], member)
+  end
+  if k == limit and #found > limit then out[1] = key end
 end
 return out
 """
@@ -178,17 +294,19 @@ class RedisStore:
         self.client = connect(url, client, socket_timeout, connect_timeout, **options)
         self._swap = self.client.register_script(SWAP_LUA)
         self._pending = self.client.register_script(PENDING_LUA)
+        self._list = self.client.register_script(LIST_LUA)
 
     def swap(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
              history: Sequence[Mapping[str, Any]] = ()) -> SwapResult:
         if MARKER in fields:
             raise BackendError(f"{self.where}: record field {MARKER!r} is reserved by the Redis store")
-        args: list[Any] = ["new", 0] if expect is None else ["cas", *expect_args(expect)]
+        args: list[Any] = ["new", cid, 0] if expect is None else ["cas", cid, *expect_args(expect)]
         args.append(len(fields))
         for name, value in fields.items():
             args += [name, dumps(value)]
         args += [dumps(entry) for entry in history]
-        reply = call(self.where, lambda: self._swap(keys=[*self._keys(cid), self._index], args=args))
+        keys = [*self._keys(cid), self._index, *self._listing]
+        reply = call(self.where, lambda: self._swap(keys=keys, args=args))
         return SwapResult(int(reply[0]) == 1, record_of(reply[1:]))
 
     def get(self, cid: str) -> Record | None:
@@ -215,13 +333,46 @@ class RedisStore:
         replies = call(self.where, lambda: self._pending(keys=[self._index], args=args))
         return [record for flat in replies if (record := record_of(flat)) is not None]
 
+    def list_instances(self, *, machine: str | None = None, status: str | None = None,
+                       state: str | None = None, since: float | None = None, limit: int = 50,
+                       cursor: str | None = None) -> tuple[list[Record], str | None]:
+        """One page, most recently updated first, in one script call: a range of the
+        listing index per status, read ``limit + 1`` deep (see the module docstring)."""
+        query = list_query(machine=machine, status=status, state=state, since=since, limit=limit, cursor=cursor)
+        args: list[Any] = [self.prefix, query.limit]
+        for each in query.statuses:
+            args += self._range(query, each)
+        reply = call(self.where, lambda: self._list(keys=[self._listing[0]], args=args))
+        records = [codec.loads(text) for text in reply[1:]]
+        after = text(reply[0])
+        return records, encode_cursor(after[:20], after[21:]) if after else None
+
     def close(self) -> None:
         if self._owns_client:
             self.client.close()
 
+    @staticmethod
+    def _range(query: ListQuery, status: str) -> list[Any]:
+        """The member prefix's length and the ZREVRANGEBYLEX bounds of one status."""
+        if query.state is not None:
+            shape, values = "x", [query.machine, query.state, status]
+        elif query.machine is not None:
+            shape, values = "m", [query.machine, status]
+        else:
+            shape, values = "s", [status]
+        prefix = "|".join([shape, *map(dumps, values)]) + "|"
+        high = f"({prefix}{query.after[0]}|{query.after[1]}" if query.after else f"({prefix}~"
+        low = f"[{prefix}{query.since_key or ''}"
+        return [len(prefix.encode()), high, low]
+
     @property
     def _index(self) -> str:
         return f"{self.prefix}{{pending}}"
+
+    @property
+    def _listing(self) -> list[str]:
+        """The listing index and its expiry schedule."""
+        return [f"{self.prefix}{{list}}", f"{self.prefix}{{list}}:expiring"]
 
     def _keys(self, cid: str) -> list[str]:
         return [f"{self.prefix}{{{cid}}}:r", f"{self.prefix}{{{cid}}}:h"]

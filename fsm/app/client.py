@@ -109,6 +109,33 @@ class Client:
         index, _ = self._record(correlation_id)
         return self.wiring.stores[index].history(correlation_id)
 
+    def list(self, machine: str | None = None, status: str | None = None, state: str | None = None,
+             since: float | str | None = None, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        """One page of instances, most recently updated first: ``{"instances": [status
+        views], "next": the cursor of the next page, or None}``.
+
+        Filters combine. ``since``: updated at or after it, epoch seconds or ISO 8601.
+        ``state`` without ``machine`` means the one loaded machine with that state.
+        ``limit``: 1 to 1000. An instance updated while you page moves to the first page
+        and is not returned again on a later one. Bad arguments raise ``ValueError``.
+
+        With several stores (failover) it lists from the first one that can
+        (:class:`fsm.ports.InstanceIndex`): an instance that failed over to a secondary
+        shows as the primary last saw it. When none can (memcached), it raises
+        :class:`fsm.app.listing.ListingUnsupported`, naming the stores and those that can.
+        """
+        from .listing import epoch_seconds, listing_store, machine_with_state
+
+        since = epoch_seconds(since)
+        if state is not None and machine is None:
+            machine = machine_with_state(self.machines, state)
+        store = listing_store(self.wiring.stores)
+        if self.runtime is not None:
+            self.runtime.catch_up()  # overdue timers fired before this call, as for status()
+        records, after = store.list_instances(machine=machine, status=status, state=state, since=since,
+                                              limit=limit, cursor=cursor)
+        return {"instances": [status_view(record) for record in records], "next": after}
+
     # -- plumbing ---------------------------------------------------------------------
 
     def _machine_of(self, record: Record) -> Any:

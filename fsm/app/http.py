@@ -42,6 +42,7 @@ from ..model import Machine
 from ..record import SETTLED, Record, Status
 from .client import Client, status_view
 from .delivery import freshest_record
+from .listing import ListingUnsupported
 from .wiring import App
 
 # Lambda's asynchronous payload and an SQS, SNS or EventBridge message are 256 KiB at most:
@@ -268,6 +269,7 @@ _ERRORS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int,
     (InstanceError, 409, "conflict"),
     (UnknownMachine, 400, "unknown_machine"),
     ((MalformedMessage, InvalidDefinition, ContextNotSerialisable), 400, "invalid_request"),
+    (ListingUnsupported, 501, "not_supported"),
 )
 
 
@@ -429,10 +431,11 @@ def list_instances(client: Client, request: HttpRequest, _: str) -> HttpResponse
                        f"{', '.join(Status)}, got {status!r}")
     limit = integer_param(query, "limit", DEFAULT_PAGE, 1, LARGEST_PAGE)
     since = _since(query.get("since"))
-    if not hasattr(client, "list"):  # TEMPORARY: until Client.list (the listing index) lands
-        raise ApiError(501, "not_implemented", "listing instances is not available in this version")
-    page = client.list(machine=query.get("machine"), status=status, state=query.get("state"),
-                       since=since, limit=limit, cursor=query.get("next"))
+    try:
+        page = client.list(machine=query.get("machine"), status=status, state=query.get("state"),
+                           since=since, limit=limit, cursor=query.get("next"))
+    except ValueError as exc:  # a bad cursor, a state no machine (or several) has
+        raise ApiError(400, "invalid_request", str(exc)) from None
     return HttpResponse(200, page)
 
 

@@ -62,7 +62,7 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def fsm(workdir: Path, *args: str, **options) -> subprocess.Popen[str]:  # noqa: ANN003
+def fsm(workdir: Path, *args: str, **options) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FSM_")}
     return subprocess.Popen([sys.executable, "-m", "fsm", *args, "--store", "sqlite:///state.sqlite3"],
                             cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

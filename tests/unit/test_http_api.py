@@ -461,11 +461,6 @@ def test_machines_are_listed_and_drawn(app: App) -> None:
 
 # ---- GET /instances (Client.list) -------------------------------------------------------------
 
-needs_listing = pytest.mark.skipif(not hasattr(Client, "list"),  # TEMPORARY: until Client.list lands
-                                   reason="Client.list (the listing index) is not there yet")
-
-
-@needs_listing
 def test_instances_are_listed_filtered_and_paged(app: App) -> None:
     ids = [start(app, cid=f"list-{n}") for n in range(3)]
     call(app, "POST", f"/instances/{ids[0]}/events", {"event": "BURNT"})
@@ -487,7 +482,6 @@ def test_instances_are_listed_filtered_and_paged(app: App) -> None:
     assert sorted(seen) == sorted([*ids, failed])
 
 
-@needs_listing
 def test_instances_since_and_empty_filters(app: App) -> None:
     cid = start(app)
     assert cid in {i["correlation_id"] for i in call(app, "GET", "/instances", query={

@@ -30,7 +30,11 @@ from fsm.app.wiring import build
 from fsm.app.worker import run_worker
 
 ROOT = Path(__file__).resolve().parents[2]
-EVENTS = Path(os.environ.get("FSM_LAMBDA_EVENTS") or ROOT.parent / "shared" / "lambda-events")
+# AWS's event shapes: the project's shared folder beside the checkout when it is there,
+# else the copy kept with the tests (FSM_LAMBDA_EVENTS names another folder).
+SHARED_EVENTS = ROOT.parent / "shared" / "lambda-events"
+EVENTS = Path(os.environ.get("FSM_LAMBDA_EVENTS") or (SHARED_EVENTS if SHARED_EVENTS.is_dir()
+                                                       else ROOT / "tests" / "events"))
 MACHINES = """
 machines:
   - name: pizza

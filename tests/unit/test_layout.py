@@ -66,3 +66,12 @@ def test_every_service_module_that_reads_records_offers_the_whole_reader() -> No
         assert reader.EVENT_SOURCE == event_source
         for hook in ("item_id", "ordered", "read_record"):
             assert callable(getattr(reader, hook)), f"{reader.__name__} lacks {hook}"
+
+
+def test_the_event_shapes_kept_with_the_tests_are_the_shared_ones() -> None:
+    """tests/events is a copy of the project's shared/lambda-events, for checkouts without it."""
+    shared = ROOT.parent / "shared" / "lambda-events"
+    if not shared.is_dir():
+        pytest.skip("no shared/ folder beside this checkout to compare with")
+    for kept in (ROOT / "tests" / "events").glob("*.json"):
+        assert kept.read_text(encoding="utf-8") == (shared / kept.name).read_text(encoding="utf-8"), kept.name

@@ -58,6 +58,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """The fast tier (``-m "not slow"``) needs no server: everything that uses one,
     whether by fixture or by a store/timer parameter, is ``slow`` too."""
     integration, soak = ROOT / "tests" / "integration", ROOT / "tests" / "soak"
+    # Longest first: run in parallel, the soak (minutes on its own) starts at once on one
+    # worker instead of last, while the others share everything else.
+    items.sort(key=lambda item: soak not in item.path.parents)
     for item in items:
         if integration in item.path.parents:
             item.add_marker(pytest.mark.integration)

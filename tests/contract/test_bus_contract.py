@@ -198,7 +198,10 @@ CASES: dict[str, Callable[[], Case]] = {
 }
 
 
-@pytest.fixture(params=sorted(CASES))
+# moto's EventBridge delivers every PutEvents through its rules to an SQS target: its
+# cases take seconds each, so they run in the full suite, not the fast tier.
+@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.slow) if name == "eventbridge" else name
+                        for name in sorted(CASES)])
 def case(request, aws) -> Case:
     return CASES[request.param]()
 

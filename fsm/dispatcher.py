@@ -165,9 +165,10 @@ class Dispatcher:
             self._requeue(msg)
             return Outcome("busy", cid, status=(got.record or {}).get("status"))
         lease, record = got, got.record
-        moved = self._elsewhere(index, cid, {**record, "fence": lease.fence - 1})
-        if moved is not None:
-            return self._retire(index, lease, msg, machine, source, moved)
+        if len(self.stores) > 1:
+            moved = self._elsewhere(index, cid, {**record, "fence": lease.fence - 1})
+            if moved is not None:
+                return self._retire(index, lease, msg, machine, source, moved)
         if msg.event_id and msg.kind != Kind.STEP and msg.event_id in (record.get("event_ids") or []):
             leases.commit(store, lease, {})
             return self._duplicate(store, msg, {**record, "lease_owner": ""}, now)

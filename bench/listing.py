@@ -118,7 +118,7 @@ def fill_redis(store: RedisStore, count: int, now: float, batch: int = 1000) -> 
 def redis_touched(store: RedisStore, filters: dict[str, Any], limit: int, cursor: str | None) -> int:
     """Index members one listing reads: per status range, what lies between its bounds,
     up to ``limit + 1`` (the script reads no deeper)."""
-    from sources.memory import list_query
+    from sources.listing import list_query
 
     query = list_query(machine=filters.get("machine"), status=filters.get("status"), state=filters.get("state"),
                        since=filters.get("since"), limit=limit, cursor=cursor)

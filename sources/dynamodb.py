@@ -98,7 +98,7 @@ from .dynamodb_tables import (
     paginate,
     table_of,
 )
-from .memory import ListQuery, list_query, page_of, time_key
+from .listing import ListQuery, list_query, page_of, time_key
 
 RECORD_SK = "record"
 HISTORY_LEN = "history_len"

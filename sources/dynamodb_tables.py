@@ -18,7 +18,7 @@ from fsm.errors import BackendError
 from fsm.logs import log
 
 from .aws import classify, error_code, make_client, parse_arn
-from .memory import time_key
+from .listing import time_key
 
 TTL = "ttl"
 PENDING = "pending"

@@ -54,7 +54,7 @@ from fsm.errors import BackendError, RecoverableError
 from fsm.ports import Record, Scalar, SwapResult
 
 from .base import dumps
-from .memory import ListQuery, encode_cursor, list_query
+from .listing import ListQuery, encode_cursor, list_query
 
 MARKER = "@"    # not a JSON-able identifier, so it never collides with a record field
 T = TypeVar("T")

@@ -30,7 +30,7 @@ from fsm.errors import BackendError, RecoverableError
 from fsm.ports import Record, Scalar, SwapResult
 
 from .base import dumps, matches, merged
-from .memory import list_query, page_of, time_key
+from .listing import list_query, page_of, time_key
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, record TEXT NOT NULL,

@@ -4,7 +4,7 @@ A page comes from one store's index (:class:`fsm.ports.InstanceIndex`), most rec
 updated first, filtered by machine, status, state and ``since``; the cursor it returns
 leads to the next page. How each store keeps its index is in its module
 (``sources/sqlite.py``, ``sources/redis.py``, ``sources/dynamodb.py``) and the paging
-rules all stores share in ``sources/memory.py``.
+rules all stores share in ``sources/listing.py``.
 """
 
 from __future__ import annotations

@@ -47,6 +47,20 @@ class InstanceStore(Protocol):
     def swap(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
              history: Sequence[Mapping[str, Any]] = ()) -> SwapResult: ...
 
+    def append(self, cid: str, entry: Mapping[str, Any]) -> SwapResult:
+        """Append one external event to the instance's inbox, in one atomic write.
+
+        ``entry`` has at least ``id`` (the event id) and ``at`` (epoch seconds). Atomically:
+        when the record is missing, ``SwapResult(False, None)``; when ``entry["id"]`` is in
+        the record's ``event_ids`` or already in its ``inbox``, ``SwapResult(False,
+        record)`` (a duplicate, nothing written); otherwise ``inbox_end`` (absent reads as
+        0) goes up by one, ``{**entry, "pos": inbox_end}`` goes at the end of ``inbox``,
+        ``pending`` is set to ``entry["at"]`` when it was 0 or absent (so the sweep sees an
+        inbox nobody drains), and ``SwapResult(True, record_after)`` is returned. One round
+        trip (memcached: gets + cas). ``swap`` may rewrite ``inbox`` as a whole and
+        ``expect`` may name ``inbox_end`` (absent reads as 0): an append in between makes
+        such a swap fail, never lost."""
+
     def get(self, cid: str) -> Record | None: ...
 
     def history(self, cid: str) -> list[dict[str, Any]]: ...

@@ -52,6 +52,9 @@ RECORD_FIELDS: dict[str, str] = {
     "updated_at": "float",
     "expires_at": "int",      # epoch seconds for store-side expiry (DynamoDB TTL), 0 = never
     "pending": "float",       # when the outbox was written and not yet consumed; 0 = nothing owed
+    "inbox": "json",          # external events not yet applied, oldest first: [inbox entry]
+    "inbox_end": "int",       # position of the last event ever appended (0: none; absent reads as 0)
+    "chart": "json",          # statecharts: {"active": [paths], "history": {...}, "entered": {...}}
 }
 
 
@@ -77,6 +80,9 @@ class Record(TypedDict, total=False):
     updated_at: float
     expires_at: int
     pending: float
+    inbox: list[dict[str, Any]]
+    inbox_end: int
+    chart: dict[str, Any] | None
 
 
 def freshness(record: Record, store_index: int) -> tuple[int, int, int]:

@@ -18,14 +18,15 @@ import re
 import sys
 from collections import deque
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from fsm.errors import InvalidDefinition
-from fsm.model import Action, Machine, State, Transition
+from fsm.migrate import version_key
+from fsm.model import Action, Guard, Machine, Migration, State, Transition
 from fsm.shadow import check_packages, hidden_note, shadow_note
 
 from . import schema
@@ -73,7 +74,7 @@ class _StateSource:
 
     state: State
     raw: Located
-    transitions: dict[str, Located]  # event -> the transition's mapping
+    transitions: list[Located]  # each transition's mapping, in document order
     doubtful: set[str]  # keys whose value was rejected; checks that rely on them are skipped
 
 
@@ -81,7 +82,8 @@ class _Loader:
     def __init__(self, settings_file: str | None = None, environ: Mapping[str, str] | None = None) -> None:
         self.result = Definitions()
         self._found: list[tuple[str, int, str]] = []
-        self._machine_at: dict[str, str] = {}
+        self._machine_at: dict[tuple[str, str], str] = {}
+        self._versions: dict[str, dict[str, Machine]] = {}
         self._loaded: set[Path] = set()
         self._settings_file = settings_file
         self._environ = os.environ if environ is None else environ
@@ -100,6 +102,15 @@ class _Loader:
 
     def finish(self) -> Definitions:
         """Raise every problem, in file order then line order, or return the definitions."""
+        for name, versions in self._versions.items():
+            if len(versions) > 1 and not all(v.lstrip("-").isdigit() for v in versions):
+                first = next(iter(versions.values()))
+                self.problem(Path(first.source.rsplit(":", 1)[0]), int(first.source.rsplit(":", 1)[1]),
+                             f"machine {name!r} has versions {', '.join(map(repr, versions))}: several versions of "
+                             "one machine must be integers, so that the highest is the one new instances start on")
+                continue
+            ordered = sorted(versions, key=version_key)
+            self.result.machines[name] = replace(versions[ordered[-1]], versions=dict(versions))
         if not self._found:
             return self.result
         order = {name: index for index, name in reversed(list(enumerate(self.result.files)))}
@@ -182,6 +193,8 @@ class _Loader:
             if isinstance(item, Located) and "import" in item:
                 if not self.check_keys(path, item, schema.IMPORT, "import", "import"):
                     self.load_import(path, item, stack)
+            elif isinstance(item, Located) and "xstate" in item:
+                self.load_xstate(path, item)
             elif isinstance(item, Located):
                 self.load_machine(path, item)
             else:
@@ -189,11 +202,17 @@ class _Loader:
                              f"or `- import: file.yaml`, got {self.shown(path, item)}")
 
     def load_import(self, path: Path, item: Located, stack: tuple[Path, ...]) -> None:
-        """Resolve beside the importing file, then (as aws-lambda-fsm did) in the current
-        directory; a candidate outside the allowed folders is neither read nor even
-        looked for, so a message cannot tell whether such a file exists."""
-        name, line = item["import"], item.line_of("import")
-        label = f"import {_short(name)}"
+        found = self.find(path, item, "import", stack)
+        if found is not None and found.resolve() not in self._loaded:  # a diamond is loaded once
+            self.load(found, stack, at=(path, item.line_of("import")))
+
+    def find(self, path: Path, item: Located, key: str, stack: tuple[Path, ...] = ()) -> Path | None:
+        """The file ``item[key]`` names, resolved beside the naming file, then (as
+        aws-lambda-fsm did) in the current directory; a candidate outside the allowed
+        folders is neither read nor even looked for, so a message cannot tell whether
+        such a file exists."""
+        name, line = item[key], item.line_of(key)
+        label = f"{key} {_short(name)}"
         looked: list[Path] = []
         outside: list[Path] = []
         target = None
@@ -210,14 +229,62 @@ class _Loader:
             resolved = target.resolve() if target else None
         except (OSError, ValueError) as exc:  # a NUL byte, a name too long for the system
             self.problem(path, line, f"{label}: not a usable file name ({type(exc).__name__})")
-            return
+            return None
         if target is None or resolved is None:
             self.problem(path, line, _not_imported(label, looked, outside, self.readable_folders()))
-        elif resolved in stack:
+            return None
+        if resolved in stack:
             chain = " -> ".join(str(p) for p in (*stack[stack.index(resolved):], resolved))
             self.problem(path, line, f"{label} makes a cycle: {chain}")
-        elif resolved not in self._loaded:  # a file imported twice (a diamond) is loaded once
-            self.load(target, stack, at=(path, line))
+            return None
+        return target
+
+    def load_xstate(self, path: Path, item: Located) -> None:
+        """``- xstate: order.json`` with ``actions:``, ``guards:`` and ``actors:`` mapping
+        the names the JSON uses to classes (see :mod:`config.xstate`)."""
+        from .xstate import XStateBuilder
+
+        if self.check_keys(path, item, schema.XSTATE, "xstate entry", "xstate") & {"xstate"}:
+            return
+        found = self.find(path, item, "xstate")
+        if found is None:
+            return
+        try:
+            text = found.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.problem(path, item.line_of("xstate"), f"cannot read {str(found)!r}: {type(exc).__name__}")
+            return
+        self.result.files.append(str(found))
+        doc = self.parse(found, text)
+        if doc is None:
+            return
+        name = item.get("name") or (doc.get("id") if isinstance(doc.get("id"), str) else None) or found.stem
+        label = f"xstate machine {name!r}"
+        tables = {kind: item.get(kind + "s") if isinstance(item.get(kind + "s"), dict) else {}
+                  for kind in ("action", "guard", "actor")}
+
+        def make(kind: str, impl: str, params: Any, line: int, where: str) -> Any:
+            spec = tables[kind].get(impl)
+            if spec is None:
+                self.problem(found, line, f"{label}, {where}: {kind} {impl!r} is not mapped to a class; add "
+                             f"`{impl}: module.Class` under `{kind}s:` in the entry at {path}:{item.line}")
+                return None
+            at = tables[kind].line_of(impl) if isinstance(tables[kind], Located) else item.line
+            if isinstance(spec, dict):
+                params, spec = {**plain(spec.get("params") or {}), **params}, spec.get("class")
+            if not isinstance(spec, str):
+                self.problem(path, at, f"{label}: {kind} {impl!r} must map to `module.Class`")
+                return None
+            return self.instance(path, at, spec, params, f"{label}, {kind} {impl!r}",
+                                 Guard if kind == "guard" else Action)
+
+        def problem(line: int, message: str) -> None:
+            self.problem(found, line, f"{label}: {message}")
+
+        options = self.machine_options(path, item, label)
+        machine = XStateBuilder(doc, name, make, problem, options).build()
+        if machine is not None and self.register(path, item, name, options["version"]):
+            self.add(replace(machine, source=f"{found}:{doc.line}"))
 
     def allowed(self, resolved: Path, in_cwd: bool, path: Path, line: int, label: str) -> bool:
         """Whether an import may read ``resolved`` (symlinks already followed): inside the
@@ -258,24 +325,55 @@ class _Loader:
         named = isinstance(name, str) and bool(name)
         label = f"machine {name!r}" if named else "unnamed machine"
         doubtful = self.check_keys(path, raw, schema.MACHINE, label, "machine")
-        registered = named and self.register(path, raw, name)
         options = self.machine_options(path, raw, label)
-        sources, complete = self.load_states(path, raw, label)
+        registered = named and self.register(path, raw, name, options["version"])
+        sources: dict[str, _StateSource] = {}
+        complete = self.load_states(path, raw, label, None, sources)
         if "states" in doubtful:
             return
         initial = self.check_graph(path, raw, label, sources, complete)
+        migrations = self.load_migrations(path, raw, label)
         if registered and initial is not None:
-            self.result.machines[name] = Machine(
-                name=name, states={n: s.state for n, s in sources.items()}, initial=initial,
-                source=f"{path}:{raw.line}", **options)
+            self.add(Machine(
+                name=name, states={p: s.state for p, s in sources.items()}, initial=initial,
+                source=f"{path}:{raw.line}", parallel=schema.value_or(raw, "parallel", schema.MACHINE, False),
+                migrations=migrations, **options))
 
-    def register(self, path: Path, raw: Located, name: str) -> bool:
-        if name in self._machine_at:
-            self.problem(path, raw.line_of("name"), f"duplicate machine name {name!r} "
-                         f"(first defined at {self._machine_at[name]})")
+    def register(self, path: Path, raw: Located, name: str, version: str = "") -> bool:
+        """One definition per (name, version); several versions of one machine may live
+        side by side (instances keep the version they started on)."""
+        same = [at for (other, other_version), at in self._machine_at.items()
+                if other == name and (other_version == version or not other_version or not version)]
+        if same:
+            self.problem(path, raw.line_of("name") if "name" in raw else raw.line, f"duplicate machine name {name!r} "
+                         f"(first defined at {same[0]})" + ("; several definitions of one machine need distinct "
+                                                           "`version:`s" if version else ""))
             return False
-        self._machine_at[name] = f"{path}:{raw.line}"
+        self._machine_at[(name, version)] = f"{path}:{raw.line}"
         return True
+
+    def add(self, machine: Machine) -> None:
+        self._versions.setdefault(machine.name, {})[machine.version] = machine
+
+    def load_migrations(self, path: Path, raw: Located, label: str) -> tuple[Migration, ...]:
+        items = raw.get("migrations")
+        if not isinstance(items, LocatedList):
+            return ()
+        found = []
+        for index, item in enumerate(items):
+            if not isinstance(item, Located):
+                self.problem(path, items.line_at(index), f"{label}: each migration must be a mapping with `from:`")
+                continue
+            where = f"{label}, migration from {item.get('from')!r}"
+            if self.check_keys(path, item, schema.MIGRATION, where, "migration"):
+                continue
+            states = item.get("states") or {}
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in states.items()):
+                self.problem(path, item.line_of("states"), f"{where}: `states` maps old state paths to new ones "
+                             "(strings)")
+                continue
+            found.append(Migration(str(item["from"]), dict(states), self.load_action(path, item, "action", where)))
+        return tuple(found)
 
     def machine_options(self, path: Path, raw: Located, label: str) -> dict[str, Any]:
         options = {key: schema.value_or(raw, key, schema.MACHINE, default)
@@ -288,59 +386,94 @@ class _Loader:
         return {**options, "retry_base_delay": float(options["retry_base_delay"]),
                 "retry_max_delay": float(options["retry_max_delay"]), "version": str(options["version"])}
 
-    def load_states(self, path: Path, raw: Located, label: str) -> tuple[dict[str, _StateSource], bool]:
-        """The machine's states by name, and whether every state and transition could be built."""
-        sources: dict[str, _StateSource] = {}
+    def load_states(self, path: Path, raw: Located, label: str, parent: str | None,
+                    sources: dict[str, _StateSource]) -> bool:
+        """Add ``raw``'s states (and, depth first, their children) to ``sources`` by path,
+        a parent before its children; return whether every one could be built."""
         items = raw.get("states")
         if not isinstance(items, LocatedList):
-            return sources, False
-        complete = True
+            return False
+        complete, siblings = True, {}
         for index, item in enumerate(items):
-            source = self.load_state(path, item, label) if isinstance(item, Located) else None
+            source = self.load_state(path, item, label, parent) if isinstance(item, Located) else None
             if source is None:
                 if not isinstance(item, Located):
                     self.problem(path, items.line_at(index), f"{label}: each state must be a mapping, "
                                  f"got {self.shown(path, item)}")
                 complete = False
-            elif source.state.name in sources:
-                first = sources[source.state.name].raw.line_of("name")
+                continue
+            state = source.state
+            if state.name in siblings:
                 self.problem(path, item.line_of("name"), f"{label}: duplicate state name "
-                             f"{source.state.name!r} (first at line {first})")
-            else:
-                sources[source.state.name] = source
-                complete = complete and "transitions" not in source.doubtful
-        return sources, complete
+                             f"{state.name!r} (first at line {siblings[state.name]})")
+                continue
+            siblings[state.name] = item.line_of("name")
+            sources[state.path] = source
+            complete = complete and "transitions" not in source.doubtful
+            if isinstance(item.get("states"), LocatedList):
+                complete = self.load_states(path, item, f"{label}, state {state.path!r}", state.path,
+                                            sources) and complete
+                children = tuple(p for p, s in sources.items() if s.state.parent == state.path)
+                initial = [p for p in children if sources[p].state.initial]
+                sources[state.path].state = replace(state, children=children,
+                                                    initial_child=initial[0] if len(initial) == 1 else None)
+        return complete
 
-    def load_state(self, path: Path, raw: Located, machine: str) -> _StateSource | None:
+    def load_state(self, path: Path, raw: Located, machine: str, parent: str | None) -> _StateSource | None:
         name = raw.get("name")
         named = isinstance(name, str) and bool(name)
         label = f"{machine}, state {name!r}" if named else f"{machine}, unnamed state"
         doubtful = self.check_keys(path, raw, schema.STATE, label, "state")
+        if named and ("." in name or "," in name):
+            self.problem(path, raw.line_of("name"), f"{label}: a state name cannot hold '.' or ',' "
+                         "(a dotted path names a nested state)")
+            return None
         actions = {key: self.load_action(path, raw, key, label) for key in ACTION_KEYS}
-        transitions, complete = self.load_transitions(path, raw, label)
+        own = f"{parent}.{name}" if parent and named else name
+        transitions, complete = self.load_transitions(path, raw, label, own if named else "")
         if not complete:
             doubtful.add("transitions")
-        timeout = schema.value_or(raw, "timeout", schema.STATE, None)
-        problem = schema.out_of_range("timeout", timeout) if timeout is not None else None
-        if problem:
-            self.problem(path, raw.line_of("timeout"), f"{label}: 'timeout' {problem}")
-            timeout = None
+        timeout = self.number(path, raw, "timeout", label, schema.STATE)
+        retries = schema.value_or(raw, "max_retries", schema.STATE, None)
+        if retries is not None and schema.out_of_range("max_retries", retries):
+            self.problem(path, raw.line_of("max_retries"), f"{label}: 'max_retries' "
+                         f"{schema.out_of_range('max_retries', retries)}")
+            retries = None
+        history = schema.value_or(raw, "history", schema.STATE, None)
+        if history is not None and history not in ("shallow", "deep"):
+            self.problem(path, raw.line_of("history"), f"{label}: 'history' must be shallow or deep, "
+                         f"got {self.shown(path, history)}")
+            history = None
         if not named:
             return None
+        default = schema.value_or(raw, "target", schema.STATE, None)
+        on = tuple(t for t, _ in transitions)
+        if history and default:
+            on = (Transition("", default, source=own),)
         state = State(name=name, initial=schema.value_or(raw, "initial", schema.STATE, False),
-                      final=schema.value_or(raw, "final", schema.STATE, False),
-                      transitions={event: t for event, (t, _) in transitions.items()}, timeout=timeout,
-                      timeout_event=schema.value_or(raw, "timeout_event", schema.STATE, "timeout"), **actions)
-        return _StateSource(state, raw, {event: r for event, (_, r) in transitions.items()}, doubtful)
+                      final=schema.value_or(raw, "final", schema.STATE, False), on=on,
+                      timeout=timeout, timeout_event=schema.value_or(raw, "timeout_event", schema.STATE, "timeout"),
+                      path=own, parent=parent, parallel=schema.value_or(raw, "parallel", schema.STATE, False),
+                      history=history, max_retries=retries, **actions)
+        return _StateSource(state, raw, [r for _, r in transitions], doubtful)
 
-    def load_transitions(self, path: Path, raw: Located,
-                         label: str) -> tuple[dict[str, tuple[Transition, Located]], bool]:
-        """Transitions by event, and whether every one could be built."""
-        built: dict[str, tuple[Transition, Located]] = {}
+    def number(self, path: Path, raw: Located, key: str, label: str, allowed: dict[str, Any]) -> float | None:
+        value = schema.value_or(raw, key, allowed, None)
+        problem = schema.out_of_range(key, value) if value is not None else None
+        if problem:
+            self.problem(path, raw.line_of(key), f"{label}: {key!r} {problem}")
+            return None
+        return value
+
+    def load_transitions(self, path: Path, raw: Located, label: str,
+                         owner: str) -> tuple[list[tuple[Transition, Located]], bool]:
+        """The state's transitions in document order (targets as written; resolved once
+        every state is known), and whether every one could be built."""
+        built: list[tuple[Transition, Located]] = []
         items = raw.get("transitions")
         if not isinstance(items, LocatedList):
             return built, items is None
-        complete = True
+        complete, unguarded = True, {}
         for index, item in enumerate(items):
             if not isinstance(item, Located):
                 self.problem(path, items.line_at(index), f"{label}: each transition must be a mapping "
@@ -351,73 +484,170 @@ class _Loader:
             where = f"{label}, transition on {event!r}" if isinstance(event, str) else f"{label}, transition"
             doubtful = self.check_keys(path, item, schema.TRANSITION, where, "transition")
             action = self.load_action(path, item, "action", where)
-            if doubtful & {"event", "target"}:
+            guard = self.load_action(path, item, "guard", where, base=Guard)
+            delay = self.number(path, item, "after", where, schema.TRANSITION)
+            triggers = [k for k in ("event", "after", "always", "done") if item.get(k) not in (None, False)]
+            if len(triggers) != 1 and not doubtful & {"event", "after", "always", "done"}:
+                self.problem(path, item.line, f"{where}: give exactly one of `event:`, `after: SECONDS`, "
+                             "`always: true` or `done: true`"
+                             f"{' (it has ' + ', '.join(triggers) + ')' if triggers else ''}")
+                doubtful.add("event")
+            if doubtful & {"event", "target", "after", "always", "done"}:
                 complete = False
-            elif event in built:
-                self.problem(path, item.line_of("event"), f"{label}: two transitions on event {event!r} "
-                             f"(the first at line {built[event][1].line_of('event')})")
-            else:
-                local = schema.value_or(item, "local", schema.TRANSITION, False)
-                built[event] = (Transition(event, item["target"], action, local), item)
+                continue
+            if delay is not None:
+                event = f"xstate.after.{round(delay * 1000)}.{owner}"
+            elif item.get("always"):
+                event = ""
+            elif item.get("done"):
+                event = f"xstate.done.state.{owner}"
+            shown = ("`always`" if event == "" else f"event {item.get('event')!r}" if item.get("event")
+                     else "`done`" if item.get("done") else f"`after: {delay:g}`")
+            if event in unguarded:
+                self.problem(path, item.line, f"{label}: two transitions on {shown} (the first at line "
+                             f"{unguarded[event]}); the first has no guard, so the second could never be "
+                             "taken: give the first a `guard:` or remove one")
+                continue
+            if "guard" not in item:
+                unguarded[event] = item.line
+            reenter = not schema.value_or(item, "internal", schema.TRANSITION, False)
+            built.append((Transition(event, item.get("target"), action,
+                                     schema.value_or(item, "local", schema.TRANSITION, False), guard, reenter,
+                                     delay=delay, source=owner), item))
         return built, complete
 
     # -- the graph --------------------------------------------------------------------
 
     def check_graph(self, path: Path, raw: Located, label: str, sources: dict[str, _StateSource],
                     complete: bool) -> str | None:
-        """Return the initial state's name, after reporting every structural problem."""
-        initial = self.check_initial(path, raw, label, sources)
+        """Resolve every target; return the initial state's path, after reporting every
+        structural problem."""
+        initial = self.check_initial(path, raw, label, sources, None)
+        for source in list(sources.values()):
+            self.resolve_targets(path, label, source, sources)
         for source in sources.values():
-            self.check_state(path, f"{label}, state {source.state.name!r}", source, sources)
+            self.check_state(path, f"{label}, state {source.state.path!r}", source, sources)
         if initial is not None and complete:
-            self.check_reachable(path, label, initial, sources)
+            self.check_reachable(path, label, initial, sources,
+                                 schema.value_or(raw, "parallel", schema.MACHINE, False))
         return initial
 
-    def check_initial(self, path: Path, raw: Located, label: str,
-                      sources: dict[str, _StateSource]) -> str | None:
-        initials = [name for name, source in sources.items() if source.state.initial]
+    def check_initial(self, path: Path, raw: Located, label: str, sources: dict[str, _StateSource],
+                      parent: str | None) -> str | None:
+        children = {p: s for p, s in sources.items() if s.state.parent == parent}
+        if parent is None and schema.value_or(raw, "parallel", schema.MACHINE, False):
+            return next(iter(children), None)
+        initials = [p for p, source in children.items() if source.state.initial]
+        where = label if parent is None else f"{label}, state {parent!r}"
         if len(initials) > 1:
-            second = sources[initials[1]].raw
-            self.problem(path, second.line_of("initial"), f"{label}: several initial states "
-                         f"({', '.join(map(repr, initials))}); mark exactly one with `initial: true`")
-        elif not initials and not any("initial" in s.doubtful for s in sources.values()):
-            self.problem(path, raw.line_of("states"), f"{label}: no initial state; mark one with `initial: true`")
+            second = children[initials[1]].raw
+            self.problem(path, second.line_of("initial"), f"{where}: several initial states "
+                         f"({', '.join(repr(children[p].state.name) for p in initials)}); mark exactly one "
+                         "with `initial: true`")
+        elif not initials and (children or parent is None) and not any("initial" in s.doubtful for s in children.values()):
+            line = raw.line_of("states") if parent is None else sources[parent].raw.line_of("states")
+            self.problem(path, line, f"{where}: no initial state; mark one with `initial: true`")
         return initials[0] if len(initials) == 1 else None
+
+    def resolve_targets(self, path: Path, label: str, source: _StateSource, sources: dict[str, _StateSource]) -> None:
+        """Targets by dotted path (whole, or an ending unique in the machine), or by a
+        name unique in the machine."""
+        by_name: dict[str, list[str]] = {}
+        for p, s in sources.items():
+            by_name.setdefault(s.state.name, []).append(p)
+        resolved = []
+        state = source.state
+        raws = source.transitions if not state.history else [source.raw] * len(state.on)
+        for transition, raw in zip(state.on, raws, strict=False):
+            target = transition.target
+            if target is None or target in sources:
+                resolved.append(transition)
+                continue
+            found = by_name.get(target, []) if "." not in target else \
+                [p for p in sources if p.endswith("." + target)]  # a dotted path's unique ending
+            where = f"{label}, state {state.path!r}" + (f", transition on {raw.get('event')!r}"
+                                                         if isinstance(raw.get("event"), str) else "")
+            if len(found) == 1:
+                resolved.append(replace(transition, target=found[0], targets=(found[0],)))
+                continue
+            resolved.append(transition)  # reported below; kept so that no other check trips on it
+            if found:
+                self.problem(path, raw.line_of("target"), f"{where}: target {target!r} is ambiguous "
+                             f"({', '.join(found)}); name it by its dotted path")
+            else:
+                self.problem(path, raw.line_of("target"), f"{where}: unknown target state {target!r}"
+                             f"{_suggest(target, list(sources) + list(by_name))}; states: {', '.join(sources)}")
+        source.state = replace(state, on=tuple(resolved), transitions={})
 
     def check_state(self, path: Path, label: str, source: _StateSource,
                     sources: dict[str, _StateSource]) -> None:
         state, raw = source.state, source.raw
-        if state.final and isinstance(raw.get("transitions"), list) and raw["transitions"]:
-            self.problem(path, raw.line_of("transitions"), f"{label}: a final state cannot have transitions "
-                         "(entering it ends the instance)")
-        elif not state.final and not state.transitions and not source.doubtful & {"final", "transitions"}:
+        if state.history:
+            if state.parent is None or raw.get("states") or raw.get("transitions"):
+                self.problem(path, raw.line_of("history"), f"{label}: a history state sits inside a compound "
+                             "or parallel state and has no states or transitions of its own (`target:` is "
+                             "its default)")
+            return
+        if state.final and (raw.get("transitions") or raw.get("states")):
+            key = "transitions" if raw.get("transitions") else "states"
+            self.problem(path, raw.line_of(key), f"{label}: a final state cannot have {key} "
+                         "(entering it ends the instance or its region)")
+        elif not state.final and state.atomic and not self.leaves_somehow(state, sources) \
+                and not source.doubtful & {"final", "transitions"}:
             self.problem(path, raw.line_of("name"), f"{label}: not final and has no transitions, so an "
                          "instance there could never leave; add a transition or `final: true`")
+        if state.compound:
+            self.check_initial(path, raw, label.rsplit(", state ", 1)[0], sources, state.path)
         if state.timeout and state.timeout_event not in state.transitions:
             self.problem(path, raw.line_of("timeout"), f"{label}: has a timeout but no transition on its "
                          f"timeout event {state.timeout_event!r}")
-        for event, transition in state.transitions.items():
-            if transition.target not in sources:
-                self.problem(path, source.transitions[event].line_of("target"),
-                             f"{label}, transition on {event!r}: unknown target state {transition.target!r}"
-                             f"{_suggest(transition.target, sources)}; states: {', '.join(sources)}")
 
-    def check_reachable(self, path: Path, label: str, initial: str, sources: dict[str, _StateSource]) -> None:
-        seen, todo = {initial}, deque([initial])
+    @staticmethod
+    def leaves_somehow(state: State, sources: dict[str, _StateSource]) -> bool:
+        """An atomic state can be left through its own transitions or an ancestor's, or
+        by its region finishing."""
+        current: str | None = state.path
+        while current is not None:
+            if sources[current].state.on:
+                return True
+            current = sources[current].state.parent
+        return False
+
+    def check_reachable(self, path: Path, label: str, initial: str, sources: dict[str, _StateSource],
+                        parallel: bool) -> None:
+        states = {p: s.state for p, s in sources.items()}
+        seen: set[str] = set()
+        todo = deque([p for p, s in states.items() if s.parent is None] if parallel else [initial])
+
+        def enter(p: str) -> None:
+            while p is not None and p not in seen:
+                seen.add(p)
+                todo.append(p)
+                p = states[p].parent  # type: ignore[assignment]
+
+        for p in list(todo):
+            todo.remove(p)
+            enter(p)
         while todo:
-            for transition in sources[todo.popleft()].state.transitions.values():
-                if transition.target in sources and transition.target not in seen:
-                    seen.add(transition.target)
-                    todo.append(transition.target)
-        for name, source in sources.items():
-            if name not in seen:
-                self.problem(path, source.raw.line_of("name"), f"{label}, state {name!r}: unreachable "
+            state = states[todo.popleft()]
+            nexts = [t for tr in state.on for t in tr.targets if t in states]
+            if state.parallel or state.history:
+                nexts += [c for c in (state.children if state.parallel else
+                                      states[state.parent].children if state.parent else ())]
+            elif state.compound and state.initial_child:
+                nexts.append(state.initial_child)
+            for p in nexts:
+                enter(p)
+        for p, source in sources.items():
+            if p not in seen and not source.state.history:
+                self.problem(path, source.raw.line_of("name"), f"{label}, state {p!r}: unreachable "
                              f"from the initial state {initial!r}")
 
     # -- actions and keys -------------------------------------------------------------
 
-    def load_action(self, path: Path, raw: Located, key: str, label: str) -> Action | None:
-        """``key: dotted.Class`` or ``key: {class: dotted.Class, params: {...}}``."""
+    def load_action(self, path: Path, raw: Located, key: str, label: str, base: type = Action) -> Any:
+        """``key: dotted.Class`` or ``key: {class: dotted.Class, params: {...}}``: an
+        Action (or, with ``base=Guard``, a Guard)."""
         spec, where, line, params = raw.get(key), f"{label}, {key}", raw.line_of(key), {}
         if isinstance(spec, Located):
             if self.check_keys(path, spec, schema.ACTION, where, "action") & {"class", "params"}:
@@ -425,7 +655,11 @@ class _Loader:
             spec, line, params = spec["class"], spec.line_of("class"), plain(spec.get("params") or {})
         if not isinstance(spec, str):  # absent, or a wrong type check_keys has reported
             return None
-        cls = self.import_action(path, line, spec, where)
+        return self.instance(path, line, spec, params, where, base)
+
+    def instance(self, path: Path, line: int, spec: str, params: dict[str, Any], where: str,
+                 base: type = Action) -> Any:
+        cls = self.import_action(path, line, spec, where, base)
         if cls is None:
             return None
         try:
@@ -434,7 +668,7 @@ class _Loader:
             self.problem(path, line, f"{where}: cannot create {spec!r}: {type(exc).__name__}: {exc}")
             return None
 
-    def import_action(self, path: Path, line: int, dotted: str, label: str) -> type[Action] | None:
+    def import_action(self, path: Path, line: int, dotted: str, label: str, base: type = Action) -> type | None:
         module_name, _, class_name = dotted.rpartition(".")
         if not module_name or not class_name:
             self.problem(path, line, f"{label}: {dotted!r} is not a dotted path like `module.ClassName`")
@@ -452,11 +686,13 @@ class _Loader:
             public = [n for n in dir(module) if not n.startswith("_")]
             self.problem(path, line, f"{label}: cannot import {dotted!r}: module {module_name!r} has no "
                          f"{class_name!r}{_suggest(class_name, public)}{hidden_note(module_name)}")
-        elif not (isinstance(cls, type) and issubclass(cls, Action)):
+        elif not (isinstance(cls, type) and issubclass(cls, base)):
             kind = "a class" if isinstance(cls, type) else f"a {type(cls).__name__}"
-            self.problem(path, line, f"{label}: {dotted!r} is not a subclass of fsm.Action (it is {kind})")
-        elif cls.execute is Action.execute:
+            self.problem(path, line, f"{label}: {dotted!r} is not a subclass of fsm.{base.__name__} (it is {kind})")
+        elif base is Action and cls.execute is Action.execute:
             self.problem(path, line, f"{label}: {dotted!r} does not implement execute(context, obj)")
+        elif base is Guard and cls.check is Guard.check:
+            self.problem(path, line, f"{label}: {dotted!r} does not implement check(context, event_data)")
         else:
             return cls
         return None

@@ -18,6 +18,17 @@ TOP_LEVEL = {
     "settings": (dict, "backend roles and options, see the settings reference"),
 }
 IMPORT = {"import": (str, "a YAML file whose machines are added here")}
+XSTATE = {
+    "xstate": (str, "an XState v5 machine config (JSON) to load unchanged"),
+    "name": (str, "the machine's name; default the JSON's `id`, else the file's stem"),
+    "actions": (dict, "the JSON's action names -> module.Class (fsm.Action subclasses)"),
+    "guards": (dict, "the JSON's guard names -> module.Class (fsm.Guard subclasses)"),
+    "actors": (dict, "the JSON's invoked actor names (`src`) -> module.Class (fsm.Action subclasses)"),
+    "max_retries": (int, "retries of a failing step before the error event or failure; default 5"),
+    "retry_base_delay": (NUMBER, "seconds; full-jitter backoff base; default 1"),
+    "retry_max_delay": (NUMBER, "seconds; full-jitter backoff cap; default 60"),
+    "version": ((str, int), "the definition's version"),
+}
 MACHINE = {
     "name": (str, "the machine's name"),
     "states": (list, "the machine's states"),
@@ -25,6 +36,13 @@ MACHINE = {
     "retry_base_delay": (NUMBER, "seconds; full-jitter backoff base; default 1"),
     "retry_max_delay": (NUMBER, "seconds; full-jitter backoff cap; default 60"),
     "version": ((str, int), "the definition's version; messages for another version are rejected"),
+    "parallel": (bool, "the top-level states are regions, all active at once"),
+    "migrations": (list, "how instances of older versions move to this one (`fsm migrate`)"),
+}
+MIGRATION = {
+    "from": ((int, str), "the version whose instances this moves"),
+    "states": (dict, "old state path -> new state path; a state not named keeps its name"),
+    "action": ((str, dict), "an fsm.Action that transforms the context (execute(context, obj))"),
 }
 MACHINE_DEFAULTS = {"max_retries": 5, "retry_base_delay": 1.0, "retry_max_delay": 60.0, "version": ""}
 STATE = {
@@ -37,12 +55,23 @@ STATE = {
     "transitions": (list, "the events this state accepts"),
     "timeout": (NUMBER, "seconds after entering the state at which `timeout_event` fires"),
     "timeout_event": (str, "the event a timeout sends; default `timeout`"),
+    "states": (list, "child states: this state is compound (one child `initial: true`) or parallel"),
+    "parallel": (bool, "the child states are regions, all active at once"),
+    "history": (str, "shallow or deep: a history pseudo-state; a transition to it restores its parent"),
+    "target": (str, "a history state's default, when nothing was recorded yet"),
+    "max_retries": (int, "retries of a failing step in this state, overriding the machine's"),
 }
 TRANSITION = {
     "event": (str, "the event that triggers it"),
     "target": (str, "the state it leads to"),
     "action": ((str, dict), "action run between the old state's exit and the new state's entry"),
     "local": (bool, "run the next hop in the same invocation, without a message"),
+    "guard": ((str, dict), "an fsm.Guard subclass; the transition is taken only when it passes"),
+    "after": (NUMBER, "seconds in the state after which the transition is taken (a durable timer)"),
+    "always": (bool, "eventless: taken as soon as its guard passes"),
+    "done": (bool, "taken when this compound state's final child is entered, or every region of this "
+                   "parallel state is in a final state"),
+    "internal": (bool, "a transition to the state itself or a descendant does not exit and re-enter it"),
 }
 ACTION = {
     "class": (str, "dotted path of an fsm.Action subclass"),
@@ -56,12 +85,15 @@ RANGES: dict[str, tuple[float, bool, float, str]] = {
     "retry_base_delay": (0, True, YEAR, " seconds"),
     "retry_max_delay": (0, True, YEAR, " seconds"),
     "timeout": (0, False, YEAR, " seconds"),
+    "after": (0, True, YEAR, " seconds"),
 }
 REQUIRED = {
     "import": ("import",),
+    "xstate": ("xstate",),
+    "migration": ("from",),
     "machine": ("name", "states"),
     "state": ("name",),
-    "transition": ("event", "target"),
+    "transition": (),
     "action": ("class",),
 }
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .errors import FsmError, InvalidDefinition
-from .model import Action, Context, Machine, State, Transition, max_retry_event
+from .model import Action, Context, Guard, Machine, State, Transition, max_retry_event
 
-__all__ = ["Action", "Context", "FsmError", "InvalidDefinition", "Machine", "State",
+__all__ = ["Action", "Context", "FsmError", "Guard", "InvalidDefinition", "Machine", "State",
            "Transition", "max_retry_event"]
 __version__ = "0.1.0"

@@ -278,9 +278,15 @@ def cmd_start(args: argparse.Namespace) -> int:
 def cmd_send(args: argparse.Namespace) -> int:
     cid, event = _id(args.id, "ID"), _given(args.event, "EVENT")
     data, event_id = _json_arg(args.data, "--data"), _given(args.event_id, "--event-id")
-    client = _client(args, _progress(args))
-    client.send_event(cid, event, data, event_id)
-    return _settled(args, client, cid)
+    if args.wait is not None and not (0 < args.wait <= 3600):
+        raise UsageError(f"--wait must be more than 0 and at most 3600 seconds, got {args.wait:g}")
+    client = _client(args, None if args.wait is not None else _progress(args))
+    if args.wait is None:
+        client.send_event(cid, event, data, event_id)
+        return _settled(args, client, cid)
+    seen = client.send_event(cid, event, data, event_id, wait=args.wait)
+    print(json.dumps(seen))
+    return OK if seen["event"]["applied"] else FAILED
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -431,7 +437,8 @@ def _parser() -> Parser:
 # Commands that live beside what they operate on: each module's ``register(command)`` adds
 # its subcommand through the same factory (so it takes --config/--settings/--store too)
 # and keeps its heavier imports inside the command function.
-OPERATOR_COMMANDS = ("fsm.app.template", "fsm.app.listing", "fsm.app.watch", "fsm.app.ui")
+OPERATOR_COMMANDS = ("fsm.app.template", "fsm.app.listing", "fsm.app.watch", "fsm.app.ui", "fsm.app.cost",
+                     "fsm.app.migrate")
 
 
 def _definition_commands(command: Callable[..., Parser]) -> None:
@@ -457,8 +464,13 @@ def _instance_commands(command: Callable[..., Parser]) -> None:
     p = command("send", cmd_send, "send an external event to an instance")
     p.add_argument("id", metavar="ID", help=ID_HELP)
     p.add_argument("event", metavar="EVENT", help="the event, one the instance's state has a transition on")
-    p.add_argument("--data", metavar="JSON", help="event data, a JSON object merged into the context")
+    p.add_argument("--data", metavar="JSON", help="event data, a JSON object (YAML machines merge it into the "
+                                                  "context; XState machines give it to their actions)")
     p.add_argument("--event-id", metavar="ID", help="deduplicates retries of the same send (default: a new one)")
+    p.add_argument("--wait", metavar="SECONDS", type=float, nargs="?", const=30.0,
+                   help="wait until this event was applied (default 30 s) and print the status right after "
+                        "it as JSON, with `event`: its position, whether it was applied, and why not; exit 1 "
+                        "when it was rejected or not applied in time")
     p = command("status", cmd_status, "show where an instance is")
     p.add_argument("id", metavar="ID", help=ID_HELP)
     p.add_argument("--json", action="store_true", help="print the status as one JSON object")

@@ -25,7 +25,8 @@ from typing import Any
 from . import codec
 from . import lease as leases
 from .backoff import full_jitter
-from .engine import Hop, run_transitions
+from .chart import Snapshot, value
+from .engine import Hop, accepted_events, accepts, error_event, retries_allowed, run_transitions
 from .errors import (
     BackendError,
     ContextNotSerialisable,
@@ -35,7 +36,8 @@ from .errors import (
     TransitionError,
 )
 from .logs import log, redact
-from .message import Kind, Message
+from .message import ID_PATTERN, Kind, Message, new_event_id
+from .migrate import Moved, migrate
 from .model import Context, Machine
 from .ports import (
     CheckpointStore,
@@ -86,7 +88,7 @@ class Routes:
 class Dispatcher:
     def __init__(self, machines: Mapping[str, Machine], stores: Sequence[InstanceStore], routes: Routes,
                  *, metrics: Metrics | None = None, lease_timeout: float = 960.0,
-                 max_local_hops: int = 100, resend_after: float = 60.0,
+                 max_local_hops: int = 100, resend_after: float = 60.0, max_drain: int = 100,
                  checkpoints: CheckpointStore | None = None,
                  retention_days: float = 0.0, holder_alive: Callable[[str], bool] | None = None,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None):
@@ -99,6 +101,7 @@ class Dispatcher:
         self.lease_ms = int(lease_timeout * 1000)
         self.max_local_hops = max_local_hops
         self.resend_after = resend_after
+        self.max_drain = max_drain  # inbox events one delivery applies before handing on
         self.checkpoints = checkpoints  # correlation id -> last consumed stream position
         self.retention_days = retention_days
         self.holder_alive = holder_alive  # the embedded runtime: recognise its own dead processes
@@ -132,11 +135,16 @@ class Dispatcher:
         if machine is None:
             raise MalformedMessage(f"unknown machine {msg.machine!r}; known: {', '.join(sorted(self.machines))}")
         if msg.version and machine.version and msg.version != machine.version:
-            raise MalformedMessage(f"message for version {msg.version!r} of machine {machine.name!r}, "
-                                   f"which is at version {machine.version!r}")
-        state = msg.state
-        if state is not None and state not in machine.states:
-            raise MalformedMessage(f"machine {machine.name!r} has no state {state!r}")
+            older = machine.at_version(msg.version)
+            if older is None:
+                raise MalformedMessage(f"message for version {msg.version!r} of machine {machine.name!r}, which "
+                                       f"the loaded config no longer defines (it has {', '.join(machine.versions) or machine.version}); "
+                                       "move its instances with `fsm migrate`")
+            machine = older
+        states = (msg.chart or {}).get("active") or ([msg.state] if msg.state is not None else [])
+        for state in states:
+            if state not in machine.states:
+                raise MalformedMessage(f"machine {machine.name!r} has no state {state!r}")
         return machine
 
     # -- the protocol -----------------------------------------------------------------
@@ -145,15 +153,31 @@ class Dispatcher:
                 source: Mapping[str, Any] | None) -> Outcome:
         store = self.stores[index]
         now = self.clock()
+        cid = msg.correlation_id
+        if msg.kind in (Kind.EVENT, Kind.TIMER):
+            # An external event (or a timer) goes into the instance's inbox first: one
+            # conditional write, in arrival order, once per event id. Then it is drained
+            # like any nudge.
+            appended = store.append(cid, inbox_entry(msg, now))
+            if appended.record is None:
+                self._dead_letter(msg, f"no instance {cid!r} to send {msg.kind} {msg.event!r} to")
+                self.metrics.incr("RejectedEvents", dims={"Machine": machine.name})
+                return Outcome("rejected", cid, error=f"unknown instance {cid!r}")
+            if not appended.ok and msg.event_id in (appended.record.get("event_ids") or ()):
+                return self._duplicate(store, msg, appended.record, now)
+            msg = work_message(appended.record, index)
         owner = f"{self._node}:{next(self._seq)}"
         got = leases.acquire(store, msg, owner, self.lease_ms, int(now * 1000),
                              lambda: self._new_record(msg, machine, now), self.holder_alive)
-        cid = msg.correlation_id
         if isinstance(got, leases.Missing):
-            self._dead_letter(msg, f"no instance {cid!r} to send {msg.kind} {msg.event!r} to")
+            self._dead_letter(msg, f"no instance {cid!r} to send {msg.kind} to")
             self.metrics.incr("RejectedEvents", dims={"Machine": machine.name})
             return Outcome("rejected", cid, error=f"unknown instance {cid!r}")
+        if isinstance(got, leases.Queued):
+            return Outcome("queued", cid, got.record.get("status"), got.record.get("state"))
         if isinstance(got, leases.Duplicate):
+            if msg.kind == Kind.WORK:
+                return Outcome("duplicate", cid, got.record.get("status"), got.record.get("state"))
             return self._duplicate(store, msg, got.record, now)
         if isinstance(got, leases.Stale):
             self.metrics.incr("StaleMessages", dims={"Machine": machine.name})
@@ -165,50 +189,122 @@ class Dispatcher:
             self._requeue(msg)
             return Outcome("busy", cid, status=(got.record or {}).get("status"))
         lease, record = got, got.record
+        at = self.machines[machine.name].at_version(str(record.get("version") or "")) \
+            if machine.name in self.machines else machine
+        if at is None:
+            return self._undefined(store, lease, record, machine)
+        machine = at
         if len(self.stores) > 1:
             moved = self._elsewhere(index, cid, {**record, "fence": lease.fence - 1})
             if moved is not None:
                 return self._retire(index, lease, msg, machine, source, moved)
-        if msg.event_id and msg.kind != Kind.STEP and msg.event_id in (record.get("event_ids") or []):
-            leases.commit(store, lease, {})
-            return self._duplicate(store, msg, {**record, "lease_owner": ""}, now)
-        if record["status"] in FINISHED:  # an event or cancel that came too late
-            return self._reject(store, lease, msg, record, machine, msg.event or msg.kind, now,
-                                f"instance is {record['status']}: {msg.kind} {msg.event or ''} not applied"
-                                .replace("  ", " ").strip())
         if msg.kind == Kind.CANCEL:
-            return self._cancel(store, lease, msg, record, now)
-        if msg.kind != Kind.STEP:
-            state = machine.states[record["state"]]
-            if msg.kind == Kind.EVENT and msg.state and msg.state != state.name:
-                return self._reject(store, lease, msg, record, machine, msg.event, now,
-                                    f"event {msg.event!r} was sent to state {msg.state!r}; the instance "
-                                    f"has moved on to {state.name!r}")
-            event = msg.event or state.timeout_event
-            if event not in state.transitions:
-                return self._reject(store, lease, msg, record, machine, event, now)
-            msg = msg.evolve(event=event, state=state.name)
-        return self._transition(store, lease, msg, record, machine, source, now)
+            if msg.event_id and msg.event_id in (record.get("event_ids") or []):
+                leases.commit(store, lease, {})
+                return self._duplicate(store, msg, {**record, "lease_owner": ""}, now)
+            if record["status"] in FINISHED:
+                outcome, after = self._reject(store, lease, msg, record, machine, "cancel", now,
+                                              f"instance is {record['status']}: cancel not applied")
+            else:
+                outcome, after = self._cancel(store, lease, msg, record, now)
+        elif msg.kind == Kind.STEP:
+            outcome, after = self._transition(store, lease, msg, record, machine, source, now)
+        else:  # a nudge: the lease is ours and the inbox has events
+            outcome, after = Outcome("drained", cid, record["status"], record.get("state")), record
+        return self._drain(store, lease, after, machine, source, outcome)
+
+    def _undefined(self, store: InstanceStore, lease: leases.Lease, record: Record, machine: Machine) -> Outcome:
+        """An instance of a version the loaded config no longer has: nothing can run it.
+        Say so on the record (status shows it) and leave it for ``fsm migrate``."""
+        error = (f"version {record.get('version')!r} of machine {machine.name!r} is not defined in the loaded "
+                 f"config (it has {', '.join(self.machines[machine.name].versions) or machine.version}); "
+                 "move the instance with `fsm migrate`")
+        leases.commit(store, lease, {"last_error": error_info(error, record.get("step", 0), record.get("state"),
+                                                              None, self.clock())})
+        self.metrics.incr("RejectedEvents", dims={"Machine": machine.name})
+        log(logging.ERROR, "instance of an undefined version", correlation_id=record["id"], error=error)
+        return Outcome("rejected", record["id"], record.get("status"), record.get("state"), error=error)
+
+    def _drain(self, store: InstanceStore, lease: leases.Lease, record: Record | None, machine: Machine,
+               source: Mapping[str, Any] | None, outcome: Outcome) -> Outcome:
+        """Apply the inbox, oldest event first, one committed step each, while the lease
+        is ours (a commit keeps it while the instance is settled and events remain). A
+        step that starts internal steps releases it: the chain's settling commit drains
+        what is left. After ``max_drain`` events the lease is let go with a nudge sent."""
+        hops = list(outcome.hops)
+        for _ in range(self.max_drain):
+            if record is None or record.get("lease_owner") != lease.owner or not record.get("inbox"):
+                break
+            entry = record["inbox"][0]
+            outcome, record = self._take(store, lease, record, entry, machine, source)
+            hops += outcome.hops
+        else:
+            if record is not None and record.get("lease_owner") == lease.owner:
+                leases.release(store, lease)
+                self._send([(work_message(record, store_index(self.stores, store)), 0.0)])
+        outcome.hops = hops
+        return outcome
+
+    def _take(self, store: InstanceStore, lease: leases.Lease, record: Record, entry: dict[str, Any],
+              machine: Machine, source: Mapping[str, Any] | None) -> tuple[Outcome, Record | None]:
+        """One inbox event: a duplicate or a stale timer is taken out silently, an event
+        the configuration does not take (or a finished instance) is a recorded rejection,
+        anything else a step."""
+        now = self.clock()
+        cid, pos = record["id"], entry["pos"]
+        msg = Message(machine=machine.name, correlation_id=cid, kind=entry.get("kind") or Kind.EVENT,
+                      event=entry.get("event"), data=entry.get("data") or {}, state=entry.get("state"),
+                      step=entry.get("stamp", 0), event_id=entry["id"], sent_at=entry.get("at", 0.0))
+        snapshot = Snapshot.of(record.get("chart"), record.get("state"), record.get("step", 0))
+        quiet = entry["id"] in (record.get("event_ids") or ())
+        if msg.kind == Kind.TIMER and not quiet:
+            quiet = record["status"] in FINISHED or snapshot is None or msg.state not in snapshot.active \
+                or snapshot.entered.get(msg.state or "") != msg.step  # the state was left or re-entered
+        if quiet:
+            after = self._commit(store, lease, record, {"updated_at": now}, consume=pos)
+            return Outcome("duplicate", cid, record["status"], record.get("state")), after
+        if record["status"] in FINISHED:
+            return self._reject(store, lease, msg, record, machine, msg.event, now,
+                                f"instance is {record['status']}: event {msg.event!r} not applied", consume=pos)
+        if msg.kind == Kind.EVENT and msg.state and snapshot is not None and msg.state not in snapshot.active:
+            return self._reject(store, lease, msg, record, machine, msg.event, now,
+                                f"event {msg.event!r} was sent to state {msg.state!r}; the instance "
+                                f"has moved on to {record.get('state')!r}", consume=pos)
+        if msg.event is None and msg.kind == Kind.TIMER:
+            msg = msg.evolve(event=machine.states[msg.state or ""].timeout_event)
+        return self._transition(store, lease, msg, record, machine, source, now, consume=pos)
+
+    def _commit(self, store: InstanceStore, lease: leases.Lease, record: Record, fields: dict[str, Any],
+                history: list[dict[str, Any]] | tuple = (), consume: int = 0) -> Record | None:
+        return leases.commit(store, lease, fields, history, seen=record, consume=consume,
+                             now=int(self.clock() * 1000), lease_ms=self.lease_ms)
 
     def _transition(self, store: InstanceStore, lease: leases.Lease, msg: Message, record: Record,
-                    machine: Machine, source: Mapping[str, Any] | None, now: float) -> Outcome:
+                    machine: Machine, source: Mapping[str, Any] | None, now: float,
+                    consume: int = 0) -> tuple[Outcome, Record | None]:
         steps = msg.kind == Kind.STEP
         step = msg.step if steps else record["step"]
         retries = msg.retries if steps else record.get("retries", 0)
         committed = msg.context if steps else record.get("context") or {}
+        if steps:
+            snapshot = Snapshot.of(msg.chart, msg.state, step)
+        else:
+            snapshot = Snapshot.of(record.get("chart"), record.get("state"), step)
         # A private copy: a failed attempt must not leak its changes to nested values into
         # the retry (or the failover) that starts again from the committed context.
         private = codec.copy(committed) if committed else {}
-        if msg.data:
+        if msg.data and not machine.xstate:  # XState: the context changes only through actions
             private.update(codec.copy(msg.data))
         context = Context(private,
                           correlation_id=msg.correlation_id,
                           machine=machine, steps=step, retries=retries,
                           current_state=machine.states.get(msg.state or ""), current_event=msg.event)
+        context.max_retries = retries_allowed(machine, snapshot)
         obj = {"message": msg.to_dict(), "source": dict(source or {}), "fence_token": lease.fence,
                "event_data": msg.data, "store": store.url}
         try:
-            run = run_transitions(machine, msg.state, msg.event, context, obj, self.max_local_hops)
+            run = run_transitions(machine, snapshot, msg.event, context, obj, self.max_local_hops,
+                                  data=msg.data)
             data = context.user_data()
         except KeyboardInterrupt:
             # Stopped by its operator: give the lease back so that the next command can go
@@ -217,29 +313,46 @@ class Dispatcher:
             raise
         except Exception as exc:  # noqa: BLE001 - user code: any exception is a failed attempt
             # What a retry re-runs: this step, from the context as last committed.
-            again = msg.evolve(kind=Kind.STEP, step=step, retries=retries, context=committed, busy=0, copy=False)
+            chart = snapshot.to_dict() if snapshot is not None and machine.chart else None
+            again = msg.evolve(kind=Kind.STEP, step=step, retries=retries, context=committed, busy=0, copy=False,
+                               state=record.get("state") if not steps else msg.state, chart=chart)
             retryable = not isinstance(exc, (TransitionError, ContextNotSerialisable))
-            return self._fail(store, lease, msg, again, record, machine, exc, now, retryable)
+            return self._fail(store, lease, msg, again, record, machine, snapshot, exc, now, retryable, consume)
+        if not run.handled:
+            return self._reject(store, lease, msg, record, machine, msg.event, now, consume=consume,
+                                snapshot=snapshot)
         new_step = step + len(run.hops)
         outbox: list[tuple[Message, float]] = []
         base = {"machine": machine.name, "correlation_id": msg.correlation_id, "fence": lease.fence,
                 "store": msg.store, "version": machine.version, "sent_at": now}
+        chart = run.snapshot.to_dict() if run.snapshot is not None and machine.chart else None
         if run.status == Status.RUNNING:
             outbox.append((Message(kind=Kind.STEP, step=new_step, event=run.next_event, state=run.state,
-                                   context=data, **base), 0.0))
-        outbox.extend(self._timers(machine.states[run.state], run.status, obj.get("schedule"), new_step, base))
-        history = [history_entry(h.step + 1, h.source, h.event, h.target, now, duration=h.duration, retries=retries)
-                   for h in run.hops]
+                                   context=data, chart=chart, **base), 0.0))
+        outbox.extend(self._timers(run, obj.get("schedule"), new_step, base))
+        if chart is not None and run.snapshot is not None:
+            chart["value"] = value(machine, run.snapshot.active)
+        last = len(run.hops) - 1
+        history = [history_entry(h.step + 1, h.source, h.event, h.target, now, duration=h.duration, retries=retries,
+                                 value=(chart or {}).get("value") if i == last else None)
+                   for i, h in enumerate(run.hops)]
+        if msg.event_id and msg.kind != Kind.CANCEL:  # where an inbox event's run ended: `send --wait` shows it
+            history[-1].update(event_id=msg.event_id, status=run.status, **({"pos": consume} if consume else {}))
         fields = {"state": run.state, "status": run.status, "step": new_step, "retries": 0,
                   "context": data, "outbox": _entries(outbox), "consumed": _identity(msg),
                   "event_ids": _remember(record, msg), "last_error": None, "failed_message": None,
                   "updated_at": now, "pending": now if run.status == Status.RUNNING else 0.0, **self._expiry(now)}
+        if chart is not None:
+            fields["chart"] = chart
+        if record.get("migrate_to") and run.status == Status.WAITING:  # `fsm migrate` asked, mid-run
+            fields.update(self._migrated(machine, {**record, **fields}))
         checkpoint = None
         if source and source.get("sequence"):
             checkpoint = {k: source.get(k) for k in ("arn", "shard", "sequence")}
             fields["checkpoint"] = checkpoint
-        if not leases.commit(store, lease, fields, history):
-            return self._stale(msg)
+        after = self._commit(store, lease, record, fields, history, consume=consume)
+        if after is None:
+            return self._stale(msg), None
         if checkpoint and checkpoint["shard"] and self.checkpoints is not None \
                 and not self._checkpoints_with_commit(store):  # only Kinesis positions can be replayed
             self.checkpoints[msg.correlation_id] = checkpoint
@@ -252,22 +365,35 @@ class Dispatcher:
                               {"Machine": machine.name})
         self._send(outbox)
         self._notify(msg.correlation_id, machine, run.state, run.status, new_step)
-        return Outcome("committed", msg.correlation_id, run.status, run.state, run.hops, retries=retries)
+        return Outcome("committed", msg.correlation_id, run.status, run.state, run.hops, retries=retries), after
+
+    def _migrated(self, machine: Machine, record: Record) -> dict[str, Any]:
+        moved = migrate(self.machines[machine.name], record, str(record["migrate_to"]))
+        if isinstance(moved, Moved):
+            log(logging.WARNING, "instance migrated after its transition", correlation_id=record["id"],
+                to=record["migrate_to"])
+            return moved.fields
+        log(logging.ERROR, "migration failed", correlation_id=record["id"], error=moved.reason)
+        return {"migrate_to": None, "last_error": error_info(f"migration to version {record['migrate_to']} "
+                                                             f"failed: {moved.reason}", record["step"],
+                                                             record.get("state"), None, self.clock())}
 
     @staticmethod
-    def _timers(state: Any, status: str, schedule: Any, step: int,
-                base: dict[str, Any]) -> list[tuple[Message, float]]:
-        """Timer messages for the state just entered: its ``timeout``, and a wake-up an
-        action asked for (``obj["schedule"]``, see ``actions.wait.Sleep``). Each names
-        the step it was set at, so it is ignored once the state was left or re-entered."""
-        if status == Status.DONE:
+    def _timers(run: Any, schedule: Any, step: int, base: dict[str, Any]) -> list[tuple[Message, float]]:
+        """Timer messages for the states just entered: their ``timeout`` and delayed
+        transitions, and a wake-up an action asked for (``obj["schedule"]``, see
+        ``actions.wait.Sleep``). Each names the state and the step it was entered at, so
+        it is ignored once that state was left or re-entered."""
+        if run.status == Status.DONE:
             return []
-        timers = []
-        if state.timeout:
-            timers.append((Message(kind=Kind.TIMER, step=step, event=state.timeout_event, state=state.name,
-                                   event_id=f"timeout-{step}", **base), float(state.timeout)))
-        if schedule and status == Status.WAITING:
-            timers.append((Message(kind=Kind.TIMER, step=step, event=str(schedule["event"]), state=state.name,
+        timers = [(Message(kind=Kind.TIMER, step=t.stamp, event=t.event, state=t.state,
+                           event_id=_timer_id(t.state, t.stamp, t.event), **base), float(t.delay))
+                  for t in run.timers]
+        if schedule and run.status == Status.WAITING and run.snapshot is not None:
+            # The wake-up belongs to the innermost active state (a flat machine's only one).
+            state = run.state.split(",")[0]
+            stamp = run.snapshot.entered.get(state, step)
+            timers.append((Message(kind=Kind.TIMER, step=stamp, event=str(schedule["event"]), state=state,
                                    event_id=f"wake-{step}", **base), float(schedule["delay"])))
         return timers
 
@@ -278,66 +404,86 @@ class Dispatcher:
         return {"expires_at": int(now + self.retention_days * 86400)}
 
     def _fail(self, store: InstanceStore, lease: leases.Lease, msg: Message, again: Message, record: Record,
-              machine: Machine, exc: BaseException, now: float, retryable: bool) -> Outcome:
-        """A failed attempt: schedule the retry, or fail the instance for good."""
+              machine: Machine, snapshot: Snapshot | None, exc: BaseException, now: float, retryable: bool,
+              consume: int = 0) -> tuple[Outcome, Record | None]:
+        """A failed attempt: schedule the retry; once retries are used up, raise the
+        ``error`` event where the configuration takes it, else fail the instance."""
         error = f"{type(exc).__name__}: {exc}"
         dims = {"Machine": machine.name, "State": str(again.state), "Event": str(again.event)}
-        final = not retryable or again.retries >= machine.max_retries
+        final = not retryable or again.retries >= retries_allowed(machine, snapshot)
         entry = history_entry(again.step + 1, again.state, again.event, None, now, retries=again.retries, error=error)
         fields: dict[str, Any] = {
             **self._expiry(now),
             "retries": again.retries + 1, "updated_at": now, "consumed": _identity(msg),
             "event_ids": _remember(record, again),
             "last_error": error_info(error, again.step, again.state, again.event, now)}
-        if final:
+        raised = error_event(machine, again.event)
+        handled = final and snapshot is not None and again.event != raised and accepts(machine, snapshot, raised)
+        if final and not handled:
             fields.update(status=Status.FAILED, outbox=[], pending=0.0, failed_message=again.evolve(retries=0).to_dict())
+            if again.event_id:
+                entry.update(event_id=again.event_id, status=Status.FAILED)
             outbox: list[tuple[Message, float]] = []
+        elif handled:
+            outbox = [(again.evolve(event=raised, data={"error": error}, retries=again.retries + 1,
+                                    fence=lease.fence, sent_at=now), 0.0)]
+            fields.update(status=Status.RUNNING, outbox=_entries(outbox), pending=now)
         else:
             delay = full_jitter(again.retries, machine.retry_base_delay, machine.retry_max_delay, self.rng)
             outbox = [(again.evolve(retries=again.retries + 1, fence=lease.fence, sent_at=now), delay)]
             fields.update(status=Status.RUNNING, outbox=_entries(outbox), pending=now)
-        if not leases.commit(store, lease, fields, [entry]):
-            return self._stale(again)
+        after = self._commit(store, lease, record, fields, [entry], consume=consume)
+        if after is None:
+            return self._stale(again), None
         log(logging.ERROR if final else logging.WARNING, "action failed", correlation_id=again.correlation_id,
             machine=machine.name, state=again.state, event=again.event, retries=again.retries,
-            error=error, gave_up=final)
-        if final:
+            error=error, gave_up=final, raised=raised if handled else None)
+        if final and not handled:
             self.metrics.incr("Failures", dims=dims)
             self._dead_letter(again, error)
             self._notify(again.correlation_id, machine, record.get("state"), Status.FAILED, record.get("step", 0))
             return Outcome("failed", again.correlation_id, Status.FAILED, record.get("state"), error=error,
-                           retries=again.retries + 1)
-        self.metrics.incr("Retries", dims=dims)
+                           retries=again.retries + 1), after
+        self.metrics.incr("Failures" if handled else "Retries", dims=dims)
         self._send(outbox)
         return Outcome("retrying", again.correlation_id, Status.RUNNING, record.get("state"), error=error,
-                       retries=again.retries + 1)
+                       retries=again.retries + 1), after
 
     def _reject(self, store: InstanceStore, lease: leases.Lease, msg: Message, record: Record,
-                machine: Machine, event: str | None, now: float, error: str | None = None) -> Outcome:
-        state = machine.states[record["state"]]
-        error = error or (f"event {event!r} rejected: state {state.name!r} accepts "
-                          f"{', '.join(state.external_events) or 'no events'}")
+                machine: Machine, event: str | None, now: float, error: str | None = None, consume: int = 0,
+                snapshot: Snapshot | None = None) -> tuple[Outcome, Record | None]:
+        state = record.get("state")
+        if error is None:
+            snapshot = snapshot or Snapshot.of(record.get("chart"), state, record.get("step", 0))
+            accepted = accepted_events(machine, snapshot)
+            takes = event is not None and snapshot is not None and accepts(machine, snapshot, event)
+            error = (f"event {event!r} rejected: no guard of its transitions in state {state!r} passed" if takes
+                     else f"event {event!r} rejected: state {state!r} accepts {', '.join(accepted) or 'no events'}")
         fields = {"event_ids": _remember(record, msg), "updated_at": now,
-                  "last_error": error_info(error, record["step"], state.name, event, now)}
-        entry = history_entry(record["step"], state.name, event, None, now, rejected=True, error=error)
-        if not leases.commit(store, lease, fields, [entry]):
-            return self._stale(msg)
-        self.metrics.incr("RejectedEvents", dims={"Machine": machine.name, "State": state.name,
+                  "last_error": error_info(error, record["step"], state, event, now)}
+        entry = history_entry(record["step"], state, event, None, now, rejected=True, error=error, pos=consume)
+        if consume:
+            entry.update(event_id=msg.event_id, status=record["status"])
+        after = self._commit(store, lease, record, fields, [entry], consume=consume)
+        if after is None:
+            return self._stale(msg), None
+        self.metrics.incr("RejectedEvents", dims={"Machine": machine.name, "State": str(state),
                                                   "Event": str(event)})
-        return Outcome("rejected", msg.correlation_id, record["status"], state.name, error=error)
+        return Outcome("rejected", msg.correlation_id, record["status"], state, error=error), after
 
     def _cancel(self, store: InstanceStore, lease: leases.Lease, msg: Message, record: Record,
-                now: float) -> Outcome:
+                now: float) -> tuple[Outcome, Record | None]:
         reason = msg.reason or "cancelled"
         fields = {"status": Status.CANCELLED, "outbox": [], "pending": 0.0, "updated_at": now,
                   "event_ids": _remember(record, msg),
                   **self._expiry(now),
                   "last_error": error_info(f"cancelled: {reason}", record["step"], record["state"], None, now)}
         entry = history_entry(record["step"], record["state"], "cancel", None, now, cancelled=reason)
-        if not leases.commit(store, lease, fields, [entry]):
-            return self._stale(msg)
+        after = self._commit(store, lease, record, fields, [entry])
+        if after is None:
+            return self._stale(msg), None
         self._notify(msg.correlation_id, self.machines[msg.machine], record["state"], Status.CANCELLED, record["step"])
-        return Outcome("cancelled", msg.correlation_id, Status.CANCELLED, record["state"])
+        return Outcome("cancelled", msg.correlation_id, Status.CANCELLED, record["state"]), after
 
     def _duplicate(self, store: InstanceStore, msg: Message, record: Record, now: float) -> Outcome:
         """Acknowledge a message whose work is committed, re-sending the outbox when the
@@ -400,7 +546,8 @@ class Dispatcher:
         """
         now = self.clock() if now is None else now
         grace = self.resend_after if grace is None else grace
-        if leases.live(record, int(now * 1000), self.holder_alive) or record.get("status") != Status.RUNNING:
+        running = record.get("status") == Status.RUNNING
+        if leases.live(record, int(now * 1000), self.holder_alive) or not (running or record.get("inbox")):
             return 0  # a worker is on it, or it owes nothing
         index = next((i for i, s in enumerate(self.stores) if s is store), 0)
         if self._elsewhere(index, record["id"], record) is not None:
@@ -411,7 +558,9 @@ class Dispatcher:
             return 0
         since = record.get("pending") or record.get("updated_at", 0)
         due = [(Message(**{**e["message"], "copy": True}), e["delay"]) for e in record.get("outbox") or []
-               if force or since + e["delay"] + grace <= now]
+               if running and (force or since + e["delay"] + grace <= now)]
+        if not running and (force or since + grace <= now):  # settled, with an inbox nobody drains
+            due.append((work_message(record, index), 0.0))
         if not due:
             return 0
         # Exactly the record we saw: an expired lease (a worker lost with its message) stays
@@ -527,8 +676,11 @@ class Dispatcher:
 
     @staticmethod
     def _new_record(msg: Message, machine: Machine, now: float) -> Record:
-        return new_record(msg.correlation_id, machine.name, machine.version, msg.state, msg.step, msg.retries,
-                          msg.context, now)
+        record = new_record(msg.correlation_id, machine.name, machine.version, msg.state, msg.step, msg.retries,
+                            msg.context, now)
+        if msg.chart:
+            record["chart"] = msg.chart
+        return record
 
 
 @contextlib.contextmanager
@@ -540,6 +692,39 @@ def _sending() -> Iterator[None]:
         raise
     except RecoverableError as exc:
         raise SendFailed(str(exc)) from exc
+
+
+def inbox_entry(msg: Message, now: float) -> dict[str, Any]:
+    """What the inbox keeps of an external event or a timer."""
+    entry: dict[str, Any] = {"id": msg.event_id or new_event_id(), "kind": msg.kind, "event": msg.event,
+                             "at": msg.sent_at or now}
+    if msg.data:
+        entry["data"] = msg.data
+    if msg.state:
+        entry["state"] = msg.state
+    if msg.kind == Kind.TIMER:
+        entry["stamp"] = msg.step
+    return entry
+
+
+def work_message(record: Record, store: int) -> Message:
+    """The nudge that makes a worker drain an instance's inbox: unique per inbox end, so
+    a FIFO queue does not drop the nudge for a later event as a duplicate of an earlier one."""
+    return Message(machine=record["machine"], correlation_id=record["id"], kind=Kind.WORK, step=record.get("step", 0),
+                   fence=record.get("fence", 0), store=store, event_id=f"inbox-{record.get('inbox_end', 0)}",
+                   version=record.get("version", ""))
+
+
+def store_index(stores: Sequence[InstanceStore], store: InstanceStore) -> int:
+    return next((i for i, s in enumerate(stores) if s is store), 0)
+
+
+def _timer_id(state: str, stamp: int, event: str) -> str:
+    """A timer's event id: the same for every copy of one timer, new for each visit."""
+    text = f"after-{stamp}-{state}-{event}"
+    if ID_PATTERN.fullmatch(text):
+        return text
+    return f"after-{stamp}-" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _identity(msg: Message) -> dict[str, Any]:

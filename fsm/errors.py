@@ -74,6 +74,10 @@ class EventRejected(InstanceError):
     pass
 
 
+class WaitTimeout(InstanceError):
+    """``send_event(wait=...)``: the event is queued but was not applied in time."""
+
+
 # ---- backends ---------------------------------------------------------------------------
 
 

@@ -54,11 +54,20 @@ class Stale:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """A nudge for an inbox that someone else will drain: the lease holder (its release
+    is conditional on the inbox end it saw) or the running chain of internal steps (its
+    settling commit is)."""
+
+    record: Record
+
+
+@dataclass(frozen=True)
 class Missing:
     """An event for an instance the store does not know."""
 
 
-Acquired = Lease | Duplicate | Busy | Stale | Missing
+Acquired = Lease | Duplicate | Busy | Stale | Queued | Missing
 
 
 def _lease_fields(owner: str, fence: int, now: int, lease_ms: int) -> dict[str, Any]:
@@ -79,7 +88,7 @@ def release(store: InstanceStore, lease: Lease) -> bool:
     for a stale one."""
     outbox = [{**entry, "message": {**entry["message"], "fence": lease.fence}}
               for entry in lease.record.get("outbox") or []]
-    return commit(store, lease, {"outbox": outbox} if outbox else {})
+    return commit(store, lease, {"outbox": outbox} if outbox else {}) is not None
 
 
 def acquire(store: InstanceStore, msg: Message, owner: str, lease_ms: int, now: int,
@@ -93,8 +102,8 @@ def acquire(store: InstanceStore, msg: Message, owner: str, lease_ms: int, now: 
         expect = {"step": msg.step, "fence": msg.fence, "lease_owner": ""}
         if steps:
             expect.update(retries=msg.retries, status=Status.RUNNING)
-        elif msg.kind in (Kind.EVENT, Kind.TIMER):
-            expect["status"] = Status.WAITING
+        elif msg.kind == Kind.WORK:
+            del expect["step"]
         fields = _lease_fields(owner, msg.fence + 1, now, lease_ms)
     result = store.swap(msg.correlation_id, expect, fields)
     if result.ok:
@@ -115,6 +124,8 @@ def acquire(store: InstanceStore, msg: Message, owner: str, lease_ms: int, now: 
             # message is the truth, as it carries the committed context.
             fields.update(step=msg.step, retries=msg.retries, state=msg.state,
                           context=msg.context or {}, status=Status.RUNNING)
+            if msg.chart:
+                fields["chart"] = msg.chart
     result = store.swap(msg.correlation_id, expect, fields)
     if result.ok:
         return Lease(result.record or {**(current or {}), **fields}, fence, owner)
@@ -133,23 +144,58 @@ def _decide(msg: Message, current: Record | None, now: int,
         if position == msg.position and (current["status"] == Status.WAITING or (
                 current["fence"] > msg.fence and not current.get("lease_owner"))):
             return Stale(current)
+    elif msg.kind == Kind.WORK:
+        if not current.get("inbox"):
+            return Duplicate(current)  # drained already
+        if current["status"] == Status.RUNNING or live(current, now, holder_alive):
+            return Queued(current)
+        return None  # a free (or abandoned) lease: take it and drain
     elif msg.event_id in (current.get("event_ids") or ()):
         return Duplicate(current)
-    elif msg.kind == Kind.TIMER and (current["step"] != msg.step or current["state"] != msg.state
-                                  or current["status"] in FINISHED):
-        return Duplicate(current)  # the state was left or re-entered since: stale timer
-    elif msg.kind == Kind.EVENT and current["status"] == Status.RUNNING:
-        return Busy(current)  # mid-run: apply it once the instance settles
-    # An event or cancel for a finished instance is taken in, to record its rejection.
+    # A cancel for a finished instance is taken in, to record its rejection.
     if live(current, now, holder_alive):
         return Busy(current)
     return None
 
 
 def commit(store: InstanceStore, lease: Lease, fields: dict[str, Any],
-           history: list[dict[str, Any]] | tuple = ()) -> bool:
-    """Write the transition and release the lease, only if our fence still stands."""
-    fields = {**fields, "lease_owner": "", "lease_expires": 0}
-    result = store.swap(lease.record["id"], {"fence": lease.fence, "lease_owner": lease.owner},
-                        fields, history)
-    return result.ok
+           history: list[dict[str, Any]] | tuple = (), *, seen: Record | None = None, consume: int = 0,
+           now: int = 0, lease_ms: int = 0) -> Record | None:
+    """Write the transition, only if our fence still stands; return the record as it now
+    is, or ``None`` when the lease was lost.
+
+    Without ``seen`` the lease is simply released. With ``seen`` (the record as this
+    holder knows it) the inbox is respected: inbox events up to position ``consume`` are
+    taken out; an instance that is not running and still has events keeps the lease (the
+    holder goes on draining); otherwise the lease is released, on condition that the
+    inbox end is the one seen. An event appended meanwhile fails that condition, and the
+    commit is made again on the record the store returned: an event is never stranded
+    behind a released lease.
+    """
+    cid = lease.record["id"]
+    if seen is None:
+        result = store.swap(cid, {"fence": lease.fence, "lease_owner": lease.owner},
+                            {**fields, "lease_owner": "", "lease_expires": 0}, history)
+        return ({**lease.record, **fields, "lease_owner": "", "lease_expires": 0, "fence": lease.fence}
+                if result.ok else None)
+    while True:
+        inbox = [entry for entry in seen.get("inbox") or () if entry["pos"] > consume]
+        status = fields.get("status", seen.get("status"))
+        keep = bool(inbox) and status != Status.RUNNING
+        write = dict(fields)
+        if consume:
+            write["inbox"] = inbox
+        if keep:
+            write.update(lease_owner=lease.owner, lease_expires=now + lease_ms, pending=now / 1000)
+        else:
+            write.update(lease_owner="", lease_expires=0)
+        expect: dict[str, Any] = {"fence": lease.fence, "lease_owner": lease.owner}
+        if consume or status != Status.RUNNING:
+            expect["inbox_end"] = seen.get("inbox_end", 0)
+        result = store.swap(cid, expect, write, history)
+        if result.ok:
+            return {**seen, **write, "fence": lease.fence}
+        current = result.record
+        if current is None or current.get("fence") != lease.fence or current.get("lease_owner") != lease.owner:
+            return None
+        seen = current  # only the inbox grew: commit again over it

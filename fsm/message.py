@@ -26,6 +26,7 @@ class Kind(StrEnum):
     EVENT = "event"    # an external event: applied at whatever step the instance is on
     TIMER = "timer"    # a state timeout or a scheduled wake-up, for the step that set it
     CANCEL = "cancel"
+    WORK = "work"      # the instance's inbox has events: whoever gets the lease drains it
 
 
 KINDS = tuple(Kind)
@@ -51,6 +52,7 @@ class Message:
     reason: str | None = None
     version: str = ""        # the machine definition's declared version, if any
     sent_at: float = 0.0
+    chart: dict[str, Any] | None = None  # statecharts: the snapshot a step starts from
     v: int = FORMAT
 
     @property
@@ -83,6 +85,12 @@ def new_event_id() -> str:
     return uuid.uuid4().hex
 
 
+def check_event_id(event_id: str) -> str:
+    if not isinstance(event_id, str) or not ID_PATTERN.fullmatch(event_id):
+        raise MalformedMessage(f"event id {event_id!r} must match {ID_PATTERN.pattern}")
+    return event_id
+
+
 def check_correlation_id(cid: str) -> str:
     if not isinstance(cid, str) or not ID_PATTERN.fullmatch(cid):
         raise MalformedMessage(f"correlation id {cid!r} must match {ID_PATTERN.pattern}")
@@ -92,7 +100,7 @@ def check_correlation_id(cid: str) -> str:
 _MISSING = object()
 _DEFAULTS = {"kind": Kind.STEP, "step": 0, "retries": 0, "event": None, "data": {}, "context": None, "fence": 0,
              "state": None, "event_id": None, "store": 0, "copy": False, "busy": 0, "reason": None,
-             "version": "", "v": FORMAT}
+             "version": "", "chart": None, "v": FORMAT}
 _NONE = type(None)
 # field -> (accepted types, what to say when it is wrong): one pass checks a message
 _CHECKS: dict[str, tuple[tuple[type, ...], str]] = {
@@ -104,6 +112,7 @@ _CHECKS: dict[str, tuple[tuple[type, ...], str]] = {
     "state": ((str, _NONE), "a string or null"), "event_id": ((str, _NONE), "a string or null"),
     "copy": ((bool,), "true or false"), "reason": ((str, _NONE), "a string or null"),
     "version": ((str,), "a string"), "sent_at": ((int, float), "a number"), "v": ((int,), "an integer"),
+    "chart": ((dict, _NONE), "an object"),
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import codec
@@ -57,16 +57,83 @@ def max_retry_event(event: str) -> Callable:
     return decorate
 
 
+class Guard:
+    """A condition on a transition. Subclass it and implement :meth:`check`.
+
+    ``check`` gets the instance's context and the event's data and returns whether the
+    transition may be taken. ``self.params`` holds the ``params:`` given in YAML (or an
+    XState guard object). Guards are shared by every instance and must not change the
+    context: they may run several times per event.
+    """
+
+    def __init__(self, name: str = "", params: Mapping[str, Any] | None = None):
+        self.name = name or type(self).__name__
+        self.params: dict[str, Any] = dict(params or {})
+
+    def check(self, context: Context, event_data: Mapping[str, Any]) -> bool:
+        raise NotImplementedError(f"{type(self).__name__}.check")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
 @dataclass(frozen=True)
 class Transition:
+    """``event`` is ``""`` for an eventless transition; ``target`` is the first target's
+    path (``None``: a targetless transition, which runs its actions and changes no state).
+
+    ``reenter``: a transition to the source itself or to a descendant of it exits and
+    re-enters the source (SCXML ``external``, YAML's default). XState's default is
+    ``False``: the source stays active.
+    """
+
     event: str
-    target: str
+    target: str | None
     action: Action | None = None
     local: bool = False
+    guard: Guard | None = None
+    reenter: bool = True
+    targets: tuple[str, ...] = ()
+    actions: tuple[Action, ...] = ()
+    delay: float | None = None      # seconds, for an `after` transition
+    source: str = ""                # path of the state it belongs to
+
+    def __post_init__(self) -> None:
+        if not self.targets and self.target:
+            object.__setattr__(self, "targets", (self.target,))
+        if not self.actions and self.action is not None:
+            object.__setattr__(self, "actions", (self.action,))
+        if self.target is None and self.targets:
+            object.__setattr__(self, "target", self.targets[0])
+
+
+@dataclass(frozen=True)
+class Invoke:
+    """An actor a state runs while it is active: an Action whose return value is the
+    ``done`` data; its exception, once retries are used up, is the ``error``."""
+
+    id: str
+    actor: Action
+
+    @property
+    def done_event(self) -> str:
+        return f"xstate.done.actor.{self.id}"
+
+    @property
+    def error_event(self) -> str:
+        return f"xstate.error.actor.{self.id}"
 
 
 @dataclass(frozen=True)
 class State:
+    """A state. Flat machines use the first nine fields; statecharts add the rest.
+
+    ``path`` is the state's unique dotted id (``bake.waiting``; a top-level state's is its
+    name). ``on`` holds every transition in document order (guarded ones sharing an
+    event, eventless ones with event ``""``, delayed ones, ``done`` and ``error``);
+    ``transitions`` maps each event to its first transition, the flat view.
+    """
+
     name: str
     entry_action: Action | None = None
     do_action: Action | None = None
@@ -76,20 +143,70 @@ class State:
     transitions: Mapping[str, Transition] = field(default_factory=dict)
     timeout: float | None = None
     timeout_event: str = "timeout"
+    path: str = ""
+    parent: str | None = None
+    children: tuple[str, ...] = ()
+    parallel: bool = False
+    history: str | None = None          # "shallow" | "deep": a history pseudo-state
+    on: tuple[Transition, ...] = ()
+    entry: tuple[Action, ...] = ()
+    exit: tuple[Action, ...] = ()
+    invoke: Invoke | None = None
+    max_retries: int | None = None
+    initial_child: str | None = None    # compound states: the child entered by default
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            object.__setattr__(self, "path", self.name)
+        if not self.on and self.transitions:
+            object.__setattr__(self, "on", tuple(self.transitions.values()))
+        if not self.transitions and self.on:
+            first: dict[str, Transition] = {}
+            for t in self.on:
+                first.setdefault(t.event, t)
+            object.__setattr__(self, "transitions", first)
+        if not self.entry and self.entry_action is not None:
+            object.__setattr__(self, "entry", (self.entry_action,))
+        if not self.exit and self.exit_action is not None:
+            object.__setattr__(self, "exit", (self.exit_action,))
+
+    @property
+    def compound(self) -> bool:
+        return bool(self.children) and not self.parallel
+
+    @property
+    def atomic(self) -> bool:
+        return not self.children and self.history is None
 
     @property
     def events(self) -> list[str]:
-        return list(self.transitions)
+        return [e for e in self.transitions if e and not e.startswith("xstate.")]
 
     @property
     def external_events(self) -> list[str]:
         """The events an outsider may send here, sorted: the state's own timeout event
         is fired by its timer, not sent."""
-        return sorted(e for e in self.transitions if not (self.timeout and e == self.timeout_event))
+        return sorted(e for e in self.events if not (self.timeout and e == self.timeout_event))
+
+
+@dataclass(frozen=True)
+class Migration:
+    """How instances of version ``source`` move to the machine that declares it: each
+    active state by ``states`` (a state not named keeps its name), then ``action`` may
+    change the context."""
+
+    source: str
+    states: Mapping[str, str] = field(default_factory=dict)
+    action: Action | None = None
 
 
 @dataclass(frozen=True)
 class Machine:
+    """``states`` maps every state's path to it, in document order (a parent before
+    its children). ``initial`` is the top-level initial state; ``parallel`` makes the
+    top level one set of regions. ``xstate``: the context changes only through actions
+    (event data is not merged into it)."""
+
     name: str
     states: Mapping[str, State]
     initial: str
@@ -98,9 +215,50 @@ class Machine:
     retry_max_delay: float = 60.0
     version: str = ""
     source: str = ""  # "file:line" where it was defined, for messages
+    parallel: bool = False
+    xstate: bool = False
+    context: Mapping[str, Any] = field(default_factory=dict)  # the initial context (XState `context`)
+    migrations: tuple[Migration, ...] = ()
+    top: State | None = None  # the machine's own entry/exit actions and transitions (XState's root)
+    versions: Mapping[str, Machine] = field(default_factory=dict)  # every loaded version, this one too
+
+    def at_version(self, version: str) -> Machine | None:
+        """This machine as it was at ``version`` (``""``: whatever version is loaded)."""
+        if not version or version == self.version:
+            return self
+        return self.versions.get(version)
+
+    def __post_init__(self) -> None:
+        # Each transition knows the state it belongs to (the statechart algorithm needs
+        # it); builders may leave it out.
+        for path, state in self.states.items():
+            if any(t.source != path for t in state.on):
+                on = tuple(t if t.source == path else replace(t, source=path) for t in state.on)
+                first: dict[str, Transition] = {}
+                for t in on:
+                    first.setdefault(t.event, t)
+                object.__setattr__(state, "on", on)
+                object.__setattr__(state, "transitions", first)
 
     def state(self, name: str) -> State:
         return self.states[name]
+
+    @functools.cached_property
+    def roots(self) -> tuple[str, ...]:
+        return tuple(p for p, s in self.states.items() if s.parent is None)
+
+    @functools.cached_property
+    def order(self) -> dict[str, int]:
+        return {path: index for index, path in enumerate(self.states)}
+
+    @functools.cached_property
+    def chart(self) -> bool:
+        """Whether instances need the statechart record (a configuration, history,
+        entry stamps): any nesting, parallel regions, history or delayed transitions.
+        A flat machine keeps the one-state record it always had."""
+        return self.xstate or self.parallel or any(
+            s.children or s.history or s.invoke or any(t.delay is not None or not t.reenter for t in s.on)
+            for s in self.states.values())
 
 
 class Context(dict):

@@ -55,6 +55,7 @@ RECORD_FIELDS: dict[str, str] = {
     "inbox": "json",          # external events not yet applied, oldest first: [inbox entry]
     "inbox_end": "int",       # position of the last event ever appended (0: none; absent reads as 0)
     "chart": "json",          # statecharts: {"active": [paths], "history": {...}, "entered": {...}}
+    "migrate_to": "json",     # a version `fsm migrate` moves the instance to once its run settles
 }
 
 
@@ -83,6 +84,7 @@ class Record(TypedDict, total=False):
     inbox: list[dict[str, Any]]
     inbox_end: int
     chart: dict[str, Any] | None
+    migrate_to: str | None
 
 
 def freshness(record: Record, store_index: int) -> tuple[int, int, int]:
@@ -102,9 +104,12 @@ def new_record(cid: str, machine: str, version: str, state: str | None, step: in
 
 def history_entry(step: int, source: str | None, event: str | None, target: str | None, now: float, *,
                   duration: float = 0.0, retries: int = 0, error: str | None = None,
-                  rejected: bool = False, cancelled: str | None = None) -> dict[str, Any]:
+                  rejected: bool = False, cancelled: str | None = None, pos: int = 0,
+                  value: Any = None) -> dict[str, Any]:
     """One line of an instance's history: a transition, a failed attempt (``error``),
-    a rejected event (``rejected``) or a cancellation (``cancelled``: the reason)."""
+    a rejected event (``rejected``) or a cancellation (``cancelled``: the reason).
+    ``pos``: the inbox position of the event it took; ``value``: a statechart's state
+    value after it."""
     entry: dict[str, Any] = {"step": step, "from": source, "event": event, "to": target, "time": iso(now),
                              "duration": round(duration, 6), "retries": retries}
     if rejected:
@@ -113,6 +118,10 @@ def history_entry(step: int, source: str | None, event: str | None, target: str 
         entry["error"] = error
     if cancelled is not None:
         entry["cancelled"] = cancelled
+    if pos:
+        entry["pos"] = pos
+    if value is not None:
+        entry["value"] = value
     return entry
 
 

@@ -4,16 +4,23 @@ Adapters never build boto3 clients themselves: one place decides timeouts and re
 a failover can happen within a Lambda's time budget instead of after botocore's default
 60 s read timeout and legacy retries. ``classify`` is the single answer to "is this fault
 worth trying on the secondary?", which the failover router reads from the error *type*.
+
+Cold starts pay only for what is used. Importing this module imports no boto3 or
+botocore; :func:`make_client` hands out a :class:`LazyClient`, which builds its boto3
+client on the first call through it, from one process-wide session (a second client
+then reuses the endpoint and model data the first one loaded). So an adapter opened at
+load costs nothing until it makes a call, and a configuration that never calls a
+service never imports the SDK for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
-
-import boto3
-import botocore.exceptions as bx
-from botocore.config import Config
 
 from fsm.errors import BackendError, RecoverableError
 
@@ -35,20 +42,25 @@ MISSING_RESOURCE_CODES = frozenset({
     "ResourceNotFoundException", "QueueDoesNotExist",
     "AWS.SimpleQueueService.NonExistentQueue", "NotFound", "NotFoundException",
 })
-# Raised by botocore when the network failed before or during the exchange.
-NETWORK_ERRORS: tuple[type[Exception], ...] = (
-    bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError,
-    bx.ConnectionClosedError, bx.ConnectionError, bx.HTTPClientError,
-)
 
 
-def aws_config(aws: Mapping[str, Any] | None = None) -> Config:
+def network_errors() -> tuple[type[Exception], ...]:
+    """What botocore raises when the network failed before or during the exchange."""
+    import botocore.exceptions as bx
+
+    return (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError,
+            bx.ConnectionClosedError, bx.ConnectionError, bx.HTTPClientError)
+
+
+def aws_config(aws: Mapping[str, Any] | None = None) -> Any:
     """The botocore Config for ``aws`` (connect_timeout, read_timeout, max_attempts).
 
     ``max_attempts`` counts every call, the first included (botocore's own
     ``max_attempts`` counts only the retries, so it is passed as ``total_max_attempts``):
     ``max_attempts=1`` means no retry, which is what a failover test wants.
     """
+    from botocore.config import Config
+
     settings = {**DEFAULT_AWS, **(aws or {})}
     return Config(
         connect_timeout=float(settings["connect_timeout"]),
@@ -59,17 +71,103 @@ def aws_config(aws: Mapping[str, Any] | None = None) -> Config:
 
 def make_client(service: str, region: str | None = None, endpoint_url: str | None = None,
                 aws: Mapping[str, Any] | None = None, client: Any = None) -> Any:
-    """The injected ``client`` if given, else a new boto3 client for ``service``.
+    """The injected ``client`` if given, else a :class:`LazyClient` for ``service``.
 
-    ``endpoint_url=None`` lets boto3 apply ``AWS_ENDPOINT_URL`` (moto_server, LocalStack).
-    Each client gets its own Session: ``boto3.client`` shares the default session, whose
-    creation is not thread-safe.
+    ``endpoint_url=None`` lets boto3 apply ``AWS_ENDPOINT_URL`` (moto_server, LocalStack)
+    as it stands when the client is built, on its first call.
     """
     if client is not None:
         return client
-    session = boto3.session.Session()
-    return session.client(service, region_name=region or None, endpoint_url=endpoint_url,
-                          config=aws_config(aws))
+    return LazyClient(service, region or None, endpoint_url, dict(aws) if aws else None)
+
+
+class LazyClient:
+    """A boto3 client built on first use: every attribute but ``close`` and ``built`` is
+    the real client's, so callers cannot tell it from one (``client.meta``, paginators
+    and ``client.exceptions`` build it too)."""
+
+    def __init__(self, service: str, region: str | None, endpoint_url: str | None,
+                 aws: Mapping[str, Any] | None):
+        self.service = service
+        self._options = (region, endpoint_url, aws)
+        self._client: Any = None
+
+    @property
+    def built(self) -> bool:
+        return self._client is not None
+
+    def real(self) -> Any:
+        """The boto3 client, built now if this is its first use."""
+        if self._client is None:
+            with _lock:
+                if self._client is None:
+                    self._client = _build(self.service, *self._options)
+        return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("service", "_options", "_client"):
+            raise AttributeError(name)   # copy/pickle probes, and a half-made instance
+        return getattr(self.real(), name)
+
+    def close(self) -> None:
+        """Close the client if it was ever built (closing must not build one)."""
+        if self._client is not None:
+            self._client.close()
+
+    def __repr__(self) -> str:
+        return f"LazyClient({self.service!r}, built={self.built})"
+
+
+# One session for the process: boto3's default session is made lazily and without a lock,
+# so every client is made from this one under ``_lock`` instead (botocore clients are safe
+# to share between threads; making them from one session at once is not).
+_lock = threading.RLock()
+_session: Any = None
+_session_handlers = -1
+_watchers: list[Callable[[str, Any], None]] = []
+clients_built: Counter[str] = Counter()   # service -> boto3 clients built in this process
+
+
+def shared_session() -> Any:
+    """The process's boto3 session.
+
+    A session copies botocore's built-in event handlers when it is made; a library that
+    adds one later (moto's in-process mock does, when imported) gets a new session, so
+    clients built afterwards see it.
+    """
+    global _session, _session_handlers
+    import boto3.session
+    from botocore.handlers import BUILTIN_HANDLERS
+
+    with _lock:
+        if _session is None or _session_handlers != len(BUILTIN_HANDLERS):
+            _session = boto3.session.Session()
+            _session_handlers = len(BUILTIN_HANDLERS)
+        return _session
+
+
+def _build(service: str, region: str | None, endpoint_url: str | None, aws: Mapping[str, Any] | None) -> Any:
+    with _lock:
+        client = shared_session().client(service, region_name=region, endpoint_url=endpoint_url,
+                                         config=aws_config(aws))
+        clients_built[service] += 1
+        watchers = list(_watchers)
+    for watch in watchers:
+        watch(service, client)
+    return client
+
+
+@contextlib.contextmanager
+def watching_clients(watch: Callable[[str, Any], None]) -> Iterator[None]:
+    """Call ``watch(service, client)`` for every boto3 client built while the block runs,
+    before its first call (``fsm cost`` registers its counting hooks on it this way)."""
+    with _lock:
+        _watchers.append(watch)
+    try:
+        yield
+    finally:
+        with _lock:
+            _watchers.remove(watch)
 
 
 def parse_arn(arn: str) -> tuple[str, str, str, str]:
@@ -80,14 +178,24 @@ def parse_arn(arn: str) -> tuple[str, str, str, str]:
     return parts[2], parts[3], parts[4], parts[5]
 
 
+def _botocore_errors() -> Any:
+    """``botocore.exceptions`` if anything imported it, else None: an error cannot be
+    botocore's when botocore was never loaded, and sorting it must not load it."""
+    return sys.modules.get("botocore.exceptions")
+
+
 def error_code(exc: BaseException) -> str:
-    if isinstance(exc, bx.ClientError):
+    bx = _botocore_errors()
+    if bx is not None and isinstance(exc, bx.ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
     return ""
 
 
 def is_recoverable(exc: BaseException) -> bool:
-    if isinstance(exc, NETWORK_ERRORS):
+    bx = _botocore_errors()
+    if bx is None:
+        return False
+    if isinstance(exc, network_errors()):
         return True
     if isinstance(exc, bx.ClientError):
         code = error_code(exc)

@@ -23,7 +23,7 @@ from fsm.errors import RecoverableError
 from fsm.ports import Metrics
 
 # Every primitive of the store, timer and bus ports; ``close`` and attributes pass through.
-WRAPPED_METHODS = frozenset({"swap", "get", "history", "add", "due", "remove", "send", "send_batch"})
+WRAPPED_METHODS = frozenset({"swap", "append", "get", "history", "add", "due", "remove", "send", "send_batch"})
 
 
 class ChaosWrapper:

@@ -56,6 +56,27 @@ last reply that carried it and makes the transaction conditional on it. In the
 dispatcher's flow the acquire's reply carries it, so a commit stays one round trip; a cold
 or stale guess costs one more (the failed condition's ALL_OLD item carries the true value).
 
+Inbox (``append``): one conditional UpdateItem, never a read first, so the entry's
+position is not known when the request is sent. ``inbox`` is therefore a native List (L)
+whose elements are each entry's JSON text (S): ``append`` adds its entry's text without
+``pos`` with ``list_append``, raises ``inbox_end`` with ``if_not_exists(...) + 1`` and
+adds 1 to ``inbox_tail`` (``ADD``), the number of entries at the end of the list written
+that way; a reader numbers them back from ``inbox_end`` (the last one is ``inbox_end``). A swap
+that rewrites ``inbox`` writes every entry as given (with its ``pos``) and removes
+``inbox_tail``; one that moves ``inbox_end`` without rewriting ``inbox`` first writes the
+tail's positions into its texts (one read and one write: no flow of the dispatcher does
+that), so positions never change once given. Duplicates are refused by the condition:
+``event_ids`` is JSON text, and an event id (no quotes or backslashes) occurs in it as
+``"ID"`` only as a whole item, so ``NOT contains(event_ids, '"ID"')`` is exact; the ids
+waiting in the inbox are a String Set, ``inbox_ids``, which ``append`` adds to (``ADD``)
+and a swap rewriting the inbox sets (or removes: a set cannot be empty). ``pending`` is set only
+when nothing is owed, which an update expression cannot test: the request guesses it (from
+the last reply that carried the record, else "nothing owed", the case of a waiting
+instance) and makes the guess a condition, so a wrong guess costs one more UpdateItem, and
+puts the record in the pending index as a swap setting ``pending`` does. ``inbox_ids`` and
+``inbox_tail`` never show in a record. ``null`` in ``inbox`` or ``inbox_end`` is removed,
+as for ``pending``: ``list_append`` and ``+`` cannot take it.
+
 Expiry: the table's TTL attribute is ``ttl``, copied from ``expires_at`` when it is > 0 and
 removed when it is 0 (DynamoDB would treat 0 as "long expired"). History entries get the
 ``ttl`` of the swap that wrote them, if that swap set ``expires_at``.
@@ -79,7 +100,7 @@ from fsm.errors import BackendError, RecoverableError
 from fsm.ports import RECORD_FIELDS, Record, Scalar, SwapResult
 
 from .aws import classify, error_code, make_client
-from .base import dumps, matches
+from .base import dumps
 from .dynamodb_tables import (
     LIST_AT,
     LIST_BY_MACHINE,
@@ -99,10 +120,14 @@ from .dynamodb_tables import (
     table_of,
 )
 from .listing import ListQuery, list_query, page_of, time_key
+from .memory import INBOX, INBOX_END, checked_entry, expect_holds, is_duplicate
 
 RECORD_SK = "record"
 HISTORY_LEN = "history_len"
-RESERVED = frozenset({"pk", "sk", HISTORY_LEN, TTL, PENDING_SHARD, LIST_AT, *LIST_INDEXES})
+INBOX_IDS = "inbox_ids"     # String Set: the ids waiting in the inbox (see the module docstring)
+INBOX_TAIL = "inbox_tail"   # how many entries at the inbox's end were appended without their pos
+RESERVED = frozenset({"pk", "sk", HISTORY_LEN, TTL, PENDING_SHARD, LIST_AT, INBOX_IDS, INBOX_TAIL, *LIST_INDEXES})
+NULL_REMOVED = frozenset({PENDING, INBOX, INBOX_END})   # fields whose null is stored as no attribute
 LISTED = ("machine", "status", "state")     # the values listing partitions are made of
 STALE_GUESS_ATTEMPTS = 4
 BATCH_GET_ATTEMPTS = 8
@@ -117,6 +142,8 @@ def encode(name: str, value: Any) -> dict[str, Any]:
     if value is None:
         return {"NULL": True}
     kind = RECORD_FIELDS.get(name, "json")
+    if name == INBOX and isinstance(value, list):    # a List, so that append can add to it
+        return {"L": [{"S": dumps(entry)} for entry in value]}
     if kind == "json":
         return {"S": dumps(value)}
     if isinstance(value, str):
@@ -146,7 +173,34 @@ def decode(name: str, attr: Mapping[str, Any]) -> Any:
 def decode_record(item: Mapping[str, Any] | None) -> Record | None:
     if not item:
         return None
-    return {name: decode(name, attr) for name, attr in item.items() if name not in RESERVED}
+    return {name: decode_inbox(item) if name == INBOX else decode(name, attr)
+            for name, attr in item.items() if name not in RESERVED}
+
+
+def decode_inbox(item: Mapping[str, Any]) -> Any:
+    """The inbox of a record item: the entries' texts, the last ``inbox_tail`` of them
+    given their positions, counted back from ``inbox_end`` (see the module docstring)."""
+    attr = item[INBOX]
+    if "L" not in attr:
+        return decode(INBOX, attr)
+    entries = [json.loads(element["S"]) if "S" in element else decode(INBOX, element) for element in attr["L"]]
+    tail = min(len(entries), _count(item, INBOX_TAIL))
+    end = _count(item, INBOX_END)
+    for back in range(tail):
+        entries[len(entries) - 1 - back]["pos"] = end - back
+    return entries
+
+
+def _count(item: Mapping[str, Any], name: str) -> int:
+    """A numeric attribute of an item as an int; 0 when absent."""
+    attr = item.get(name)
+    return int(Decimal(attr["N"])) if attr and "N" in attr else 0
+
+
+def _owes(item: Mapping[str, Any]) -> bool:
+    """Whether the record item owes a message (``pending`` set and not 0)."""
+    attr = item.get(PENDING)
+    return bool(attr) and "N" in attr and Decimal(attr["N"]) != 0
 
 
 class _Expression:
@@ -201,6 +255,7 @@ class DynamoStore:
         self.client = make_client("dynamodb", region, endpoint_url, aws, client)
         self._history_len: dict[str, int] = {}   # last seen per correlation id, see module doc
         self._listed: dict[str, dict[str, Any]] = {}   # its machine, status and state, likewise
+        self._owed: dict[str, bool] = {}    # whether it owes a message (pending), likewise
         self._lock = threading.Lock()
 
     def create(self) -> None:
@@ -215,6 +270,8 @@ class DynamoStore:
         if bad:
             raise BackendError(f"{self.url}: record fields {sorted(bad)} are reserved by the DynamoDB store")
         for _ in range(STALE_GUESS_ATTEMPTS):
+            if _moves_inbox_end(expect, fields):
+                self._settle_inbox(cid)
             listing, guesses = self._listing(cid, expect, fields)
             if not history and self._checkpoint(fields) is None:
                 result = self._update(cid, expect, fields, listing, guesses)
@@ -224,6 +281,31 @@ class DynamoStore:
                 return result
         raise RecoverableError(f"{self.url}: record {cid!r} kept changing under this store's guesses of "
                                f"its history length or listing values during {STALE_GUESS_ATTEMPTS} attempts")
+
+    def append(self, cid: str, entry: Mapping[str, Any]) -> SwapResult:
+        """See :meth:`fsm.ports.InstanceStore.append`: one conditional UpdateItem (see the
+        module docstring), two when this store guessed ``pending`` wrong."""
+        entry = checked_entry(entry)
+        for _ in range(STALE_GUESS_ATTEMPTS):
+            try:
+                reply = self.client.update_item(**self._append_request(cid, entry, self._owed.get(cid, False)))
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise classify(exc, self.url) from exc
+                item = exc.response.get("Item")
+                if not item:
+                    return SwapResult(False, None)
+                self._remember(cid, item)
+                record = decode_record(item)
+                if record is not None and is_duplicate(record, entry["id"]):
+                    return SwapResult(False, record)
+                continue    # only the guess of ``pending`` was wrong: _remember now has the truth
+            except BotoCoreError as exc:
+                raise classify(exc, self.url) from exc
+            self._remember(cid, reply["Attributes"])
+            return SwapResult(True, decode_record(reply["Attributes"]))
+        raise RecoverableError(f"{self.url}: record {cid!r} kept changing under this store's guesses of "
+                               f"its pending mark during {STALE_GUESS_ATTEMPTS} attempts to append to it")
 
     def get(self, cid: str) -> Record | None:
         try:
@@ -347,7 +429,8 @@ class DynamoStore:
         """One conditional UpdateItem; ``None`` when only a guess made it fail."""
         ex = _Expression()
         update = self._update_expression(ex, cid, fields, appended=0, listing=listing)
-        condition = self._condition(ex, _with(expect, guesses), history_len=None)
+        settled = _moves_inbox_end(expect, fields)
+        condition = self._condition(ex, _with(expect, guesses), history_len=None, settled=settled)
         try:
             reply = self.client.update_item(
                 TableName=self.table, Key=self._key(cid, RECORD_SK), UpdateExpression=update,
@@ -360,7 +443,8 @@ class DynamoStore:
             item = exc.response.get("Item")
             self._remember(cid, item)
             record = decode_record(item)
-            return None if _guessed_wrong(record, expect, guesses) else SwapResult(False, record)
+            unsettled = settled and bool(item) and INBOX_TAIL in item
+            return None if _guessed_wrong(record, expect, guesses, unsettled) else SwapResult(False, record)
         except BotoCoreError as exc:
             raise classify(exc, self.url) from exc
         self._remember(cid, reply["Attributes"])
@@ -384,12 +468,16 @@ class DynamoStore:
             self._remember(cid, item)
             record = decode_record(item)
             stale_length = bool(item) and int(item.get(HISTORY_LEN, {"N": "0"})["N"]) != known
-            return None if _guessed_wrong(record, expect, guesses, stale_length) else SwapResult(False, record)
+            unsettled = _moves_inbox_end(expect, fields) and bool(item) and INBOX_TAIL in item
+            return (None if _guessed_wrong(record, expect, guesses, stale_length or unsettled)
+                    else SwapResult(False, record))
         except BotoCoreError as exc:
             raise classify(exc, self.url) from exc
         with self._lock:
             if history:
                 self._history_len[cid] = known + len(history)
+            if PENDING in fields:
+                self._owed[cid] = _positive(fields[PENDING])
             if expect is None or cid in self._listed:
                 self._listed[cid] = {**self._listed.get(cid, {}), **{n: fields.get(n) for n in LISTED
                                                                      if n in fields or expect is None}}
@@ -400,7 +488,8 @@ class DynamoStore:
                      listing: Mapping[str, str | None]) -> list[dict[str, Any]]:
         ex = _Expression()
         update = self._update_expression(ex, cid, fields, appended=len(history), listing=listing)
-        condition = self._condition(ex, expect, history_len=known if history else None)
+        condition = self._condition(ex, expect, history_len=known if history else None,
+                                    settled=_moves_inbox_end(expect, fields))
         items: list[dict[str, Any]] = [{"Update": {
             "TableName": self.table, "Key": self._key(cid, RECORD_SK), "UpdateExpression": update,
             "ConditionExpression": condition, "ExpressionAttributeNames": ex.names,
@@ -425,18 +514,21 @@ class DynamoStore:
         # history_len is always set, so the expression is never empty and every record has it.
         length = ex.name(HISTORY_LEN)
         sets = [f"{length} = if_not_exists({length}, {ex.value(_number(0))}) + {ex.value(_number(appended))}"]
-        removes = []
+        removes: list[str] = []
         for name, value in fields.items():
-            if name == PENDING and value is None:
-                removes.append(ex.name(name))    # an index key attribute cannot be NULL
+            if name in NULL_REMOVED and value is None:
+                removes.append(ex.name(name))    # see NULL_REMOVED
             else:
                 sets.append(f"{ex.name(name)} = {ex.value(encode(name, value))}")
         if PENDING in fields:
-            pending = fields[PENDING]
-            if isinstance(pending, (int, float)) and not isinstance(pending, bool) and pending > 0:
-                sets.append(f"{ex.name(PENDING_SHARD)} = {ex.value({'S': self._pending_shard_of(cid)})}")
+            self._index_pending(ex, cid, fields[PENDING], sets, removes)
+        if INBOX in fields:     # rewritten whole: every entry carries its pos, its ids are these
+            ids = _inbox_ids(fields[INBOX])
+            if ids:
+                sets.append(f"{ex.name(INBOX_IDS)} = {ex.value({'SS': ids})}")
             else:
-                removes.append(ex.name(PENDING_SHARD))
+                removes.append(ex.name(INBOX_IDS))
+            removes.append(ex.name(INBOX_TAIL))
         for name, value in listing.items():     # None: out of that index
             if value is None:
                 removes.append(ex.name(name))
@@ -451,7 +543,10 @@ class DynamoStore:
         return "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
 
     @staticmethod
-    def _condition(ex: _Expression, expect: Mapping[str, Scalar] | None, history_len: int | None) -> str:
+    def _condition(ex: _Expression, expect: Mapping[str, Scalar] | None, history_len: int | None,
+                   settled: bool = False) -> str:
+        """The swap's condition; ``settled``: the inbox must have no entries counted back
+        from ``inbox_end`` (a swap moving it alone, see the module docstring)."""
         pk = ex.name("pk")
         if expect is None:
             parts = [f"attribute_not_exists({pk})"]
@@ -462,15 +557,83 @@ class DynamoStore:
                 if value is None:   # as in base.matches: a missing field equals None
                     parts.append(f"(attribute_not_exists({field}) OR attribute_type({field}, "
                                  f"{ex.value({'S': 'NULL'})}))")
+                elif name == INBOX_END and value == 0 and not isinstance(value, bool):    # absent reads as 0
+                    parts.append(f"(attribute_not_exists({field}) OR {field} = {ex.value(encode(name, value))})")
                 else:
                     parts.append(f"{field} = {ex.value(encode(name, value))}")
+        if settled:
+            parts.append(f"attribute_not_exists({ex.name(INBOX_TAIL)})")
         if history_len is not None and expect is not None:
             length = ex.name(HISTORY_LEN)
             parts.append(f"({length} = {ex.value(_number(history_len))}"
                          + (f" OR attribute_not_exists({length}))" if history_len == 0 else ")"))
         return " AND ".join(parts)
 
+    # -- the inbox -------------------------------------------------------------------------
+
+    def _append_request(self, cid: str, entry: Mapping[str, Any], owed: bool) -> dict[str, Any]:
+        """The UpdateItem of one append (see the module docstring); ``owed``: the guess
+        that the record owes a message already, which leaves ``pending`` as it is."""
+        ex = _Expression()
+        inbox, end, pending = ex.name(INBOX), ex.name(INBOX_END), ex.name(PENDING)
+        zero, one = ex.value(_number(0)), ex.value(_number(1))
+        text = dumps({name: value for name, value in entry.items() if name != "pos"})
+        added = ex.value({"L": [{"S": text}]})
+        sets = [f"{inbox} = list_append(if_not_exists({inbox}, {ex.value({'L': []})}), {added})",
+                f"{end} = if_not_exists({end}, {zero}) + {one}"]
+        removes: list[str] = []
+        quoted = '"' + entry["id"] + '"'
+        conditions = [f"attribute_exists({ex.name('pk')})",
+                      f"NOT contains({ex.name('event_ids')}, {ex.value({'S': quoted})})",
+                      f"NOT contains({ex.name(INBOX_IDS)}, {ex.value({'S': entry['id']})})"]
+        if owed:
+            conditions.append(f"attribute_exists({pending}) AND {pending} <> {zero}")
+        else:
+            conditions.append(f"(attribute_not_exists({pending}) OR {pending} = {zero})")
+            sets.append(f"{pending} = {ex.value(encode(PENDING, entry['at']))}")
+            self._index_pending(ex, cid, entry["at"], sets, removes)
+        update = (f"SET {', '.join(sets)} ADD {ex.name(INBOX_IDS)} {ex.value({'SS': [entry['id']]})}, "
+                  f"{ex.name(INBOX_TAIL)} {one}" + (" REMOVE " + ", ".join(removes) if removes else ""))
+        return {"TableName": self.table, "Key": self._key(cid, RECORD_SK), "UpdateExpression": update,
+                "ConditionExpression": " AND ".join(conditions), "ExpressionAttributeNames": ex.names,
+                "ExpressionAttributeValues": ex.values, "ReturnValues": "ALL_NEW",
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+
+    def _settle_inbox(self, cid: str) -> None:
+        """Before a swap that moves ``inbox_end`` without rewriting ``inbox``: write the
+        positions of the entries counted back from ``inbox_end`` into their texts, so
+        that moving it renumbers nothing. Conditional on both counters, which every
+        append and every rewrite of the inbox changes; if one came in between, the
+        swap's own condition (no such entries) fails and the swap settles again."""
+        try:
+            item = self.client.get_item(TableName=self.table, Key=self._key(cid, RECORD_SK),
+                                        ConsistentRead=True).get("Item")
+        except (BotoCoreError, ClientError) as exc:
+            raise classify(exc, self.url) from exc
+        if not item or not {INBOX_TAIL, INBOX, INBOX_END} <= item.keys():
+            return      # nothing counted back (a tail always comes with both, see append)
+        ex = _Expression()
+        tail, end = ex.name(INBOX_TAIL), ex.name(INBOX_END)
+        try:
+            self.client.update_item(
+                TableName=self.table, Key=self._key(cid, RECORD_SK),
+                UpdateExpression=f"SET {ex.name(INBOX)} = {ex.value(encode(INBOX, decode_inbox(item)))} REMOVE {tail}",
+                ConditionExpression=f"{tail} = {ex.value(item[INBOX_TAIL])} AND {end} = {ex.value(item[INBOX_END])}",
+                ExpressionAttributeNames=ex.names, ExpressionAttributeValues=ex.values)
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise classify(exc, self.url) from exc
+        except BotoCoreError as exc:
+            raise classify(exc, self.url) from exc
+
     # -- helpers ---------------------------------------------------------------------------
+
+    def _index_pending(self, ex: _Expression, cid: str, pending: Any, sets: list[str], removes: list[str]) -> None:
+        """Keep the record in the sparse pending index exactly while ``pending`` > 0."""
+        if _positive(pending):
+            sets.append(f"{ex.name(PENDING_SHARD)} = {ex.value({'S': self._pending_shard_of(cid)})}")
+        else:
+            removes.append(ex.name(PENDING_SHARD))
 
     def _key(self, cid: str, sk: str) -> dict[str, Any]:
         return {"pk": {"S": self.prefix + cid}, "sk": {"S": sk}}
@@ -495,11 +658,13 @@ class DynamoStore:
         if not item:
             return
         with self._lock:
-            if len(self._history_len) > 10_000 or len(self._listed) > 10_000:
+            if len(self._history_len) > 10_000 or len(self._listed) > 10_000 or len(self._owed) > 10_000:
                 self._history_len.clear()   # caches: a miss costs one extra round trip
                 self._listed.clear()
+                self._owed.clear()
             if HISTORY_LEN in item:
                 self._history_len[cid] = int(item[HISTORY_LEN]["N"])
+            self._owed[cid] = _owes(item)
             self._listed[cid] = {name: decode(name, item[name]) if name in item else None for name in LISTED}
 
     def _listing(self, cid: str, expect: Mapping[str, Scalar] | None,
@@ -533,11 +698,28 @@ def _with(expect: Mapping[str, Scalar] | None, guesses: Mapping[str, Any]) -> Ma
     return expect if expect is None or not guesses else {**expect, **guesses}
 
 
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def _inbox_ids(inbox: Any) -> list[str]:
+    """The distinct event ids of an inbox, for ``inbox_ids``."""
+    if not isinstance(inbox, list):
+        return []
+    return sorted({e["id"] for e in inbox if isinstance(e, Mapping) and isinstance(e.get("id"), str) and e["id"]})
+
+
+def _moves_inbox_end(expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any]) -> bool:
+    """A swap of an existing record that sets ``inbox_end`` but not ``inbox``."""
+    return expect is not None and INBOX_END in fields and INBOX not in fields
+
+
 def _guessed_wrong(record: Record | None, expect: Mapping[str, Scalar] | None, guesses: Mapping[str, Any],
                    stale_length: bool = False) -> bool:
     """Whether a failed write failed only on this store's guesses (the caller's own
-    condition holds on the record it was shown): then it is worth sending again."""
-    if record is None or expect is None or not matches(record, expect):
+    condition holds on the record it was shown): then it is worth sending again.
+    ``stale_length``: something else this store assumed was found wrong in the reply."""
+    if record is None or expect is None or not expect_holds(record, expect):
         return False
     return stale_length or any(record.get(name) != value for name, value in guesses.items())
 

@@ -34,6 +34,10 @@ entries are then written under their own keys with one ``set_many``: one more ro
 A crash between the two loses those entries (``history`` skips missing numbers), and,
 memcached being a cache, eviction may lose any key: use it where that is acceptable.
 
+``append`` (the inbox) is ``gets`` + a write with its token, read again when another
+writer won: appends to one instance come from many senders, so a remembered write would
+rarely be the latest.
+
 memcached cannot list keys, so there is no pending index: ``pending()`` raises
 ``BackendError``. Instances whose message vanished after their commit are healed only by
 the redelivery of the message they consumed.
@@ -47,7 +51,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import threading
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -67,9 +73,11 @@ from pymemcache.exceptions import (
 from fsm.errors import BackendError, RecoverableError
 from fsm.ports import Record, Scalar, SwapResult
 
-from .base import dumps, matches, merged
+from .base import dumps, merged
+from .memory import appended, checked_entry, expect_holds
 
 CAS_ATTEMPTS = 16
+APPEND_ATTEMPTS = 64   # appends to one instance race each other (a burst of events), swaps rarely
 REMEMBERED = 1024   # records whose last write a store remembers: each holds a whole value
 RECOVERABLE = (OSError, MemcacheUnexpectedCloseError, MemcacheServerError, MemcacheUnknownError)
 
@@ -222,7 +230,7 @@ class MemcacheStore:
         known = self._written.get(key)
         if known is not None:
             envelope = _decode(known.text)
-            if matches(envelope["record"], expect):
+            if expect_holds(envelope["record"], expect):
                 stored = self._write(key, envelope, fields, history, known.token, known.origin)
                 if stored is not None:
                     return self._finish(cid, stored, history)
@@ -234,12 +242,37 @@ class MemcacheStore:
             if value is None:
                 return SwapResult(False, None)
             envelope = _decode(value)
-            if not matches(envelope["record"], expect):
+            if not expect_holds(envelope["record"], expect):
                 return SwapResult(False, envelope["record"])
             stored = self._write(key, envelope, fields, history, int(token))
             if stored is not None:
                 return self._finish(cid, stored, history)
         raise RecoverableError(f"{self.url}: {cid!r} changed under {CAS_ATTEMPTS} attempts to swap it")
+
+    def append(self, cid: str, entry: Mapping[str, Any]) -> SwapResult:
+        """See :meth:`fsm.ports.InstanceStore.append`: ``gets`` + a write with its token,
+        again while another writer wins the token. Always read first: an append cannot
+        trust a remembered write, since event senders are many and rarely the writer.
+        Losers back off a little, at random, so a burst of appends to one instance does
+        not keep colliding."""
+        entry = checked_entry(entry)
+        key = self._key(cid, "r")
+        for attempt in range(APPEND_ATTEMPTS):
+            value, token = self._call(lambda: self.client.gets(key))
+            known = self._written.get(key)
+            if known is not None and (value is None or int(token) != known.token):
+                self._written.forget(key)   # someone else wrote since: forget ours
+            if value is None:
+                return SwapResult(False, None)
+            envelope = _decode(value)
+            fields = appended(envelope["record"], entry)
+            if fields is None:
+                return SwapResult(False, envelope["record"])
+            stored = self._write(key, envelope, fields, (), int(token))
+            if stored is not None:
+                return SwapResult(True, stored["record"])
+            time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** attempt)))
+        raise RecoverableError(f"{self.url}: {cid!r} changed under {APPEND_ATTEMPTS} attempts to append to it")
 
     def get(self, cid: str) -> Record | None:
         value = self._call(lambda: self.client.get(self._key(cid, "r")))

@@ -5,12 +5,13 @@ that an empty record still exists. The Lua script that implements ``swap`` only
 compares and copies opaque strings; it never decodes JSON, because Lua's cjson rounds
 floats to 14 digits and cannot tell ``{}`` from ``[]``. History is a list next to the
 record, appended by the same script, so ``swap`` is one EVALSHA round trip, history and
-expiry included.
+expiry included. ``append`` (the inbox) is one EVALSHA of a script of its own.
 
 Keys are ``PREFIX{cid}:r`` and ``PREFIX{cid}:h``: the hash tag keeps both keys of an
 instance together. The pending index (records whose ``pending`` is > 0, scored by it) is
 one sorted set, ``PREFIX{pending}``, updated by the same script whenever a swap names
-``pending``: the index can never disagree with the records, at no extra round trip. A
+``pending`` (and by the append script when an append sets it): the index can never
+disagree with the records, at no extra round trip. A
 script then touches keys of two hash slots, so this store needs a single Redis (with
 replicas if wanted), not a Redis Cluster.
 
@@ -55,6 +56,7 @@ from fsm.ports import Record, Scalar, SwapResult
 
 from .base import dumps
 from .listing import ListQuery, encode_cursor, list_query
+from .memory import checked_entry
 
 MARKER = "@"    # not a JSON-able identifier, so it never collides with a record field
 T = TypeVar("T")
@@ -118,10 +120,12 @@ if ARGV[1] == 'new' then
 elseif not exists then
   return {0}
 end
+local ABSENT = {inbox_end = '0'}   -- numeric fields a condition reads as this value when missing
 local n = tonumber(ARGV[3])
 local i = 4
 for _ = 1, n do
-  local stored = redis.call('HGET', KEYS[1], ARGV[i]) or 'null'
+  local stored = redis.call('HGET', KEYS[1], ARGV[i])
+  if not stored then stored = ARGV[i + 1] == 'n' and ABSENT[ARGV[i]] or 'null' end
   local equal
   if ARGV[i + 1] == 'n' then
     equal = tonumber(stored) ~= nil and tonumber(stored) == tonumber(ARGV[i + 2])
@@ -171,6 +175,58 @@ for k = 1, 2 do         -- the record's own keys; the index is shared and never 
   if expires > 0 then redis.call('EXPIREAT', KEYS[k], math.floor(expires)) else redis.call('PERSIST', KEYS[k]) end
 end
 exists = true
+return current(1)
+"""
+
+# KEYS: record, pending index. ARGV: event id, the entry as JSON text without "pos", its "at"
+# as JSON text. Returns like SWAP_LUA: {1, fields...} appended, {0, fields...} a duplicate,
+# {0} no record. Like swap it decodes no value it writes: the entry's text gets its position
+# spliced in before its closing brace and the inbox's text the entry before its closing
+# bracket. Finding the id decodes (never re-encodes) ``event_ids`` and ``inbox``, and only
+# when the id's quoted text occurs in them at all.
+APPEND_LUA = """
+local unpack = table.unpack or unpack
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local function current(flag)
+  local out = redis.call('HGETALL', KEYS[1])
+  table.insert(out, 1, flag)
+  return out
+end
+local id = ARGV[1]
+local function holds(field, key)  -- the JSON list in hash field ``field`` has id (as item[key])
+  local text = redis.call('HGET', KEYS[1], field)
+  if not text or not string.find(text, '"' .. id .. '"', 1, true) then return false end
+  local list = cjson.decode(text)
+  if type(list) ~= 'table' then return false end
+  for _, item in ipairs(list) do
+    if key then item = type(item) == 'table' and item[key] or nil end
+    if item == id then return true end
+  end
+  return false
+end
+if holds('event_ids', nil) or holds('inbox', 'id') then return current(0) end
+local pos = string.format('%d', (tonumber(redis.call('HGET', KEYS[1], 'inbox_end') or '0') or 0) + 1)
+local entry = string.sub(ARGV[2], 1, -2) .. ',"pos":' .. pos .. '}'
+local inbox = redis.call('HGET', KEYS[1], 'inbox')
+if not inbox or inbox == 'null' or inbox == '[]' then
+  inbox = '[' .. entry .. ']'
+elseif string.sub(inbox, 1, 1) == '[' and string.sub(inbox, -1) == ']' then
+  inbox = string.sub(inbox, 1, -2) .. ',' .. entry .. ']'
+else
+  return redis.error_reply('the inbox of ' .. KEYS[1] .. ' is not a JSON list')
+end
+local updates = {'inbox', inbox, 'inbox_end', pos}
+local pending = redis.call('HGET', KEYS[1], 'pending')
+if not pending or pending == 'null' or tonumber(pending) == 0 then   -- nothing owed yet: as swap sets it
+  table.insert(updates, 'pending')
+  table.insert(updates, ARGV[3])
+  if (tonumber(ARGV[3]) or 0) > 0 then
+    redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
+  else
+    redis.call('ZREM', KEYS[2], KEYS[1])
+  end
+end
+redis.call('HSET', KEYS[1], unpack(updates))
 return current(1)
 """
 
@@ -293,6 +349,7 @@ class RedisStore:
         self._owns_client = client is None
         self.client = connect(url, client, socket_timeout, connect_timeout, **options)
         self._swap = self.client.register_script(SWAP_LUA)
+        self._append = self.client.register_script(APPEND_LUA)
         self._pending = self.client.register_script(PENDING_LUA)
         self._list = self.client.register_script(LIST_LUA)
 
@@ -307,6 +364,15 @@ class RedisStore:
         args += [dumps(entry) for entry in history]
         keys = [*self._keys(cid), self._index, *self._listing]
         reply = call(self.where, lambda: self._swap(keys=keys, args=args))
+        return SwapResult(int(reply[0]) == 1, record_of(reply[1:]))
+
+    def append(self, cid: str, entry: Mapping[str, Any]) -> SwapResult:
+        """See :meth:`fsm.ports.InstanceStore.append`: one EVALSHA of ``APPEND_LUA``,
+        which also puts the record in the pending index when it sets ``pending``."""
+        entry = checked_entry(entry)
+        text = dumps({name: value for name, value in entry.items() if name != "pos"})
+        args = [entry["id"], text, dumps(entry["at"])]
+        reply = call(self.where, lambda: self._append(keys=[self._keys(cid)[0], self._index], args=args))
         return SwapResult(int(reply[0]) == 1, record_of(reply[1:]))
 
     def get(self, cid: str) -> Record | None:

@@ -29,8 +29,9 @@ from fsm import codec
 from fsm.errors import BackendError, RecoverableError
 from fsm.ports import Record, Scalar, SwapResult
 
-from .base import dumps, matches, merged
+from .base import dumps, merged
 from .listing import list_query, page_of, time_key
+from .memory import appended, checked_entry, expect_holds
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, record TEXT NOT NULL,
@@ -88,7 +89,7 @@ class SqliteStore:
              history: Sequence[Mapping[str, Any]] = ()) -> SwapResult:
         def work(db: sqlite3.Connection) -> SwapResult:
             current = _load(db, cid)
-            if not matches(current, expect):
+            if not expect_holds(current, expect):
                 return SwapResult(False, current)
             record = merged(current, fields)
             if current is None:
@@ -103,6 +104,25 @@ class SqliteStore:
                 (last,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM history WHERE id = ?", (cid,)).fetchone()
                 db.executemany("INSERT INTO history (id, seq, entry) VALUES (?, ?, ?)",
                                [(cid, last + i + 1, dumps(h)) for i, h in enumerate(history)])
+            return SwapResult(True, record)
+
+        return self._run(work)
+
+    def append(self, cid: str, entry: Mapping[str, Any]) -> SwapResult:
+        """See :meth:`fsm.ports.InstanceStore.append`: one ``BEGIN IMMEDIATE``
+        transaction. Only the record changes: the pending index reads it (an expression
+        index) and an append names no listed field."""
+        entry = checked_entry(entry)
+
+        def work(db: sqlite3.Connection) -> SwapResult:
+            current = _load(db, cid)
+            if current is None:
+                return SwapResult(False, None)
+            fields = appended(current, entry)
+            if fields is None:
+                return SwapResult(False, current)
+            record = merged(current, fields)
+            db.execute("UPDATE instances SET record = ? WHERE id = ?", (dumps(record), cid))
             return SwapResult(True, record)
 
         return self._run(work)

@@ -8,6 +8,7 @@ settles.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -17,8 +18,12 @@ from config.loader import Definitions
 from config.settings import Settings
 
 from ..dispatcher import Outcome
-from ..errors import EventRejected, InstanceError, UnknownInstance, UnknownMachine
-from ..message import Kind, Message, check_correlation_id, iso, new_event_id
+from ..chart import Snapshot
+from ..dispatcher import work_message
+from ..engine import accepted_events, accepts
+from ..errors import EventRejected, InstanceError, UnknownInstance, UnknownMachine, WaitTimeout
+from ..lease import live
+from ..message import Kind, Message, check_correlation_id, check_event_id, iso, new_event_id
 from ..model import check_json
 from ..ports import Envelope
 from ..record import FINISHED, Record, Status
@@ -45,31 +50,67 @@ class Client:
         if machine not in self.machines:
             raise UnknownMachine(f"unknown machine {machine!r}; known: {', '.join(sorted(self.machines)) or 'none'}")
         cid = check_correlation_id(correlation_id) if correlation_id else uuid.uuid4().hex
-        context = dict(context or {})
+        # A machine's own initial context (XState's `context`), then what the caller gives.
+        context = {**json.loads(json.dumps(self.machines[machine].context)), **(context or {})}
         check_json(context)
         self._send(Message(machine=machine, correlation_id=cid, context=context,
                            version=self.machines[machine].version, sent_at=time.time()))
         return cid
 
     def send_event(self, correlation_id: str, event: str, data: dict[str, Any] | None = None,
-                   event_id: str | None = None) -> str:
-        """Deliver an external event; fails fast when the snapshot shows it cannot apply."""
+                   event_id: str | None = None, wait: float | None = None) -> Any:
+        """Append an external event to the instance's inbox (one conditional write; an
+        ``event_id`` seen before is not appended again) and nudge a worker to drain it.
+
+        Returns the event id once the event is durably accepted; with ``wait`` (seconds),
+        the status right after this event was applied (``event``: its position, and
+        whether it was applied or rejected), or :class:`WaitTimeout`. Fails fast, with
+        :class:`EventRejected`, only when the instance is settled with nothing queued
+        and no active state has a transition on ``event``.
+        """
         index, record = self._record(correlation_id)
         if record["status"] in FINISHED:
             raise InstanceError(f"instance {correlation_id!r} is {record['status']}; it takes no events")
-        state = self._machine_of(record).states.get(record["state"] or "")
-        if state is None or event not in state.transitions:
-            accepted = ", ".join(state.external_events) or "none" if state else "none yet"
+        machine = self._machine_of(record)
+        snapshot = Snapshot.of(record.get("chart"), record.get("state"), record.get("step", 0))
+        if record["status"] == Status.WAITING and not record.get("inbox") and (
+                snapshot is None or not accepts(machine, snapshot, event)):
+            accepted = ", ".join(accepted_events(machine, snapshot)) or "none"
             raise EventRejected(f"instance {correlation_id!r} is in state {record['state']!r}, which does "
                                 f"not accept {event!r}; it accepts: {accepted}")
         data = dict(data or {})
         check_json(data)
-        event_id = event_id or new_event_id()
-        self._send(Message(machine=record["machine"], correlation_id=correlation_id, kind=Kind.EVENT,
-                           step=record["step"], fence=record["fence"], event=event, data=data,
-                           event_id=event_id, store=index, version=record.get("version", ""),
-                           sent_at=time.time()))
-        return event_id
+        event_id = check_event_id(event_id) if event_id is not None else new_event_id()
+        store = self.wiring.stores[index]
+        appended = store.append(correlation_id, {"id": event_id, "kind": Kind.EVENT, "event": event,
+                                                 "at": time.time(), **({"data": data} if data else {})})
+        after = appended.record
+        if after is None:
+            raise UnknownInstance(f"no instance {correlation_id!r} in {store.url}")
+        if after.get("inbox") and (self.runtime is not None or not (
+                after["status"] == Status.RUNNING or live(after, int(time.time() * 1000)))):
+            self._send(work_message(after, index))
+        if wait is None:
+            return event_id
+        return self._applied(index, correlation_id, event_id, wait)
+
+    def _applied(self, index: int, cid: str, event_id: str, wait: float) -> dict[str, Any]:
+        """The status right after inbox event ``event_id`` was applied (or rejected)."""
+        store = self.wiring.stores[index]
+        deadline, pause = time.monotonic() + wait, 0.02
+        while True:
+            record = store.get(cid) or {}
+            if not any(entry["id"] == event_id for entry in record.get("inbox") or ()):
+                for entry in reversed(store.history(cid)):
+                    if entry.get("event_id") == event_id:
+                        return applied_view(record, entry, event_id)
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(f"event {event_id!r} for instance {cid!r} was accepted but not applied "
+                                  f"within {wait:g} s; it stays queued and will be applied in order")
+            if self.runtime is not None:
+                self.runtime.drive(cid)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     def cancel(self, correlation_id: str, reason: str = "cancelled") -> None:
         index, record = self._record(correlation_id)
@@ -102,8 +143,15 @@ class Client:
     # -- queries ----------------------------------------------------------------------
 
     def status(self, correlation_id: str) -> dict[str, Any]:
+        """Where the instance is; ``problem`` says why nothing can run it, when that is so
+        (its machine, version or state is not in the loaded config)."""
         _, record = self._record(correlation_id)
-        return status_view(record)
+        view = status_view(record)
+        try:
+            self._machine_of(record)
+        except UnknownMachine as exc:
+            view["problem"] = str(exc)
+        return view
 
     def history(self, correlation_id: str) -> list[dict[str, Any]]:
         index, _ = self._record(correlation_id)
@@ -139,11 +187,26 @@ class Client:
     # -- plumbing ---------------------------------------------------------------------
 
     def _machine_of(self, record: Record) -> Any:
+        """The machine, at the version the instance runs on; an instance nothing loaded
+        can run is an :class:`UnknownMachine` naming why and the way out."""
         machine = self.machines.get(record["machine"])
         if machine is None:
             raise UnknownMachine(f"instance {record['id']!r} runs machine {record['machine']!r}, which the "
                                  f"loaded config does not define (it has: {', '.join(sorted(self.machines))})")
-        return machine
+        version = str(record.get("version") or "")
+        at = machine.at_version(version)
+        move = f"move it with `fsm migrate --machine {machine.name} --to {machine.version}`"
+        if at is None:
+            raise UnknownMachine(f"instance {record['id']!r} runs version {version!r} of machine {machine.name!r}, "
+                                 f"which the loaded config no longer defines (it has "
+                                 f"{', '.join(machine.versions) or machine.version}); {move}")
+        snapshot = Snapshot.of(record.get("chart"), record.get("state"), record.get("step", 0))
+        missing = sorted(p for p in (snapshot.active if snapshot else ()) if p not in at.states)
+        if missing:
+            raise UnknownMachine(f"instance {record['id']!r} is in state {', '.join(map(repr, missing))}, which "
+                                 f"version {version or '(unversioned)'!r} of machine {machine.name!r} no longer "
+                                 f"defines; {move}")
+        return at
 
     def _record(self, cid: str) -> tuple[int, Record]:
         check_correlation_id(cid)
@@ -162,9 +225,24 @@ class Client:
             self.runtime.drive(msg.correlation_id)
 
 
+def applied_view(record: Record, entry: dict[str, Any], event_id: str) -> dict[str, Any]:
+    """The status as it was right after the history ``entry`` that took an event."""
+    view = status_view(record)
+    rejected = bool(entry.get("rejected"))
+    state = entry.get("from") if rejected or entry.get("to") is None else entry.get("to")
+    view.update(state=state, steps=entry.get("step"), status=entry.get("status", view["status"]),
+                value=entry.get("value", view["value"] if rejected else state),
+                event={"id": event_id, "position": entry.get("pos"), "name": entry.get("event"),
+                       "applied": not rejected and not entry.get("error"), "error": entry.get("error")})
+    return view
+
+
 def status_view(record: Record) -> dict[str, Any]:
     error = record.get("last_error")
-    return {"correlation_id": record["id"], "machine": record["machine"], "state": record["state"],
+    chart = record.get("chart")
+    return {"correlation_id": record["id"], "machine": record["machine"], "version": record.get("version") or "",
+            "state": record["state"],
+            "value": chart["value"] if isinstance(chart, dict) and "value" in chart else record["state"],
             "status": record["status"], "steps": record["step"], "retries": record["retries"],
             "context": record.get("context") or {},
             "last_error": error.get("message") if isinstance(error, dict) else error,

@@ -72,8 +72,11 @@ def open_bus(names: list[str], settings: Settings, metrics: Metrics, chaos: list
     return FailoverBus(buses, metrics=metrics)
 
 
-def open_metrics(settings: Settings) -> Metrics:
-    target = settings.metrics.get("target", "none")
+def open_metrics(settings: Settings, *, target_named: bool = True,
+                 environ: Mapping[str, str] | None = None) -> Metrics:
+    """The metrics sink of ``settings``; ``target_named=False`` says no settings layer
+    chose ``metrics.target``, so the place decides (:func:`metrics_target`)."""
+    target = metrics_target(settings, target_named=target_named, environ=environ)
     namespace = settings.metrics.get("namespace", "lambda-fsm")
     if target == "cloudwatch":
         from sources.cloudwatch import CloudWatchMetrics
@@ -84,6 +87,45 @@ def open_metrics(settings: Settings) -> Metrics:
 
         return EmfMetrics(namespace)
     return NullMetrics()
+
+
+def metrics_target(settings: Settings, *, target_named: bool = True,
+                   environ: Mapping[str, str] | None = None) -> str:
+    """``cloudwatch``, ``emf`` or ``none``. A target nobody chose (``auto``, or the
+    default ``none`` that no layer named) is EMF inside Lambda, where stdout goes to
+    CloudWatch Logs and the metrics cost no API call, and none elsewhere."""
+    target = str(settings.metrics.get("target") or "auto")
+    if target == "auto" or (target == "none" and not target_named):
+        env = os.environ if environ is None else environ
+        return "emf" if env.get("AWS_LAMBDA_FUNCTION_NAME") else "none"
+    return target
+
+
+def metrics_target_named(config_settings: Mapping[str, Any] | None, settings_file: str | None = None,
+                         environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a settings layer (the config's ``settings:``, the settings file,
+    ``FSM_METRICS``) names ``metrics.target``. The settings hold the default ``none``
+    either way; only the layers tell "chose none" from "chose nothing"."""
+    import json
+
+    from config.settings import _file_layer
+
+    env = os.environ if environ is None else environ
+
+    def names_target(values: Any) -> bool:
+        metrics = values.get("metrics") if isinstance(values, Mapping) else None
+        return isinstance(metrics, Mapping) and "target" in metrics
+
+    if names_target(config_settings):
+        return True
+    if env.get("FSM_METRICS"):
+        try:
+            if names_target({"metrics": json.loads(env["FSM_METRICS"])}):
+                return True
+        except ValueError:
+            return True   # load_settings has refused it already; never guess past a bad value
+    path = settings_file or env.get("FSM_SETTINGS")
+    return bool(path) and any(names_target(values) for _, values in _file_layer(path))
 
 
 def _store_timers(settings: Settings, stores: list[InstanceStore], chaos: list[Any],
@@ -200,8 +242,14 @@ class App:
             from config.loader import load_file
 
             definitions = load_file(config or default_config_path(), settings_file=settings_file)
-        settings = settings or load_settings(definitions.settings, settings_file, **flags)
-        return cls(definitions, settings, build(definitions.machines, settings))
+        if settings is not None:
+            return cls(definitions, settings, build(definitions.machines, settings))
+        settings = load_settings(definitions.settings, settings_file, **flags)
+        # Outside Lambda an unnamed target is none whatever the layers say: no need to read them.
+        named = not os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or \
+            metrics_target_named(definitions.settings, settings_file)
+        metrics = open_metrics(settings, target_named=named)
+        return cls(definitions, settings, build(definitions.machines, settings, metrics=metrics))
 
 
 def running_in_lambda(environ: Mapping[str, str] | None = None) -> bool:

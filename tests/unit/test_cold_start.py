@@ -103,3 +103,85 @@ def test_an_imported_file_finds_its_actions_beside_itself(tmp_path: Path) -> Non
                           check=False)
     assert done.returncode == 0, done.stderr
     assert "done in state b" in done.stdout
+
+
+# -- what a cold start loads and builds: each probe is a fresh process, as a container is ----
+
+PROBE = """
+import json, sys, time
+from pathlib import Path
+
+def sdk():
+    return sorted(n for n in sys.modules if n.split(".")[0] in ("boto3", "botocore"))
+
+def dynamodb():
+    return sorted(n for n in sys.modules if n.startswith(("sources.dynamodb", "boto3.dynamodb")))
+
+import fsm.handler as handler
+seen = {"import": sdk()}
+application = handler.app()
+seen.update(load=sdk(), load_dynamodb=dynamodb())
+from sources import aws   # imports no SDK itself
+seen["built_at_load"] = dict(aws.clients_built)
+from fsm.message import Message
+event = json.loads(Path(sys.argv[1]).read_text())
+version = application.wiring.dispatcher.machines["m"].version
+event["Records"][0]["body"] = Message(machine="m", correlation_id="cold-1", context={}, version=version,
+                                      sent_at=time.time()).encode()
+event["Records"][0]["eventSourceARN"] = sys.argv[2]
+reply = handler.lambda_handler(event)
+seen.update(first=sdk(), first_dynamodb=dynamodb(), built_at_first=dict(aws.clients_built),
+            failures=len(reply["batchItemFailures"]))
+print(json.dumps(seen))
+"""
+GO = "from fsm import Action\n\nclass Go(Action):\n    def execute(self, context, obj):\n        return 'go'\n"
+QUEUE = "arn:aws:sqs:us-east-1:123456789012:orders"
+
+
+def cold_process(tmp_path: Path, **env: str) -> dict:
+    """Run PROBE in a new interpreter, as Lambda runs a new container, on an SQS record of
+    the shape AWS documents (tests/events/sqs.json)."""
+    import json
+    import os
+    import socket
+
+    (tmp_path / "fsm.yaml").write_text(FLAT.replace("{name: a, initial: true,",
+                                                    "{name: a, initial: true, do_action: cold_go.Go,"))
+    (tmp_path / "cold_go.py").write_text(GO)
+    with socket.socket() as sock:   # a port nothing listens on: AWS calls fail at once, locally
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("FSM_", "AWS_"))}
+    base.update(FSM_CONFIG=str(tmp_path / "fsm.yaml"), AWS_LAMBDA_FUNCTION_NAME="orders", FSM_LOG_LEVEL="CRITICAL",
+                AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+                AWS_ENDPOINT_URL=closed, FSM_AWS='{"connect_timeout": 1, "read_timeout": 1, "max_attempts": 1}')
+    events = Path(__file__).resolve().parents[1] / "events" / "sqs.json"
+    done = subprocess.run([sys.executable, "-c", PROBE, str(events), QUEUE], cwd=tmp_path, env={**base, **env},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_configuration_without_aws_never_loads_the_aws_sdk(tmp_path: Path) -> None:
+    seen = cold_process(tmp_path, FSM_STORE="memory://", FSM_STREAM="memory://")
+    assert seen["failures"] == 0
+    assert seen["import"] == seen["load"] == seen["first"] == []
+    assert seen["built_at_first"] == {}
+
+
+def test_an_sqs_stream_loads_the_sdk_on_its_first_send_and_nothing_of_dynamodb(tmp_path: Path) -> None:
+    seen = cold_process(tmp_path, FSM_STORE="memory://", FSM_STREAM=QUEUE)
+    assert seen["import"] == seen["load"] == []
+    assert seen["built_at_load"] == {}
+    assert seen["first"], "the first send builds the SQS client"
+    assert seen["built_at_first"].get("sqs", 0) >= 1 and set(seen["built_at_first"]) == {"sqs"}
+    assert seen["load_dynamodb"] == seen["first_dynamodb"] == []
+
+
+def test_aws_adapters_build_no_client_until_their_first_call(tmp_path: Path) -> None:
+    table = "arn:aws:dynamodb:us-east-1:123456789012:table/orders"
+    seen = cold_process(tmp_path, FSM_STORE=table, FSM_STREAM=QUEUE, FSM_METRICS='{"target": "cloudwatch"}')
+    assert seen["import"] == []
+    assert seen["built_at_load"] == {}      # the store, the bus and CloudWatch: none built yet
+    assert seen["failures"] == 1            # nothing listens at the endpoint: the record comes back
+    assert seen["built_at_first"].get("dynamodb") == 1   # built by the first call, the acquire

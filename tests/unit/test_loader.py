@@ -377,7 +377,9 @@ def test_two_transitions_on_the_same_event(tmp_path: Path) -> None:
               - {event: go, target: a} #!
           - {name: b, final: true}
     """)
-    assert only_problem(path) == "machine 'm', state 'a': two transitions on event 'go' (the first at line 7)"
+    assert only_problem(path) == ("machine 'm', state 'a': two transitions on event 'go' (the first at line 7); "
+                                  "the first has no guard, so the second could never be taken: give the first "
+                                  "a `guard:` or remove one")
 
 
 def test_transitions_out_of_a_final_state(tmp_path: Path) -> None:
@@ -392,7 +394,7 @@ def test_transitions_out_of_a_final_state(tmp_path: Path) -> None:
               - {event: again, target: a}
     """)
     assert only_problem(path) == ("machine 'm', state 'b': a final state cannot have transitions "
-                                  "(entering it ends the instance)")
+                                  "(entering it ends the instance or its region)")
 
 
 def test_unreachable_state(tmp_path: Path) -> None:
@@ -523,8 +525,8 @@ def test_wrong_machine_value_types(tmp_path: Path, line: str, message: str) -> N
      "machine 'm', state 'a': 'entry_action' must be a string or a mapping, got 42"),
     ("{event: go, target: b}", "{event: 7, target: b} #!",
      "machine 'm', state 'a', transition: 'event' must be a string, got 7"),
-    ("{event: go, target: b}", "{event: go} #!",
-     "machine 'm', state 'a', transition on 'go': missing required key 'target'"),
+    ("{event: go, target: b}", "{target: b} #!",
+     "machine 'm', state 'a', transition: give exactly one of `event:`, `after: SECONDS`, `always: true` or `done: true`"),
     ("final: true", "final: true\n      - {final: true} #!", "machine 'm', unnamed state: missing required key 'name'"),
 ])
 def test_wrong_state_and_transition_value_types(tmp_path: Path, old: str, new: str, message: str) -> None:

@@ -1,10 +1,16 @@
-"""CloudWatchMetrics batching (stub client) and EmfMetrics log lines."""
+"""CloudWatchMetrics batching (stub client) and EmfMetrics log lines; which sink the
+handler gets, and how often it calls PutMetricData (once per invocation, at the end)."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -157,3 +163,131 @@ def test_emf_respects_per_document_limits(count: int) -> None:
         assert not isinstance(line.get("Lat"), list) or len(line["Lat"]) <= 100
     assert sum(len(line.get("Lat", [])) if isinstance(line.get("Lat"), list) else ("Lat" in line)
                for line in lines) == count
+
+
+# -- through the Lambda handler, with the event shapes AWS documents ----------------------
+
+EVENTS = Path(__file__).resolve().parents[1] / "events"
+MACHINE = """\
+machines:
+  - name: m
+    states:
+      - {name: a, initial: true, do_action: metrics_go.Go, transitions: [{event: go, target: b}]}
+      - {name: b, final: true}
+"""
+
+
+@dataclass
+class Container:
+    """fsm.handler in a Lambda container's environment, with no app loaded yet; the
+    CloudWatch clients the sink built (stubs, counting their calls)."""
+
+    handler: Any
+    cloudwatch: list[StubCloudWatch]
+
+
+@pytest.fixture
+def lambda_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Container]:
+    """Memory store, a memory stream, the machines file, no metrics setting."""
+    from fsm import handler
+    from sources import aws
+
+    (tmp_path / "fsm.yaml").write_text(MACHINE)
+    (tmp_path / "metrics_go.py").write_text(
+        "from fsm import Action\n\nclass Go(Action):\n    def execute(self, context, obj):\n        return 'go'\n")
+    for name in ("FSM_SETTINGS", "FSM_METRICS", "FSM_ALLOW_EMBEDDED", "FSM_STORE", "FSM_STREAM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FSM_CONFIG", str(tmp_path / "fsm.yaml"))
+    monkeypatch.setenv("FSM_STORE", "memory://")
+    monkeypatch.setenv("FSM_STREAM", "memory://")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "orders")
+    monkeypatch.setattr(handler, "_app", None)
+    container = Container(handler, [])
+    real_make_client = aws.make_client
+
+    def make_client(service: str, *args: Any, **kwargs: Any) -> Any:
+        if service != "cloudwatch":
+            return real_make_client(service, *args, **kwargs)
+        container.cloudwatch.append(StubCloudWatch())
+        return container.cloudwatch[-1]
+
+    monkeypatch.setattr(aws, "make_client", make_client)
+    yield container
+    monkeypatch.setattr(handler, "_app", None)
+
+
+def sqs_event(count: int) -> dict[str, Any]:
+    """``count`` start messages, as one SQS batch of tests/events/sqs.json's shape."""
+    from fsm.message import Message
+
+    template = json.loads((EVENTS / "sqs.json").read_text())["Records"][0]
+    records = []
+    for n in range(count):
+        record = copy.deepcopy(template)
+        record["messageId"] = f"message-{n}"
+        record["body"] = Message(machine="m", correlation_id=f"order-{time.time_ns()}-{n}", context={},
+                                 sent_at=time.time()).encode()
+        records.append(record)
+    return {"Records": records}
+
+
+def test_in_lambda_cloudwatch_is_called_once_per_invocation_whatever_the_batch(
+        lambda_env: Container, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FSM_METRICS", '{"target": "cloudwatch", "namespace": "Shop"}')
+    for invocation, size in enumerate((10, 1, 7), 1):
+        reply = lambda_env.handler.lambda_handler(sqs_event(size))
+        assert reply == {"batchItemFailures": []}
+        [client] = lambda_env.cloudwatch
+        assert len(client.requests) == invocation     # one PutMetricData per invocation, at its end
+    transitions = [datum for request in client.requests for datum in request["MetricData"]
+                   if datum["MetricName"] == "Transitions"]
+    assert sum(sum(d["Counts"]) * d["Values"][0] for d in transitions) == 18
+    assert {request["Namespace"] for request in client.requests} == {"Shop"}
+
+
+def test_in_lambda_with_no_metrics_setting_metrics_are_emf_lines_and_no_call(
+        lambda_env: Container, capsys: pytest.CaptureFixture[str]) -> None:
+    from sources.emf import EmfMetrics
+
+    handler = lambda_env.handler
+    assert handler.lambda_handler(sqs_event(3)) == {"batchItemFailures": []}
+    assert isinstance(handler.app().wiring.metrics, EmfMetrics)
+    assert lambda_env.cloudwatch == []
+    documents = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert documents and all(d["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "lambda-fsm" for d in documents)
+    assert sum(d.get("Transitions", 0) for d in documents) == 3
+
+
+@pytest.mark.parametrize("where", ["environment", "config", "settings file"])
+def test_in_lambda_a_target_named_none_is_kept(lambda_env: Container, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str], where: str) -> None:
+    from fsm.ports import NullMetrics
+
+    if where == "environment":
+        monkeypatch.setenv("FSM_METRICS", '{"target": "none"}')
+    elif where == "config":
+        (tmp_path / "fsm.yaml").write_text(MACHINE + "settings:\n  metrics: {target: none}\n")
+    else:
+        (tmp_path / "settings.yaml").write_text("metrics:\n  target: none\n")
+        monkeypatch.setenv("FSM_SETTINGS", str(tmp_path / "settings.yaml"))
+    handler = lambda_env.handler
+    handler.lambda_handler(sqs_event(2))
+    assert isinstance(handler.app().wiring.metrics, NullMetrics)
+    assert '"_aws"' not in capsys.readouterr().out
+
+
+def test_outside_lambda_no_metrics_setting_means_none(lambda_env: Container,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from fsm.ports import NullMetrics
+
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME")
+    assert isinstance(lambda_env.handler.app().wiring.metrics, NullMetrics)
+
+
+def test_a_namespace_alone_does_not_choose_the_target(lambda_env: Container,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from sources.emf import EmfMetrics
+
+    monkeypatch.setenv("FSM_METRICS", '{"namespace": "Shop"}')
+    metrics = lambda_env.handler.app().wiring.metrics
+    assert isinstance(metrics, EmfMetrics) and metrics.namespace == "Shop"

@@ -65,7 +65,7 @@ from .record import (
 class Outcome:
     """What happened to one message (``result``) and where the instance is now."""
 
-    result: str            # committed | retrying | failed | cancelled | rejected | duplicate | stale | busy
+    result: str  # committed | retrying | failed | cancelled | rejected | duplicate | stale | busy | queued | drained
     correlation_id: str
     status: str | None = None
     state: str | None = None

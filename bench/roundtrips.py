@@ -10,7 +10,7 @@ Every call the framework makes to a backend while it handles one message is coun
   meta-protocol ``meta_set`` (``ms``);
 - AWS: each botocore API call (a ``before-call.*.*`` hook on every client the adapters
   build through ``sources.aws.make_client``), retries inside botocore not included;
-- sqlite and memory: each store call (swap, get, history) and timer-store call (add, due,
+- sqlite and memory: each store call (swap, append, get, history) and timer-store call (add, due,
   remove, next_due), which is one local transaction;
 - the bus: each send (the store table uses a counting in-memory bus, like a standard SQS
   queue: it holds delays up to 900 s).
@@ -305,7 +305,7 @@ def count_methods(obj: Any, prefix: str, names: Sequence[str], meter: Meter = ME
         setattr(obj, name, counted)
 
 
-STORE_METHODS = ("swap", "get", "history")
+STORE_METHODS = ("swap", "append", "get", "history")
 TIMER_METHODS = ("add", "due", "remove", "next_due")
 
 

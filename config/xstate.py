@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fsm.model import Action, Guard, Invoke, Machine, State, Transition
+from fsm.model import Action, Invoke, Machine, State, Transition
 
 from .yamlsource import Located, LocatedList, plain
 

@@ -26,7 +26,14 @@ from . import codec
 from . import lease as leases
 from .backoff import full_jitter
 from .chart import Snapshot, value
-from .engine import Hop, accepted_events, accepts, error_event, retries_allowed, run_transitions
+from .engine import (
+    Hop,
+    accepted_events,
+    accepts,
+    error_event,
+    retries_allowed,
+    run_transitions,
+)
 from .errors import (
     BackendError,
     ContextNotSerialisable,

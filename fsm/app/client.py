@@ -17,13 +17,25 @@ from typing import Any
 from config.loader import Definitions
 from config.settings import Settings
 
-from ..dispatcher import Outcome
 from ..chart import Snapshot
-from ..dispatcher import work_message
+from ..dispatcher import Outcome, work_message
 from ..engine import accepted_events, accepts
-from ..errors import EventRejected, InstanceError, UnknownInstance, UnknownMachine, WaitTimeout
+from ..errors import (
+    EventRejected,
+    InstanceError,
+    UnknownInstance,
+    UnknownMachine,
+    WaitTimeout,
+)
 from ..lease import live
-from ..message import Kind, Message, check_correlation_id, check_event_id, iso, new_event_id
+from ..message import (
+    Kind,
+    Message,
+    check_correlation_id,
+    check_event_id,
+    iso,
+    new_event_id,
+)
 from ..model import check_json
 from ..ports import Envelope
 from ..record import FINISHED, Record, Status
@@ -92,10 +104,13 @@ class Client:
             self._send(work_message(after, index))
         if wait is None:
             return event_id
-        return self._applied(index, correlation_id, event_id, wait)
+        return self.applied(correlation_id, event_id, wait)
 
-    def _applied(self, index: int, cid: str, event_id: str, wait: float) -> dict[str, Any]:
-        """The status right after inbox event ``event_id`` was applied (or rejected)."""
+    def applied(self, cid: str, event_id: str, wait: float,
+                sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+        """The status right after inbox event ``event_id`` was applied (or rejected),
+        waiting up to ``wait`` seconds for it (else :class:`WaitTimeout`)."""
+        index, _ = self._record(cid)
         store = self.wiring.stores[index]
         deadline, pause = time.monotonic() + wait, 0.02
         while True:
@@ -109,7 +124,7 @@ class Client:
                                   f"within {wait:g} s; it stays queued and will be applied in order")
             if self.runtime is not None:
                 self.runtime.drive(cid)
-            time.sleep(pause)
+            sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.5)
 
     def cancel(self, correlation_id: str, reason: str = "cancelled") -> None:

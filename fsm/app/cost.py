@@ -515,8 +515,8 @@ def render(report: Mapping[str, Any]) -> str:
     lines = [
         (f"machine {report['machine']}, {report['context_bytes']:,}-byte context, Lambda batch of "
          f"{report['batch_size']}, {report['memory_mb']} MB, {report['region']} prices"),
-        (f"sample: {sample['transitions']:,} transitions in {sample['instances']:,} instances, "
-         f"{sample['messages']:,} messages, {sample['invocations']:,} invocations{failed}"),
+        (f"sample: {_count(sample['transitions'], 'transition')} in {_count(sample['instances'], 'instance')}, "
+         f"{_count(sample['messages'], 'message')}, {_count(sample['invocations'], 'invocation')}{failed}"),
         (f"store {', '.join(settings['store'])}; stream {', '.join(settings['stream'])}; "
          f"metrics {report['metrics']}"),
         "",
@@ -539,3 +539,7 @@ def render(report: Mapping[str, Any]) -> str:
     lines += [f"not billed: {line}" for line in report["not_billed"]]
     lines += [f"note: {line}" for line in report["notes"]]
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"

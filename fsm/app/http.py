@@ -35,11 +35,12 @@ from ..errors import (
     MalformedMessage,
     UnknownInstance,
     UnknownMachine,
+    WaitTimeout,
 )
 from ..logs import log
-from ..message import ID_PATTERN, check_correlation_id
+from ..message import ID_PATTERN, check_correlation_id, new_event_id
 from ..model import Machine
-from ..record import SETTLED, Record, Status
+from ..record import Record, Status
 from .client import Client, status_view
 from .delivery import freshest_record
 from .listing import ListingUnsupported
@@ -53,7 +54,6 @@ MESSAGE_RESERVE = 4 * 1024
 MAX_CONTEXT_BYTES = MAX_BODY_BYTES - MESSAGE_RESERVE
 # API Gateway gives up on an integration after 29 s; a longer ?wait would answer nobody.
 MAX_WAIT_SECONDS = 25.0
-FIRST_POLL, LONGEST_POLL = 0.05, 1.0
 DEFAULT_PAGE, LARGEST_PAGE = 50, 1000
 
 
@@ -482,9 +482,10 @@ def instance_history(client: Client, request: HttpRequest, cid: str) -> HttpResp
 
 
 def send_event(client: Client, request: HttpRequest, cid: str) -> HttpResponse:
-    """202 once the event is on its way; with ``?wait=SECONDS``, 200 and the status
-    once it is applied, or 202 and ``"applied": false`` when the wait ends first. An
-    ``event_id`` seen before is not sent again."""
+    """202 once the event is in the instance's inbox; with ``?wait=SECONDS``, 200 and the
+    status right after this event was applied, 409 when it was rejected, or 202 and
+    ``"applied": false`` when the wait ends first. An ``event_id`` seen before is not
+    appended again."""
     wait = _wait_seconds(query_params(request, ("wait",)))
     body = json_body(request, EVENT_FIELDS, required=("event",))
     event, data, event_id = body["event"], body.get("data") or {}, body.get("event_id")
@@ -494,12 +495,22 @@ def send_event(client: Client, request: HttpRequest, cid: str) -> HttpResponse:
     duplicate = event_id is not None and event_id in (record.get("event_ids") or [])
     if not duplicate:
         _carryable({**(record.get("context") or {}), **data}, "context with this event's data")
-        event_id = client.send_event(cid, event, data, event_id)
     seen = {"duplicate": True} if duplicate else {}
     if wait is None:
+        if not duplicate:
+            event_id = client.send_event(cid, event, data, event_id)
         return HttpResponse(202, {"correlation_id": cid, "event_id": event_id, **seen})
-    answer = _await_event(client, cid, event, str(event_id), None if duplicate else record["step"], wait)
-    return HttpResponse(answer.status, {**answer.body, **seen}, answer.headers)
+    event_id = event_id or new_event_id()
+    try:
+        if not duplicate:
+            client.send_event(cid, event, data, event_id)
+        applied = client.applied(cid, event_id, wait, sleep=time.sleep)
+    except WaitTimeout:
+        return HttpResponse(202, {**status_view(_record(client, cid)), "event_id": event_id, "applied": False,
+                                  **seen})
+    if not applied["event"]["applied"] and applied["event"]["error"]:
+        raise ApiError(409, "event_rejected", str(applied["event"]["error"]))
+    return HttpResponse(200, {**applied, "event_id": applied["event"]["id"], "applied": True, **seen})
 
 
 def _wait_seconds(query: Mapping[str, str]) -> float | None:
@@ -513,40 +524,6 @@ def _wait_seconds(query: Mapping[str, str]) -> float | None:
         raise ApiError(400, "invalid_request", f"query parameter 'wait' must be seconds (0 to "
                        f"{MAX_WAIT_SECONDS:g}), got {query['wait']!r}")
     return min(wait, MAX_WAIT_SECONDS)
-
-
-def _await_event(client: Client, cid: str, event: str, event_id: str, step: int | None,
-                 wait: float) -> HttpResponse:
-    """Poll the store until the dispatcher has taken ``event_id`` (it is in the record's
-    ``event_ids``) and the instance settles, or the wait ends. On the embedded runtime
-    the event was applied before ``send_event`` returned: the first look finds it."""
-    deadline = time.monotonic() + wait
-    pause = FIRST_POLL
-    while True:
-        record = _record(client, cid)
-        taken = event_id in (record.get("event_ids") or [])
-        if taken and step is not None and _rejected(client, record, event, step):
-            raise ApiError(409, "event_rejected", str((record.get("last_error") or {}).get("message")))
-        left = deadline - time.monotonic()
-        if (taken and record["status"] in SETTLED) or left <= 0:
-            return HttpResponse(200 if taken else 202, {**status_view(record), "event_id": event_id,
-                                                        "applied": taken})
-        time.sleep(min(pause, left))
-        pause = min(pause * 2, LONGEST_POLL)
-
-
-def _rejected(client: Client, record: Record, event: str, step: int) -> bool:
-    """Whether the dispatcher took the event without a transition: the instance moved on
-    (a timer, an event sent before) between the check in ``send_event`` and the event's
-    arrival. A rejection is the record's last error, at the step it stands on; the
-    history, read only then, tells it from this event applied and a later one of the
-    same name rejected."""
-    error = record.get("last_error") or {}
-    if (error.get("event") != event or error.get("step") != record["step"]
-            or record["status"] in (Status.RUNNING, Status.FAILED)):
-        return False
-    return not any(entry.get("event") == event and entry.get("to") and entry.get("step", 0) > step
-                   for entry in client.history(record["id"]))
 
 
 def cancel_instance(client: Client, request: HttpRequest, cid: str) -> HttpResponse:

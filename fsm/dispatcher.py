@@ -504,7 +504,7 @@ class Dispatcher:
         self.metrics.incr("Duplicates", dims={"Machine": msg.machine})
         outbox = record.get("outbox") or []
         if outbox and not msg.copy and record.get("consumed") == _identity(msg) and not record.get("lease_owner"):
-            self._send([(Message(**{**e["message"], "copy": True}), e["delay"]) for e in outbox])
+            self._send(owed(record))
         return Outcome("duplicate", msg.correlation_id, record.get("status"), record.get("state"))
 
     def _stale(self, msg: Message) -> Outcome:
@@ -564,8 +564,7 @@ class Dispatcher:
             self.metrics.incr("Retired", dims={"Machine": record.get("machine", ""), "Resource": store.url})
             return 0
         since = record.get("pending") or record.get("updated_at", 0)
-        due = [(Message(**{**e["message"], "copy": True}), e["delay"]) for e in record.get("outbox") or []
-               if running and (force or since + e["delay"] + grace <= now)]
+        due = [(m, delay) for m, delay in owed(record) if running and (force or since + delay + grace <= now)]
         if not running and (force or since + grace <= now):  # settled, with an inbox nobody drains
             due.append((work_message(record, index), 0.0))
         if not due:
@@ -748,4 +747,28 @@ def _remember(record: Record, msg: Message, keep: int = 100) -> list[str]:
 
 
 def _entries(outbox: list[tuple[Message, float]]) -> list[dict[str, Any]]:
-    return [{"message": m.to_dict(), "delay": d} for m, d in outbox]
+    """The outbox as the record keeps it: a step message without its context and chart,
+    which are the record's own (the record holds the context once)."""
+    return [{"message": _lean(m), "delay": d} for m, d in outbox]
+
+
+def _lean(msg: Message) -> dict[str, Any]:
+    kept = msg.to_dict()
+    if msg.kind == Kind.STEP:
+        kept.pop("context", None)
+        kept.pop("chart", None)
+    return kept
+
+
+def owed(record: Record) -> list[tuple[Message, float]]:
+    """Copies of the messages a record owes, a step message's context and chart put back
+    from the record (as committed with it)."""
+    found = []
+    for entry in record.get("outbox") or ():
+        body = {**entry["message"], "copy": True}
+        if body.get("kind", Kind.STEP) == Kind.STEP and "context" not in body:
+            body["context"] = record.get("context") or {}
+            chart = record.get("chart")
+            body["chart"] = {k: v for k, v in chart.items() if k != "value"} if chart else None
+        found.append((Message(**body), float(entry.get("delay") or 0.0)))
+    return found

@@ -38,6 +38,7 @@ from .errors import (
     BackendError,
     ContextNotSerialisable,
     MalformedMessage,
+    PayloadTooLarge,
     RecoverableError,
     SendFailed,
     TransitionError,
@@ -92,12 +93,24 @@ class Routes:
     notify: EventBus | None = None
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The largest record the stores take and the largest message the stream takes, in
+    bytes (0: none), with the backends' names for messages."""
+
+    record: int = 0
+    message: int = 0
+    record_names: tuple[str, ...] = ()
+    message_names: tuple[str, ...] = ()
+
+
 class Dispatcher:
     def __init__(self, machines: Mapping[str, Machine], stores: Sequence[InstanceStore], routes: Routes,
                  *, metrics: Metrics | None = None, lease_timeout: float = 960.0,
                  max_local_hops: int = 100, resend_after: float = 60.0, max_drain: int = 100,
                  checkpoints: CheckpointStore | None = None,
                  retention_days: float = 0.0, holder_alive: Callable[[str], bool] | None = None,
+                 limits: Limits | None = None,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None):
         if not stores:
             raise ValueError("at least one store is needed")
@@ -109,6 +122,7 @@ class Dispatcher:
         self.max_local_hops = max_local_hops
         self.resend_after = resend_after
         self.max_drain = max_drain  # inbox events one delivery applies before handing on
+        self.limits = limits or Limits()
         self.checkpoints = checkpoints  # correlation id -> last consumed stream position
         self.retention_days = retention_days
         self.holder_alive = holder_alive  # the embedded runtime: recognise its own dead processes
@@ -328,6 +342,11 @@ class Dispatcher:
         if not run.handled:
             return self._reject(store, lease, msg, record, machine, msg.event, now, consume=consume,
                                 snapshot=snapshot)
+        too_big = self._too_big(data, run.status == Status.RUNNING)
+        if too_big is not None:  # no backend can hold it: fail at once, saying so (never redeliver)
+            again = msg.evolve(kind=Kind.STEP, step=step, retries=retries, context=committed, busy=0, copy=False,
+                               state=record.get("state") if not steps else msg.state)
+            return self._fail(store, lease, msg, again, record, machine, snapshot, too_big, now, False, consume)
         new_step = step + len(run.hops)
         outbox: list[tuple[Message, float]] = []
         base = {"machine": machine.name, "correlation_id": msg.correlation_id, "fence": lease.fence,
@@ -384,6 +403,24 @@ class Dispatcher:
         return {"migrate_to": None, "last_error": error_info(f"migration to version {record['migrate_to']} "
                                                              f"failed: {moved.reason}", record["step"],
                                                              record.get("state"), None, self.clock())}
+
+    def _too_big(self, context: dict[str, Any], sends: bool) -> PayloadTooLarge | None:
+        """The context a step would commit, measured against the record and the message
+        limits of the configured backends (a DynamoDB item is 400 KB, an SQS message
+        256 KB): one that cannot be stored or sent fails the instance with the sizes, not
+        a commit the backend refuses and a message redelivered for ever."""
+        limits = self.limits
+        if not limits.record and not limits.message:
+            return None
+        size = len(codec.dumps(context).encode())
+        # Room for the rest of the record (history, outbox, inbox) and of the message.
+        for limit, names, what, room in ((limits.record, limits.record_names, "record", 16 * 1024),
+                                         (limits.message if sends else 0, limits.message_names, "message", 4096)):
+            if limit and size + room > limit:
+                return PayloadTooLarge(f"the context is {size:,} bytes; a {what} on {', '.join(names)} holds at "
+                                       f"most {limit:,} bytes (with {room // 1024} KB for the rest of it): keep large "
+                                       "data out of the context (in S3, say) and carry a reference to it")
+        return None
 
     @staticmethod
     def _timers(run: Any, schedule: Any, step: int, base: dict[str, Any]) -> list[tuple[Message, float]]:

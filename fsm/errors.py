@@ -74,6 +74,10 @@ class EventRejected(InstanceError):
     pass
 
 
+class PayloadTooLarge(TransitionError):
+    """A step's context is larger than a configured store or stream can hold."""
+
+
 class WaitTimeout(InstanceError):
     """``send_event(wait=...)``: the event is queued but was not applied in time."""
 

@@ -53,6 +53,18 @@ ADAPTERS: dict[str, dict[str, str]] = {
         "dynamodb": "sources.dynamodb_stream:DynamoStreamPoller",
     },
 }
+# The largest payload each service takes, in bytes (its documented limit): a DynamoDB item
+# (a record, or a DynamoDB-stream bus message), an SQS, SNS or EventBridge message, a
+# Kinesis record, a memcached item (the server's default `-I`). redis, sqlite and the
+# in-process backends have no limit a context reaches first.
+SIZE_LIMITS: dict[str, int] = {
+    "dynamodb": 400 * 1024,
+    "memcached": 1024 * 1024,
+    "sqs": 256 * 1024,
+    "sns": 256 * 1024,
+    "events": 256 * 1024,
+    "kinesis": 1024 * 1024,
+}
 # Lambda record ``eventSource`` (SNS says ``EventSource``) -> the module reading its records.
 RECORD_SOURCES: dict[str, str] = {
     "aws:sqs": "sources.sqs",
@@ -84,6 +96,12 @@ def adapter_class(role: str, name: str) -> type:
                              "(URL schemes like redis://, or ARNs like arn:aws:sqs:...)")
     module_name, class_name = table[scheme].split(":")
     return getattr(_import(module_name, name), class_name)
+
+
+def size_limit(names: list[str] | tuple[str, ...]) -> int:
+    """The largest payload every one of ``names`` takes (0: no limit)."""
+    limits = [SIZE_LIMITS[scheme_of(n)] for n in names if scheme_of(n) in SIZE_LIMITS]
+    return min(limits) if limits else 0
 
 
 def has_adapter(role: str, name: str) -> bool:

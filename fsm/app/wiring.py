@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from config.settings import Settings, load_settings
 
-from ..dispatcher import Dispatcher, Routes
+from ..dispatcher import Dispatcher, Limits, Routes
 from ..errors import InvalidDefinition
 from ..model import Machine
 from ..ports import (
@@ -182,13 +182,18 @@ def build(machines: dict[str, Machine], settings: Settings, *, metrics: Metrics 
 
         name = settings.checkpoint[0]
         checkpoints = DynamoCheckpoints(name, endpoint_url=settings.endpoints.get(name), aws=settings.aws or None)
+    from sources.registry import size_limit
+
     holder_alive = None
     if embedded:
         from .local import holder_alive
     dispatcher = Dispatcher(machines, stores, routes, metrics=metrics, lease_timeout=settings.lease_timeout,
                             max_local_hops=settings.max_local_hops, resend_after=settings.resend_after,
                             checkpoints=checkpoints, retention_days=settings.history_retention_days,
-                            holder_alive=holder_alive)
+                            holder_alive=holder_alive,
+                            limits=Limits(record=size_limit(settings.store), record_names=tuple(settings.store),
+                                          message=0 if bus is not None else size_limit(settings.stream),
+                                          message_names=tuple(settings.stream)))
     return Wiring(settings, stores, routes, metrics, dispatcher, embedded, chaos, volatile)
 
 

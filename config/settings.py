@@ -23,7 +23,9 @@ from fsm.errors import InvalidDefinition
 
 DEFAULT_STORE = "sqlite:///.fsm/fsm.sqlite3"
 LIST_KEYS = ("store", "stream", "retry", "checkpoint", "dead_letter", "notify")
-MAP_KEYS = ("endpoints", "aws", "metrics", "chaos", "api")
+MAP_KEYS = ("endpoints", "aws", "metrics", "chaos", "api", "offload")
+OFFLOAD_KEYS = ("store", "threshold")
+DEFAULT_OFFLOAD_THRESHOLD = 64 * 1024
 API_KEYS = ("token_secret", "auth")
 NUMBER_KEYS = ("lease_timeout", "max_local_hops", "resend_after", "history_retention_days")
 FOLDER_KEYS = ("import_roots",)  # lists of folders, comma-separated in the environment
@@ -61,6 +63,7 @@ class Settings:
     metrics: dict[str, Any] = field(default_factory=lambda: {"target": "none", "namespace": "lambda-fsm"})
     chaos: dict[str, float] = field(default_factory=dict)     # ARN/URL -> fault probability
     api: dict[str, Any] = field(default_factory=dict)         # the HTTP API: auth (iam | token), token_secret
+    offload: dict[str, Any] = field(default_factory=dict)     # claim check: store (s3://BUCKET/PREFIX), threshold
     lease_timeout: float = 960.0   # above Lambda's 900 s maximum run time
     max_local_hops: int = 100
     resend_after: float = 60.0
@@ -165,6 +168,8 @@ def _coerce(key: str, value: Any, where: str) -> Any:
                                         f"none, cloudwatch, emf; got {value['target']!r}")
         if key == "api":
             _check_api(value, where)
+        if key == "offload":
+            return _check_offload(value, where)
         return dict(value)
     try:
         number = float(value)
@@ -212,6 +217,22 @@ def _check_api(value: Mapping[str, Any], where: str) -> None:
     if secret is not None and not (isinstance(secret, str) and secret.startswith("arn:aws:secretsmanager:")):
         raise InvalidDefinition(f"{where}: api.token_secret must be a Secrets Manager ARN "
                                 f"(arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME), got {secret!r}")
+
+
+def _check_offload(value: Mapping[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(value) - set(OFFLOAD_KEYS))
+    if unknown:
+        raise InvalidDefinition(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(OFFLOAD_KEYS)}")
+    store = value.get("store")
+    if not isinstance(store, str) or not (store.startswith("s3://") and len(store) > 5 and store[5] != "/"
+                                          or store == "memory://"):
+        raise InvalidDefinition(f"{where}: offload.store must be s3://BUCKET/PREFIX (or memory:// in tests), "
+                                f"got {store!r}")
+    threshold = value.get("threshold", DEFAULT_OFFLOAD_THRESHOLD)
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
+        raise InvalidDefinition(f"{where}: offload.threshold must be a whole number of bytes, 0 or more, "
+                                f"got {threshold!r}")
+    return {"store": store, "threshold": threshold}
 
 
 # -- URLs and ARNs --------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from .ports import (
     InstanceStore,
     Metrics,
     NullMetrics,
+    PayloadStore,
     PendingIndex,
     TimerStore,
 )
@@ -93,6 +94,21 @@ class Routes:
     notify: EventBus | None = None
 
 
+OFFLOADED = "$offload"
+
+
+def is_offloaded(value: Any) -> bool:
+    return isinstance(value, dict) and OFFLOADED in value and set(value) == {OFFLOADED, "bytes", "sha256"}
+
+
+@dataclass(frozen=True)
+class Offload:
+    """The claim check: payloads above ``threshold`` bytes go to ``store``."""
+
+    store: PayloadStore
+    threshold: int
+
+
 @dataclass(frozen=True)
 class Limits:
     """The largest record the stores take and the largest message the stream takes, in
@@ -110,7 +126,7 @@ class Dispatcher:
                  max_local_hops: int = 100, resend_after: float = 60.0, max_drain: int = 100,
                  checkpoints: CheckpointStore | None = None,
                  retention_days: float = 0.0, holder_alive: Callable[[str], bool] | None = None,
-                 limits: Limits | None = None,
+                 limits: Limits | None = None, offload: Offload | None = None,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None):
         if not stores:
             raise ValueError("at least one store is needed")
@@ -123,6 +139,7 @@ class Dispatcher:
         self.resend_after = resend_after
         self.max_drain = max_drain  # inbox events one delivery applies before handing on
         self.limits = limits or Limits()
+        self.offload = offload
         self.checkpoints = checkpoints  # correlation id -> last consumed stream position
         self.retention_days = retention_days
         self.holder_alive = holder_alive  # the embedded runtime: recognise its own dead processes
@@ -313,20 +330,22 @@ class Dispatcher:
             snapshot = Snapshot.of(record.get("chart"), record.get("state"), step)
         # A private copy: a failed attempt must not leak its changes to nested values into
         # the retry (or the failover) that starts again from the committed context.
-        private = codec.copy(committed) if committed else {}
-        if msg.data and not machine.xstate:  # XState: the context changes only through actions
-            private.update(codec.copy(msg.data))
+        loaded = self.fetch(committed) if committed else {}
+        event_data = self.fetch(msg.data) if msg.data else {}
+        private = codec.copy(loaded) if loaded else {}
+        if event_data and not machine.xstate:  # XState: the context changes only through actions
+            private.update(codec.copy(event_data))
         context = Context(private,
                           correlation_id=msg.correlation_id,
                           machine=machine, steps=step, retries=retries,
                           current_state=machine.states.get(msg.state or ""), current_event=msg.event)
         context.max_retries = retries_allowed(machine, snapshot)
         obj = {"message": msg.to_dict(), "source": dict(source or {}), "fence_token": lease.fence,
-               "event_data": msg.data, "store": store.url}
+               "event_data": event_data, "store": store.url}
         try:
             run = run_transitions(machine, snapshot, msg.event, context, obj, self.max_local_hops,
-                                  data=msg.data)
-            data = context.user_data()
+                                  data=event_data)
+            data = self.stow(msg.correlation_id, f"{step + len(run.hops)}-context", context.user_data())
         except KeyboardInterrupt:
             # Stopped by its operator: give the lease back so that the next command can go
             # on at once (the message is re-sent from the record's outbox).
@@ -404,6 +423,33 @@ class Dispatcher:
                                                              f"failed: {moved.reason}", record["step"],
                                                              record.get("state"), None, self.clock())}
 
+    # -- the claim check ----------------------------------------------------------------
+
+    def stow(self, cid: str, name: str, value: dict[str, Any]) -> dict[str, Any]:
+        """``value`` itself, or, above the ``offload`` threshold, a reference to it kept in
+        the payload store (one object per committed step and kind)."""
+        if self.offload is None or not value:
+            return value
+        body = codec.dumps(value).encode()
+        if len(body) <= self.offload.threshold:
+            return value
+        digest = hashlib.sha256(body).hexdigest()
+        url = self.offload.store.put(f"{cid}/{name}-{digest[:16]}.json", body)
+        return {OFFLOADED: url, "bytes": len(body), "sha256": digest}
+
+    def fetch(self, value: dict[str, Any]) -> dict[str, Any]:
+        """What a reference made by :meth:`stow` stands for; any other value as it is."""
+        if not is_offloaded(value):
+            return value
+        if self.offload is None:
+            raise BackendError(f"a payload is offloaded to {value[OFFLOADED]!r} but settings have no `offload:` "
+                               "store to read it from")
+        body = self.offload.store.get(value[OFFLOADED])
+        if hashlib.sha256(body).hexdigest() != value["sha256"]:
+            raise BackendError(f"the payload at {value[OFFLOADED]!r} is not the one the reference names "
+                               "(its digest differs)")
+        return codec.loads(body)
+
     def _too_big(self, context: dict[str, Any], sends: bool) -> PayloadTooLarge | None:
         """The context a step would commit, measured against the record and the message
         limits of the configured backends (a DynamoDB item is 400 KB, an SQS message
@@ -418,8 +464,9 @@ class Dispatcher:
                                          (limits.message if sends else 0, limits.message_names, "message", 4096)):
             if limit and size + room > limit:
                 return PayloadTooLarge(f"the context is {size:,} bytes; a {what} on {', '.join(names)} holds at "
-                                       f"most {limit:,} bytes (with {room // 1024} KB for the rest of it): keep large "
-                                       "data out of the context (in S3, say) and carry a reference to it")
+                                       f"most {limit:,} bytes (with {room // 1024} KB for the rest of it): set "
+                                       "`offload: {store: s3://BUCKET/PREFIX}` in settings to keep large contexts "
+                                       "in S3, or keep large data out of the context")
         return None
 
     @staticmethod

@@ -93,6 +93,17 @@ class TimerStore(Protocol):
     def remove(self, timer_id: str) -> None: ...
 
 
+class PayloadStore(Protocol):
+    """Where a payload above the offload threshold is kept (the claim check)."""
+
+    url: str
+
+    def put(self, key: str, body: bytes) -> str:
+        """Store ``body`` under ``key``; return the URL a reference carries."""
+
+    def get(self, url: str) -> bytes: ...
+
+
 @runtime_checkable
 class InstanceIndex(Protocol):
     """Optional store capability: find instances without reading them all.

@@ -192,3 +192,26 @@ class MemoryBus:
 
     def __len__(self) -> int:
         return len(self._queue)
+
+
+class MemoryPayloads:
+    """The claim check's payload store in this process (``offload: {store: memory://}``),
+    for the embedded runtime and tests."""
+
+    def __init__(self, url: str = "memory://"):
+        self.url = url
+        self.objects: dict[str, bytes] = {}
+
+    def put(self, key: str, body: bytes) -> str:
+        url = self.url + key if self.url.endswith("//") else f"{self.url.rstrip('/')}/{key}"
+        self.objects[url] = body
+        return url
+
+    def get(self, url: str) -> bytes:
+        try:
+            return self.objects[url]
+        except KeyError:
+            raise BackendError(f"no payload {url!r} in this process's memory store") from None
+
+    def close(self) -> None:
+        pass

@@ -47,6 +47,10 @@ ADAPTERS: dict[str, dict[str, str]] = {
         "dynamodb": "sources.dynamodb_stream:DynamoStreamBus",
         "events": "sources.eventbridge:EventBridgeBus",
     },
+    "payloads": {
+        "memory": "sources.memory:MemoryPayloads",
+        "s3": "sources.s3:S3Payloads",
+    },
     "poller": {
         "sqs": "sources.sqs:SqsPoller",
         "kinesis": "sources.kinesis:KinesisPoller",

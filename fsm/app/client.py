@@ -65,6 +65,7 @@ class Client:
         # A machine's own initial context (XState's `context`), then what the caller gives.
         context = {**json.loads(json.dumps(self.machines[machine].context)), **(context or {})}
         check_json(context)
+        context = self.wiring.dispatcher.stow(cid, "0-start", context)
         self._send(Message(machine=machine, correlation_id=cid, context=context,
                            version=self.machines[machine].version, sent_at=time.time()))
         return cid
@@ -94,6 +95,7 @@ class Client:
         check_json(data)
         event_id = check_event_id(event_id) if event_id is not None else new_event_id()
         store = self.wiring.stores[index]
+        data = self.wiring.dispatcher.stow(correlation_id, f"event-{event_id}", data)
         appended = store.append(correlation_id, {"id": event_id, "kind": Kind.EVENT, "event": event,
                                                  "at": time.time(), **({"data": data} if data else {})})
         after = appended.record
@@ -162,6 +164,7 @@ class Client:
         (its machine, version or state is not in the loaded config)."""
         _, record = self._record(correlation_id)
         view = status_view(record)
+        view["context"] = self.wiring.dispatcher.fetch(view["context"])
         try:
             self._machine_of(record)
         except UnknownMachine as exc:

@@ -32,6 +32,13 @@ def create_resources(settings: Settings) -> Iterator[str]:
         bus.create()
         note = f" (rule {bus.rule}: point it at your function or a queue)" if hasattr(bus, "rule") else ""
         yield f"{scheme_of(name):<7} {name}{note}"
+    offload = settings.offload.get("store", "")
+    if offload.startswith("s3://"):
+        adapter_class("payloads", offload)(offload, endpoint_url=settings.endpoints.get(offload),
+                                           aws=settings.aws or None).create(settings.history_retention_days)
+        kept = f"objects expire after {settings.history_retention_days:g} days" \
+            if settings.history_retention_days else "objects kept (no history_retention_days)"
+        yield f"s3      {offload} ({kept})"
     for name in settings.store:
         if not name.startswith("arn:"):
             yield f"store   {name} (nothing to create)"

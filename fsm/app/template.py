@@ -132,6 +132,11 @@ def build_template(definitions: Definitions, settings: Settings, options: Option
         namespace = str(settings.metrics.get("namespace", "lambda-fsm"))
         stack.grant("PutMetrics", ("cloudwatch:PutMetricData",), "*",
                     {"StringEquals": {"cloudwatch:namespace": namespace}})
+    offload = settings.offload.get("store", "")
+    if offload.startswith("s3://"):  # the claim check's objects, under its prefix only
+        bucket, _, prefix = offload[len("s3://"):].partition("/")
+        stack.grant("OffloadPayloads", ("s3:GetObject", "s3:PutObject"),
+                    f"arn:aws:s3:::{bucket}/{prefix.strip('/') + '/' if prefix.strip('/') else ''}*")
     servers = [url for url in settings.store if not url.startswith("arn:")]
     add_function(stack, settings, options, servers)
     add_alarms(stack, settings.metrics)

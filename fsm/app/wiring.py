@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from config.settings import Settings, load_settings
 
-from ..dispatcher import Dispatcher, Limits, Routes
+from ..dispatcher import Dispatcher, Limits, Offload, Routes
 from ..errors import InvalidDefinition
 from ..model import Machine
 from ..ports import (
@@ -191,10 +191,22 @@ def build(machines: dict[str, Machine], settings: Settings, *, metrics: Metrics 
                             max_local_hops=settings.max_local_hops, resend_after=settings.resend_after,
                             checkpoints=checkpoints, retention_days=settings.history_retention_days,
                             holder_alive=holder_alive,
+                            offload=_offload(settings),
                             limits=Limits(record=size_limit(settings.store), record_names=tuple(settings.store),
                                           message=0 if bus is not None else size_limit(settings.stream),
                                           message_names=tuple(settings.stream)))
     return Wiring(settings, stores, routes, metrics, dispatcher, embedded, chaos, volatile)
+
+
+def _offload(settings: Settings) -> Offload | None:
+    if not settings.offload:
+        return None
+    from sources.registry import open_adapter
+
+    url = settings.offload["store"]
+    store = open_adapter("payloads", url, **({"endpoint_url": settings.endpoints.get(url), "aws": settings.aws or None}
+                                              if url.startswith("s3://") else {}))
+    return Offload(store, settings.offload["threshold"])
 
 
 def check_delays(machines: dict[str, Machine], settings: Settings, routes: Routes, volatile: bool) -> None:

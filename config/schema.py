@@ -69,8 +69,7 @@ TRANSITION = {
     "guard": ((str, dict), "an fsm.Guard subclass; the transition is taken only when it passes"),
     "after": (NUMBER, "seconds in the state after which the transition is taken (a durable timer)"),
     "always": (bool, "eventless: taken as soon as its guard passes"),
-    "done": (bool, "taken when this compound state's final child is entered, or every region of this "
-                   "parallel state is in a final state"),
+    "done": (bool, "taken when this compound state's final child is entered, or all its regions finished"),
     "internal": (bool, "a transition to the state itself or a descendant does not exit and re-enter it"),
 }
 ACTION = {

@@ -82,9 +82,9 @@ def make_client(service: str, region: str | None = None, endpoint_url: str | Non
 
 
 class LazyClient:
-    """A boto3 client built on first use: every attribute but ``close`` and ``built`` is
-    the real client's, so callers cannot tell it from one (``client.meta``, paginators
-    and ``client.exceptions`` build it too)."""
+    """A boto3 client built on first use. Every attribute but ``service``, ``built``,
+    ``real`` and ``close`` is the real client's, so callers cannot tell it from one
+    (``client.meta``, paginators and ``client.exceptions`` build it too)."""
 
     def __init__(self, service: str, region: str | None, endpoint_url: str | None,
                  aws: Mapping[str, Any] | None):

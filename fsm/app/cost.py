@@ -118,6 +118,7 @@ class Plan:
     metrics_target: str
     not_billed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    stores_shown: list[str] = field(default_factory=list)   # as configured (the sample stands in for some)
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -183,23 +184,25 @@ def price_region(args: argparse.Namespace, settings: Any) -> str:
 
 def sample_settings(settings: Any, plan: Plan) -> Any:
     """The settings as deployed on AWS: ARNs kept (their endpoints dropped: moto answers),
-    redis, memcached and sqlite stores stood in for by an in-process sqlite store, and,
-    when the settings name no AWS stream or store, the reference deployment."""
+    redis and memcached stores stood in for by an in-process sqlite store, and the
+    reference deployment's DynamoDB table and SQS queue where the settings name no store
+    or stream a Lambda could use."""
     from dataclasses import replace
 
     stores = list(settings.store)
     streams = [n for n in settings.stream if n.startswith("arn:")]
-    if not streams and not any(n.startswith("arn:") for n in stores):
+    if not any(n.startswith(("arn:", "redis:", "rediss:", "memcached:")) for n in stores):
+        # sqlite and memory stores live in one process: a Lambda deployment has neither
         stores = [f"arn:aws:dynamodb:{plan.region}:{ACCOUNT}:table/fsm-cost"]
-        plan.notes.append("settings name no AWS store or stream: costing the reference deployment, a DynamoDB "
-                          "table and an SQS queue (give --settings for yours)")
+        plan.notes.append(f"store: a DynamoDB table, as {', '.join(settings.store)} cannot serve Lambda "
+                          "(give --settings or --store for yours)")
     if not streams:
         streams = [f"arn:aws:sqs:{plan.region}:{ACCOUNT}:fsm-cost"]
-        if settings.stream or any(n.startswith("arn:") for n in settings.store):
-            plan.notes.append("no AWS stream in the settings: an SQS queue carries the messages")
+        plan.notes.append("stream: an SQS queue, as the settings name no AWS stream (give --settings for yours)")
     for name in stores:
         if not name.startswith("arn:"):
             plan.not_billed.append(f"{name.split('://')[0]} store {name}")
+    plan.stores_shown = stores
     kept = [n if n.startswith("arn:") else "sqlite:///:memory:" for n in stores]
     return replace(settings, store=list(dict.fromkeys(kept)), stream=streams, endpoints={}, chaos={},
                    retry=[n for n in settings.retry if n.startswith("arn:")],
@@ -462,7 +465,7 @@ def estimate(plan: Plan, sample: Sample, prices: Prices) -> dict[str, Any]:
         "machine": plan.machine, "region": plan.region, "prices_as_of": PRICES_AS_OF,
         "context_bytes": plan.context_bytes, "batch_size": plan.batch_size, "memory_mb": plan.memory_mb,
         "metrics": plan.metrics_target,
-        "settings": {"store": plan.settings.store, "stream": plan.settings.stream},
+        "settings": {"store": plan.stores_shown, "stream": plan.settings.stream},
         "sample": {"transitions": sample.transitions, "instances": sample.instances, "failed": sample.failed,
                    "messages": sample.messages, "invocations": sample.invocations,
                    "lambda_ms_per_invocation": sample.billed_ms / max(1, sample.invocations),

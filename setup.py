@@ -17,6 +17,7 @@ setup(
         "redis": ["redis>=5"],
         "memcache": ["pymemcache>=4"],
         "all": ["boto3>=1.34", "redis>=5", "pymemcache>=4"],
+        "cost": ["boto3>=1.34", "moto>=5"],  # `fsm cost` plays the AWS services in-process
         "test": ["boto3>=1.34", "redis>=5", "pymemcache>=4", "pytest>=8", "pytest-xdist>=3", "moto[server]>=5", "cfn-lint>=1",
                  "aws-sam-translator>=1.80", "selenium>=4",
                  "fakeredis[lua]>=2.20"],

@@ -28,7 +28,8 @@ OFFLOAD_KEYS = ("store", "threshold")
 DEFAULT_OFFLOAD_THRESHOLD = 64 * 1024
 API_KEYS = ("token_secret", "auth")
 NUMBER_KEYS = ("lease_timeout", "max_local_hops", "resend_after", "history_retention_days")
-FOLDER_KEYS = ("import_roots",)  # lists of folders, comma-separated in the environment
+FOLDER_KEYS = ("import_roots",)
+CHOICE_KEYS = {"concurrency": ("locked", "optimistic")}  # one word from a fixed set  # lists of folders, comma-separated in the environment
 # How each URL scheme or ARN service is written, in the order error messages list them.
 FORMS = {
     "memory": "memory://",
@@ -68,6 +69,7 @@ class Settings:
     max_local_hops: int = 100
     resend_after: float = 60.0
     history_retention_days: float = 0.0
+    concurrency: str = "locked"    # locked: a fenced lease per step; optimistic: one conditional commit
     import_roots: list[str] = field(default_factory=list)  # folders `- import:` may read besides the top file's
 
     def with_overrides(self, **overrides: Any) -> Settings:
@@ -146,6 +148,10 @@ def _from_env(key: str, raw: str) -> Any:
 def _coerce(key: str, value: Any, where: str) -> Any:
     """Check one value; ``where`` names the input it came from (a flag, an environment
     variable, a file's line and key), so every message says what to fix."""
+    if key in CHOICE_KEYS:
+        if value not in CHOICE_KEYS[key]:
+            raise InvalidDefinition(f"{where} must be one of {', '.join(CHOICE_KEYS[key])}, got {value!r}")
+        return value
     if key in LIST_KEYS:
         value = [value] if isinstance(value, str) else value
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

@@ -126,7 +126,7 @@ class Dispatcher:
                  max_local_hops: int = 100, resend_after: float = 60.0, max_drain: int = 100,
                  checkpoints: CheckpointStore | None = None,
                  retention_days: float = 0.0, holder_alive: Callable[[str], bool] | None = None,
-                 limits: Limits | None = None, offload: Offload | None = None,
+                 limits: Limits | None = None, offload: Offload | None = None, optimistic: bool = False,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None):
         if not stores:
             raise ValueError("at least one store is needed")
@@ -140,6 +140,7 @@ class Dispatcher:
         self.max_drain = max_drain  # inbox events one delivery applies before handing on
         self.limits = limits or Limits()
         self.offload = offload
+        self.optimistic = optimistic  # `concurrency: optimistic`: steps commit without a lease
         self.checkpoints = checkpoints  # correlation id -> last consumed stream position
         self.retention_days = retention_days
         self.holder_alive = holder_alive  # the embedded runtime: recognise its own dead processes
@@ -188,7 +189,10 @@ class Dispatcher:
     # -- the protocol -----------------------------------------------------------------
 
     def _handle(self, index: int, msg: Message, machine: Machine,
-                source: Mapping[str, Any] | None) -> Outcome:
+                source: Mapping[str, Any] | None, locked: bool = False) -> Outcome:
+        if self.optimistic and not locked and msg.kind == Kind.STEP and msg.position != (0, 0) \
+                and msg.context is not None and len(self.stores) == 1:
+            return self._optimistic(index, msg, machine, source)
         store = self.stores[index]
         now = self.clock()
         cid = msg.correlation_id
@@ -314,8 +318,32 @@ class Dispatcher:
 
     def _commit(self, store: InstanceStore, lease: leases.Lease, record: Record, fields: dict[str, Any],
                 history: list[dict[str, Any]] | tuple = (), consume: int = 0) -> Record | None:
+        # No lease (optimistic): the commit is conditional on the position the message saw.
+        position = None if lease.owner else {k: record[k] for k in ("step", "retries", "status")}
         return leases.commit(store, lease, fields, history, seen=record, consume=consume,
-                             now=int(self.clock() * 1000), lease_ms=self.lease_ms)
+                             now=int(self.clock() * 1000), lease_ms=self.lease_ms, position=position)
+
+    def _optimistic(self, index: int, msg: Message, machine: Machine,
+                    source: Mapping[str, Any] | None) -> Outcome:
+        """``concurrency: optimistic``: no lease. The step message carries the context, the
+        step runs, and its commit is one write conditional on the position (step, retries,
+        fence) the message saw; then it sends. A lost race (another copy committed first)
+        discards the result and acknowledges; a record behind the message (a failover
+        store) is taken the locked way."""
+        store, now = self.stores[index], self.clock()
+        seen: Record = {"id": msg.correlation_id, "machine": machine.name, "version": machine.version,
+                        "step": msg.step, "retries": msg.retries, "fence": msg.fence, "status": Status.RUNNING,
+                        "state": msg.state, "chart": msg.chart, "context": msg.context or {}, "lease_owner": ""}
+        lease = leases.Lease(seen, msg.fence, "")
+        outcome, after = self._transition(store, lease, msg, seen, machine, source, now)
+        if after is not None:
+            if after.get("inbox") and after.get("status") != Status.RUNNING:  # settled with events queued
+                self._send([(work_message(after, index), 0.0)])
+            return outcome
+        current = store.get(msg.correlation_id)
+        if current is None or (current["step"], current["retries"]) < msg.position:
+            return self._handle(index, msg.evolve(copy=True), machine, source, locked=True)
+        return self._duplicate(store, msg, current, now)
 
     def _transition(self, store: InstanceStore, lease: leases.Lease, msg: Message, record: Record,
                     machine: Machine, source: Mapping[str, Any] | None, now: float,

@@ -160,7 +160,7 @@ def _decide(msg: Message, current: Record | None, now: int,
 
 def commit(store: InstanceStore, lease: Lease, fields: dict[str, Any],
            history: list[dict[str, Any]] | tuple = (), *, seen: Record | None = None, consume: int = 0,
-           now: int = 0, lease_ms: int = 0) -> Record | None:
+           now: int = 0, lease_ms: int = 0, position: dict[str, Any] | None = None) -> Record | None:
     """Write the transition, only if our fence still stands; return the record as it now
     is, or ``None`` when the lease was lost.
 
@@ -171,6 +171,9 @@ def commit(store: InstanceStore, lease: Lease, fields: dict[str, Any],
     inbox end is the one seen. An event appended meanwhile fails that condition, and the
     commit is made again on the record the store returned: an event is never stranded
     behind a released lease.
+
+    ``position`` (optimistic concurrency: no lease was taken, ``lease.owner`` is ``""``)
+    is what the record must still be at (step, retries, status); the lease is never kept.
     """
     cid = lease.record["id"]
     if seen is None:
@@ -181,7 +184,7 @@ def commit(store: InstanceStore, lease: Lease, fields: dict[str, Any],
     while True:
         inbox = [entry for entry in seen.get("inbox") or () if entry["pos"] > consume]
         status = fields.get("status", seen.get("status"))
-        keep = bool(inbox) and status != Status.RUNNING
+        keep = bool(inbox) and status != Status.RUNNING and bool(lease.owner)
         write = dict(fields)
         if consume:
             write["inbox"] = inbox
@@ -189,13 +192,14 @@ def commit(store: InstanceStore, lease: Lease, fields: dict[str, Any],
             write.update(lease_owner=lease.owner, lease_expires=now + lease_ms, pending=now / 1000)
         else:
             write.update(lease_owner="", lease_expires=0)
-        expect: dict[str, Any] = {"fence": lease.fence, "lease_owner": lease.owner}
+        expect: dict[str, Any] = {"fence": lease.fence, "lease_owner": lease.owner, **(position or {})}
         if consume or status != Status.RUNNING:
             expect["inbox_end"] = seen.get("inbox_end", 0)
         result = store.swap(cid, expect, write, history)
         if result.ok:
             return {**seen, **write, "fence": lease.fence}
         current = result.record
-        if current is None or current.get("fence") != lease.fence or current.get("lease_owner") != lease.owner:
+        if current is None or current.get("fence") != lease.fence or current.get("lease_owner") != lease.owner \
+                or any(current.get(k) != v for k, v in (position or {}).items()):
             return None
         seen = current  # only the inbox grew: commit again over it

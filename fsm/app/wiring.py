@@ -191,7 +191,7 @@ def build(machines: dict[str, Machine], settings: Settings, *, metrics: Metrics 
                             max_local_hops=settings.max_local_hops, resend_after=settings.resend_after,
                             checkpoints=checkpoints, retention_days=settings.history_retention_days,
                             holder_alive=holder_alive,
-                            offload=_offload(settings),
+                            offload=_offload(settings), optimistic=settings.concurrency == "optimistic",
                             limits=Limits(record=size_limit(settings.store), record_names=tuple(settings.store),
                                           message=0 if bus is not None else size_limit(settings.stream),
                                           message_names=tuple(settings.stream)))

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -148,6 +149,7 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self._node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._seq = itertools.count(1)
+        self._local = threading.local()  # per thread: the sends a batch collects
 
     # -- entry ------------------------------------------------------------------------
 
@@ -753,10 +755,33 @@ class Dispatcher:
             for msg, delay in entries:
                 self._route(msg, delay)
 
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """Within it, messages for the stream are collected and sent at the end in the
+        fewest requests (SendMessageBatch, PutRecords, PublishBatch): a Lambda batch of
+        records makes one send, not one per record. Sending after every commit of the batch
+        is safe: a send that fails fails the invocation, and each redelivered record finds
+        its commit done and re-sends what it owes."""
+        if getattr(self._local, "batch", None) is not None:
+            yield  # already batching (nested)
+            return
+        self._local.batch = []
+        try:
+            yield
+        finally:
+            pending, self._local.batch = self._local.batch, None
+        if pending:
+            with _sending():
+                self.routes.bus.send_batch(pending)
+
     def _route(self, msg: Message, delay: float) -> None:
         envelope = Envelope(msg.encode(), msg.correlation_id, msg.dedup_id, delay)
         if delay <= self.routes.bus.max_delay:
-            self.routes.bus.send(envelope)
+            batch = getattr(self._local, "batch", None)
+            if batch is not None:
+                batch.append(envelope)
+            else:
+                self.routes.bus.send(envelope)
         elif self.routes.retry is not None and delay <= self.routes.retry.max_delay:
             self.routes.retry.send(envelope)
         elif self.routes.timers is not None:

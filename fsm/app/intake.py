@@ -48,13 +48,27 @@ def handle_event(application: App, event: Any) -> dict[str, Any]:
 
 
 def handle_records(application: App, records: list[Any]) -> dict[str, Any]:
-    from sources.registry import record_reader
-
+    """Every record of a batch, its sends made together at the end (one batched request
+    per stream), answering with the records to redeliver."""
     wiring = application.wiring
     failures: list[dict[str, str]] = []
     retry_soon: dict[str, tuple[Any, list[Any]]] = {}
-    stop = False
-    asynchronous = False
+    with wiring.dispatcher.batched():
+        asynchronous = _each_record(wiring, records, failures, retry_soon)
+    if failures and asynchronous:
+        raise FsmError(f"{len(failures)} SNS records failed; raising so Lambda retries the invocation")
+    for reader, failed in retry_soon.values():
+        _retry_later(application, reader, failed)
+    return {"batchItemFailures": failures}
+
+
+def _each_record(wiring: Wiring, records: list[Any], failures: list[dict[str, str]],
+                 retry_soon: dict[str, tuple[Any, list[Any]]]) -> bool:
+    """Process each record; a failed one is listed, and on an ordered source the ones
+    after it too. Returns whether the source is asynchronous (SNS)."""
+    from sources.registry import record_reader
+
+    stop = asynchronous = False
     for record in records:
         kind = (record.get("eventSource") or record.get("EventSource") or "") if isinstance(record, Mapping) else ""
         reader = record_reader(kind) if isinstance(kind, str) and kind else None
@@ -78,11 +92,7 @@ def handle_records(application: App, records: list[Any]) -> dict[str, Any]:
             stop = reader.ordered(record)
             if not stop and hasattr(reader, "retry_later"):
                 retry_soon.setdefault(kind, (reader, []))[1].append(record)
-    if failures and asynchronous:
-        raise FsmError(f"{len(failures)} SNS records failed; raising so Lambda retries the invocation")
-    for reader, failed in retry_soon.values():
-        _retry_later(application, reader, failed)
-    return {"batchItemFailures": failures}
+    return asynchronous
 
 
 def _retry_later(application: App, reader: Any, records: list[Any]) -> None:

@@ -1,4 +1,5 @@
-"""``concurrency: optimistic`` on every store: no lease, one conditional commit per step.
+"""Leaner transitions on every store: ``concurrency: optimistic`` (no lease, one
+conditional commit per step) and batched sends.
 
 Exactly-once commits hold; an action may run twice when two copies of a step race (the
 loser's result is discarded), which is the documented price of the mode.
@@ -109,3 +110,28 @@ machines:
     record = d.stores[0].get(cid)
     assert record["status"] == "failed" and "oven on fire" in record["last_error"]["message"]
     assert [o.result for o in outcomes].count("retrying") == 2
+
+
+def test_a_batch_of_records_sends_once_at_the_end(store_factory: Callable[[], Any]) -> None:
+    """What a Lambda batch does (``intake.handle_records``): every record's commit, then one
+    batched send for all their next messages."""
+    machines, bus = linear(4), HandBus()
+    d = dispatcher(machines, store_factory(), bus)
+    ids = [uuid.uuid4().hex for _ in range(5)]
+    for cid in ids:
+        start(bus, "linear", cid)
+    firsts = [bus.take() for _ in ids]
+    batches: list[int] = []
+    bus.send_batch = lambda envelopes: (batches.append(len(envelopes)), bus.sent.extend(envelopes))  # type: ignore
+    bus.send = lambda envelope: (_ for _ in ()).throw(AssertionError("a single send inside a batch"))  # type: ignore
+    with d.batched():
+        for msg in firsts:
+            assert d.handle(msg).result == "committed"
+        assert bus.sent == []  # nothing sent before the batch ends
+    assert batches == [5] and sorted(decode_cid(e.body) for e in bus.sent) == sorted(ids)
+
+
+def decode_cid(body: str) -> str:
+    from fsm.message import decode
+
+    return decode(body).correlation_id

@@ -49,3 +49,20 @@ def test_roundtrips_quick_with_a_short_long_run() -> None:
         assert any(line.startswith(pair) for line in lines), pair
     assert "31 messages = 31 transitions" in out
     assert any(line.startswith("verdict: ") for line in lines)
+
+
+def test_statecharts_quick() -> None:
+    out = run("statecharts.py", "--quick", timeout=30)
+    assert "ERROR" not in out, out
+    lines = out.splitlines()
+    assert lines[0].startswith("== statecharts: one event's cost on memory:// (Dispatcher.handle")
+    for title in ("flat: internal step", "flat: external event", "nested: external event, exits/enters 3 levels",
+                  "parallel: external event, 2 regions take it"):
+        row = next(line for line in lines if line.startswith(title))
+        figures = row[46:].split()       # us/event, wall, x flat, client + dispatch = total, record B, history B
+        assert len(figures) == 10 and figures[4] == "+" and figures[6] == "=", row
+        assert all(float(f) > 0 for f in figures[:2]) and figures[7].isdigit(), row
+        assert figures[8].isdigit() and figures[9].isdigit(), row
+    assert "breakdown per event:" in out
+    assert "  nested-event     'left.l2.l3'; chart" in lines
+    assert "  flat-event       'a'; flat" in lines

@@ -39,15 +39,17 @@ from .errors import (
     BackendError,
     ContextNotSerialisable,
     MalformedMessage,
-    PayloadTooLarge,
     RecoverableError,
     SendFailed,
     TransitionError,
 )
+from .inbox import inbox_entry, store_index, timer_id, work_message
 from .logs import log, redact
-from .message import ID_PATTERN, Kind, Message, new_event_id
+from .message import Kind, Message
 from .migrate import Moved, migrate
 from .model import Context, Machine
+from .outbox import entries, owed
+from .payloads import Payloads
 from .ports import (
     CheckpointStore,
     CommitsCheckpoints,
@@ -56,7 +58,6 @@ from .ports import (
     InstanceStore,
     Metrics,
     NullMetrics,
-    PayloadStore,
     PendingIndex,
     TimerStore,
 )
@@ -95,39 +96,13 @@ class Routes:
     notify: EventBus | None = None
 
 
-OFFLOADED = "$offload"
-
-
-def is_offloaded(value: Any) -> bool:
-    return isinstance(value, dict) and OFFLOADED in value and set(value) == {OFFLOADED, "bytes", "sha256"}
-
-
-@dataclass(frozen=True)
-class Offload:
-    """The claim check: payloads above ``threshold`` bytes go to ``store``."""
-
-    store: PayloadStore
-    threshold: int
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The largest record the stores take and the largest message the stream takes, in
-    bytes (0: none), with the backends' names for messages."""
-
-    record: int = 0
-    message: int = 0
-    record_names: tuple[str, ...] = ()
-    message_names: tuple[str, ...] = ()
-
-
 class Dispatcher:
     def __init__(self, machines: Mapping[str, Machine], stores: Sequence[InstanceStore], routes: Routes,
                  *, metrics: Metrics | None = None, lease_timeout: float = 960.0,
                  max_local_hops: int = 100, resend_after: float = 60.0, max_drain: int = 100,
                  checkpoints: CheckpointStore | None = None,
                  retention_days: float = 0.0, holder_alive: Callable[[str], bool] | None = None,
-                 limits: Limits | None = None, offload: Offload | None = None, optimistic: bool = False,
+                 payloads: Payloads | None = None, optimistic: bool = False,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None):
         if not stores:
             raise ValueError("at least one store is needed")
@@ -139,8 +114,7 @@ class Dispatcher:
         self.max_local_hops = max_local_hops
         self.resend_after = resend_after
         self.max_drain = max_drain  # inbox events one delivery applies before handing on
-        self.limits = limits or Limits()
-        self.offload = offload
+        self.payloads = payloads or Payloads()  # size limits and the claim check
         self.optimistic = optimistic  # `concurrency: optimistic`: steps commit without a lease
         self.checkpoints = checkpoints  # correlation id -> last consumed stream position
         self.retention_days = retention_days
@@ -360,8 +334,8 @@ class Dispatcher:
             snapshot = Snapshot.of(record.get("chart"), record.get("state"), step)
         # A private copy: a failed attempt must not leak its changes to nested values into
         # the retry (or the failover) that starts again from the committed context.
-        loaded = self.fetch(committed) if committed else {}
-        event_data = self.fetch(msg.data) if msg.data else {}
+        loaded = self.payloads.fetch(committed) if committed else {}
+        event_data = self.payloads.fetch(msg.data) if msg.data else {}
         private = codec.copy(loaded) if loaded else {}
         if event_data and not machine.xstate:  # XState: the context changes only through actions
             private.update(codec.copy(event_data))
@@ -375,7 +349,7 @@ class Dispatcher:
         try:
             run = run_transitions(machine, snapshot, msg.event, context, obj, self.max_local_hops,
                                   data=event_data)
-            data = self.stow(msg.correlation_id, f"{step + len(run.hops)}-context", context.user_data())
+            data = self.payloads.stow(msg.correlation_id, f"{step + len(run.hops)}-context", context.user_data())
         except KeyboardInterrupt:
             # Stopped by its operator: give the lease back so that the next command can go
             # on at once (the message is re-sent from the record's outbox).
@@ -391,7 +365,7 @@ class Dispatcher:
         if not run.handled:
             return self._reject(store, lease, msg, record, machine, msg.event, now, consume=consume,
                                 snapshot=snapshot)
-        too_big = self._too_big(data, run.status == Status.RUNNING)
+        too_big = self.payloads.too_big(data, run.status == Status.RUNNING)
         if too_big is not None:  # no backend can hold it: fail at once, saying so (never redeliver)
             again = msg.evolve(kind=Kind.STEP, step=step, retries=retries, context=committed, busy=0, copy=False,
                                state=record.get("state") if not steps else msg.state)
@@ -414,7 +388,7 @@ class Dispatcher:
         if msg.event_id and msg.kind != Kind.CANCEL:  # where an inbox event's run ended: `send --wait` shows it
             history[-1].update(event_id=msg.event_id, status=run.status, **({"pos": consume} if consume else {}))
         fields = {"state": run.state, "status": run.status, "step": new_step, "retries": 0,
-                  "context": data, "outbox": _entries(outbox), "consumed": _identity(msg),
+                  "context": data, "outbox": entries(outbox), "consumed": _identity(msg),
                   "event_ids": _remember(record, msg), "last_error": None, "failed_message": None,
                   "updated_at": now, "pending": now if run.status == Status.RUNNING else 0.0, **self._expiry(now)}
         if chart is not None:
@@ -453,52 +427,6 @@ class Dispatcher:
                                                              f"failed: {moved.reason}", record["step"],
                                                              record.get("state"), None, self.clock())}
 
-    # -- the claim check ----------------------------------------------------------------
-
-    def stow(self, cid: str, name: str, value: dict[str, Any]) -> dict[str, Any]:
-        """``value`` itself, or, above the ``offload`` threshold, a reference to it kept in
-        the payload store (one object per committed step and kind)."""
-        if self.offload is None or not value:
-            return value
-        body = codec.dumps(value).encode()
-        if len(body) <= self.offload.threshold:
-            return value
-        digest = hashlib.sha256(body).hexdigest()
-        url = self.offload.store.put(f"{cid}/{name}-{digest[:16]}.json", body)
-        return {OFFLOADED: url, "bytes": len(body), "sha256": digest}
-
-    def fetch(self, value: dict[str, Any]) -> dict[str, Any]:
-        """What a reference made by :meth:`stow` stands for; any other value as it is."""
-        if not is_offloaded(value):
-            return value
-        if self.offload is None:
-            raise BackendError(f"a payload is offloaded to {value[OFFLOADED]!r} but settings have no `offload:` "
-                               "store to read it from")
-        body = self.offload.store.get(value[OFFLOADED])
-        if hashlib.sha256(body).hexdigest() != value["sha256"]:
-            raise BackendError(f"the payload at {value[OFFLOADED]!r} is not the one the reference names "
-                               "(its digest differs)")
-        return codec.loads(body)
-
-    def _too_big(self, context: dict[str, Any], sends: bool) -> PayloadTooLarge | None:
-        """The context a step would commit, measured against the record and the message
-        limits of the configured backends (a DynamoDB item is 400 KB, an SQS message
-        256 KB): one that cannot be stored or sent fails the instance with the sizes, not
-        a commit the backend refuses and a message redelivered for ever."""
-        limits = self.limits
-        if not limits.record and not limits.message:
-            return None
-        size = len(codec.dumps(context).encode())
-        # Room for the rest of the record (history, outbox, inbox) and of the message.
-        for limit, names, what, room in ((limits.record, limits.record_names, "record", 16 * 1024),
-                                         (limits.message if sends else 0, limits.message_names, "message", 4096)):
-            if limit and size + room > limit:
-                return PayloadTooLarge(f"the context is {size:,} bytes; a {what} on {', '.join(names)} holds at "
-                                       f"most {limit:,} bytes (with {room // 1024} KB for the rest of it): set "
-                                       "`offload: {store: s3://BUCKET/PREFIX}` in settings to keep large contexts "
-                                       "in S3, or keep large data out of the context")
-        return None
-
     @staticmethod
     def _timers(run: Any, schedule: Any, step: int, base: dict[str, Any]) -> list[tuple[Message, float]]:
         """Timer messages for the states just entered: their ``timeout`` and delayed
@@ -508,7 +436,7 @@ class Dispatcher:
         if run.status == Status.DONE:
             return []
         timers = [(Message(kind=Kind.TIMER, step=t.stamp, event=t.event, state=t.state,
-                           event_id=_timer_id(t.state, t.stamp, t.event), **base), float(t.delay))
+                           event_id=timer_id(t.state, t.stamp, t.event), **base), float(t.delay))
                   for t in run.timers]
         if schedule and run.status == Status.WAITING and run.snapshot is not None:
             # The wake-up belongs to the innermost active state (a flat machine's only one).
@@ -548,11 +476,11 @@ class Dispatcher:
         elif handled:
             outbox = [(again.evolve(event=raised, data={"error": error}, retries=again.retries + 1,
                                     fence=lease.fence, sent_at=now), 0.0)]
-            fields.update(status=Status.RUNNING, outbox=_entries(outbox), pending=now)
+            fields.update(status=Status.RUNNING, outbox=entries(outbox), pending=now)
         else:
             delay = full_jitter(again.retries, machine.retry_base_delay, machine.retry_max_delay, self.rng)
             outbox = [(again.evolve(retries=again.retries + 1, fence=lease.fence, sent_at=now), delay)]
-            fields.update(status=Status.RUNNING, outbox=_entries(outbox), pending=now)
+            fields.update(status=Status.RUNNING, outbox=entries(outbox), pending=now)
         after = self._commit(store, lease, record, fields, [entry], consume=consume)
         if after is None:
             return self._stale(again), None
@@ -837,39 +765,6 @@ def _sending() -> Iterator[None]:
         raise SendFailed(str(exc)) from exc
 
 
-def inbox_entry(msg: Message, now: float) -> dict[str, Any]:
-    """What the inbox keeps of an external event or a timer."""
-    entry: dict[str, Any] = {"id": msg.event_id or new_event_id(), "kind": msg.kind, "event": msg.event,
-                             "at": msg.sent_at or now}
-    if msg.data:
-        entry["data"] = msg.data
-    if msg.state:
-        entry["state"] = msg.state
-    if msg.kind == Kind.TIMER:
-        entry["stamp"] = msg.step
-    return entry
-
-
-def work_message(record: Record, store: int) -> Message:
-    """The nudge that makes a worker drain an instance's inbox: unique per inbox end, so
-    a FIFO queue does not drop the nudge for a later event as a duplicate of an earlier one."""
-    return Message(machine=record["machine"], correlation_id=record["id"], kind=Kind.WORK, step=record.get("step", 0),
-                   fence=record.get("fence", 0), store=store, event_id=f"inbox-{record.get('inbox_end', 0)}",
-                   version=record.get("version", ""))
-
-
-def store_index(stores: Sequence[InstanceStore], store: InstanceStore) -> int:
-    return next((i for i, s in enumerate(stores) if s is store), 0)
-
-
-def _timer_id(state: str, stamp: int, event: str) -> str:
-    """A timer's event id: the same for every copy of one timer, new for each visit."""
-    text = f"after-{stamp}-{state}-{event}"
-    if ID_PATTERN.fullmatch(text):
-        return text
-    return f"after-{stamp}-" + hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
 def _identity(msg: Message) -> dict[str, Any]:
     if msg.kind == Kind.STEP:
         return {"kind": Kind.STEP, "step": msg.step, "retries": msg.retries}
@@ -881,31 +776,3 @@ def _remember(record: Record, msg: Message, keep: int = 100) -> list[str]:
     if msg.event_id and msg.event_id not in seen:
         seen = (seen + [msg.event_id])[-keep:]
     return seen
-
-
-def _entries(outbox: list[tuple[Message, float]]) -> list[dict[str, Any]]:
-    """The outbox as the record keeps it: a step message without its context and chart,
-    which are the record's own (the record holds the context once)."""
-    return [{"message": _lean(m), "delay": d} for m, d in outbox]
-
-
-def _lean(msg: Message) -> dict[str, Any]:
-    kept = msg.to_dict()
-    if msg.kind == Kind.STEP:
-        kept.pop("context", None)
-        kept.pop("chart", None)
-    return kept
-
-
-def owed(record: Record) -> list[tuple[Message, float]]:
-    """Copies of the messages a record owes, a step message's context and chart put back
-    from the record (as committed with it)."""
-    found = []
-    for entry in record.get("outbox") or ():
-        body = {**entry["message"], "copy": True}
-        if body.get("kind", Kind.STEP) == Kind.STEP and "context" not in body:
-            body["context"] = record.get("context") or {}
-            chart = record.get("chart")
-            body["chart"] = {k: v for k, v in chart.items() if k != "value"} if chart else None
-        found.append((Message(**body), float(entry.get("delay") or 0.0)))
-    return found

@@ -18,7 +18,7 @@ from config.loader import Definitions
 from config.settings import Settings
 
 from ..chart import Snapshot
-from ..dispatcher import Outcome, work_message
+from ..dispatcher import Outcome
 from ..engine import accepted_events, accepts
 from ..errors import (
     EventRejected,
@@ -27,6 +27,7 @@ from ..errors import (
     UnknownMachine,
     WaitTimeout,
 )
+from ..inbox import work_message
 from ..lease import live
 from ..message import (
     Kind,
@@ -65,7 +66,7 @@ class Client:
         # A machine's own initial context (XState's `context`), then what the caller gives.
         context = {**json.loads(json.dumps(self.machines[machine].context)), **(context or {})}
         check_json(context)
-        context = self.wiring.dispatcher.stow(cid, "0-start", context)
+        context = self.wiring.dispatcher.payloads.stow(cid, "0-start", context)
         self._send(Message(machine=machine, correlation_id=cid, context=context,
                            version=self.machines[machine].version, sent_at=time.time()))
         return cid
@@ -95,7 +96,7 @@ class Client:
         check_json(data)
         event_id = check_event_id(event_id) if event_id is not None else new_event_id()
         store = self.wiring.stores[index]
-        data = self.wiring.dispatcher.stow(correlation_id, f"event-{event_id}", data)
+        data = self.wiring.dispatcher.payloads.stow(correlation_id, f"event-{event_id}", data)
         appended = store.append(correlation_id, {"id": event_id, "kind": Kind.EVENT, "event": event,
                                                  "at": time.time(), **({"data": data} if data else {})})
         after = appended.record
@@ -164,7 +165,7 @@ class Client:
         (its machine, version or state is not in the loaded config)."""
         _, record = self._record(correlation_id)
         view = status_view(record)
-        view["context"] = self.wiring.dispatcher.fetch(view["context"])
+        view["context"] = self.wiring.dispatcher.payloads.fetch(view["context"])
         try:
             self._machine_of(record)
         except UnknownMachine as exc:

@@ -53,8 +53,15 @@ def handle_records(application: App, records: list[Any]) -> dict[str, Any]:
     wiring = application.wiring
     failures: list[dict[str, str]] = []
     retry_soon: dict[str, tuple[Any, list[Any]]] = {}
-    with wiring.dispatcher.batched():
-        asynchronous = _each_record(wiring, records, failures, retry_soon)
+    done: list[str] = []
+    try:
+        with wiring.dispatcher.batched():
+            asynchronous = _each_record(wiring, records, failures, retry_soon, done)
+    except Exception as exc:  # noqa: BLE001 - the batch's send: every record it was for comes back
+        log(logging.ERROR, "sending the batch's messages failed; its records will be redelivered",
+            error=f"{type(exc).__name__}: {exc}", records=len(done))
+        failures += [{"itemIdentifier": item} for item in done]
+        asynchronous = any((r.get("EventSource") == "aws:sns") for r in records if isinstance(r, Mapping))
     if failures and asynchronous:
         raise FsmError(f"{len(failures)} SNS records failed; raising so Lambda retries the invocation")
     for reader, failed in retry_soon.values():
@@ -63,9 +70,10 @@ def handle_records(application: App, records: list[Any]) -> dict[str, Any]:
 
 
 def _each_record(wiring: Wiring, records: list[Any], failures: list[dict[str, str]],
-                 retry_soon: dict[str, tuple[Any, list[Any]]]) -> bool:
+                 retry_soon: dict[str, tuple[Any, list[Any]]], done: list[str]) -> bool:
     """Process each record; a failed one is listed, and on an ordered source the ones
-    after it too. Returns whether the source is asynchronous (SNS)."""
+    after it too; ``done`` gets the ones processed. Returns whether the source is
+    asynchronous (SNS)."""
     from sources.registry import record_reader
 
     stop = asynchronous = False
@@ -85,6 +93,7 @@ def _each_record(wiring: Wiring, records: list[Any], failures: list[dict[str, st
             delivery = reader.read_record(record)
             if delivery is not None:
                 process(wiring, delivery.body, delivery.source)
+            done.append(item)
         except Exception as exc:  # noqa: BLE001 - one bad record must not fail the others
             log(logging.ERROR, "record failed; it will be redelivered", source=kind, item=item,
                 error=f"{type(exc).__name__}: {exc}")

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from config.settings import Settings, load_settings
 
-from ..dispatcher import Dispatcher, Limits, Offload, Routes
+from ..dispatcher import Dispatcher, Routes
 from ..errors import InvalidDefinition
 from ..model import Machine
+from ..payloads import Limits, Offload, Payloads
 from ..ports import (
     CheckpointStore,
     EventBus,
@@ -191,10 +192,12 @@ def build(machines: dict[str, Machine], settings: Settings, *, metrics: Metrics 
                             max_local_hops=settings.max_local_hops, resend_after=settings.resend_after,
                             checkpoints=checkpoints, retention_days=settings.history_retention_days,
                             holder_alive=holder_alive,
-                            offload=_offload(settings), optimistic=settings.concurrency == "optimistic",
-                            limits=Limits(record=size_limit(settings.store), record_names=tuple(settings.store),
-                                          message=0 if bus is not None else size_limit(settings.stream),
-                                          message_names=tuple(settings.stream)))
+                            optimistic=settings.concurrency == "optimistic",
+                            payloads=Payloads(
+                                Limits(record=size_limit(settings.store), record_names=tuple(settings.store),
+                                       message=0 if bus is not None else size_limit(settings.stream),
+                                       message_names=tuple(settings.stream)),
+                                _offload(settings)))
     return Wiring(settings, stores, routes, metrics, dispatcher, embedded, chaos, volatile)
 
 

@@ -81,7 +81,7 @@ def test_below_the_threshold_nothing_is_offloaded(tmp_path: Path) -> None:
 def test_a_reference_whose_object_changed_is_refused(tmp_path: Path) -> None:
     c = client(tmp_path, offload={"store": "memory://", "threshold": 1000})
     cid = c.start("big")
-    store = c.wiring.dispatcher.offload.store
+    store = c.wiring.dispatcher.payloads.offload.store
     url = c.wiring.stores[0].get(cid)["context"]["$offload"]
     assert url.startswith(f"memory://{cid}/1-context-")
     store.objects[url] = b'{"blob": "tampered"}'

@@ -12,6 +12,7 @@ from config.loader import load_file
 from config.settings import load_settings
 from fsm.app.client import Client
 from fsm.app.wiring import build
+from fsm.payloads import Limits
 from sources.registry import size_limit
 
 ACTIONS = '''
@@ -50,7 +51,7 @@ def test_the_limits_are_the_services_own() -> None:
 
 def test_a_context_that_fits_the_store_is_committed(tmp_path: Path) -> None:
     c = client(tmp_path, 300 * 1024)
-    c.wiring.dispatcher.limits = type(c.wiring.dispatcher.limits)(
+    c.wiring.dispatcher.payloads.limits = Limits(
         record=400 * 1024, record_names=("arn:aws:dynamodb:us-east-1:1:table/t",))
     cid = c.start("grow")
     status = c.status(cid)
@@ -59,7 +60,7 @@ def test_a_context_that_fits_the_store_is_committed(tmp_path: Path) -> None:
 
 def test_one_too_large_for_a_record_fails_at_once_with_the_numbers(tmp_path: Path) -> None:
     c = client(tmp_path, 500 * 1024)
-    c.wiring.dispatcher.limits = type(c.wiring.dispatcher.limits)(
+    c.wiring.dispatcher.payloads.limits = Limits(
         record=400 * 1024, record_names=("arn:aws:dynamodb:us-east-1:1:table/t",))
     cid = c.start("grow")
     status = c.status(cid)
@@ -71,7 +72,7 @@ def test_one_too_large_for_a_record_fails_at_once_with_the_numbers(tmp_path: Pat
 
 def test_a_next_message_too_large_for_the_stream_fails_before_the_send(tmp_path: Path) -> None:
     c = client(tmp_path, 300 * 1024)
-    c.wiring.dispatcher.limits = type(c.wiring.dispatcher.limits)(
+    c.wiring.dispatcher.payloads.limits = Limits(
         message=256 * 1024, message_names=("arn:aws:sqs:us-east-1:1:q",))
     cid = c.start("grow")
     status = c.status(cid)

@@ -279,7 +279,7 @@ class Dispatcher:
             quiet = record["status"] in FINISHED or snapshot is None or msg.state not in snapshot.active \
                 or snapshot.entered.get(msg.state or "") != msg.step  # the state was left or re-entered
         if quiet:
-            after = self._commit(store, lease, record, {"updated_at": now}, consume=pos)
+            after = self._commit(store, lease, record, {}, consume=pos)  # taken out, nothing else changes
             return Outcome("duplicate", cid, record["status"], record.get("state")), after
         if record["status"] in FINISHED:
             return self._reject(store, lease, msg, record, machine, msg.event, now,

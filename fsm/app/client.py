@@ -245,14 +245,20 @@ class Client:
 
 
 def applied_view(record: Record, entry: dict[str, Any], event_id: str) -> dict[str, Any]:
-    """The status as it was right after the history ``entry`` that took an event."""
+    """The status as it was right after the history ``entry`` that took an event: its
+    state, value, status and steps. The context is not kept per step: it is shown when
+    nothing has happened since (the record is still at that step), and left out rather
+    than shown from a later moment otherwise (``fsm status`` shows the current one)."""
     view = status_view(record)
     rejected = bool(entry.get("rejected"))
     state = entry.get("from") if rejected or entry.get("to") is None else entry.get("to")
     view.update(state=state, steps=entry.get("step"), status=entry.get("status", view["status"]),
-                value=entry.get("value", view["value"] if rejected else state),
+                value=entry.get("value", view["value"] if rejected else state), updated_at=entry.get("time"),
+                last_error=entry.get("error"),
                 event={"id": event_id, "position": entry.get("pos"), "name": entry.get("event"),
                        "applied": not rejected and not entry.get("error"), "error": entry.get("error")})
+    if record.get("step") != entry.get("step"):
+        del view["context"]
     return view
 
 

@@ -267,77 +267,126 @@ def transitions(history: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 # -- pizza ----------------------------------------------------------------------------------------
 
 
-def test_pizza_concurrent_orders_a_rejected_cancel_and_delivery(deploy: Callable[..., Site]) -> None:
-    site = deploy("pizza")
-    cid = site.start("pizza", {"customer": "Ada"})
-    assert site.worker_cli() == (2, 0, 0)  # received, then taking_order
-    opened = site.peek(cid)
-    assert (opened["status"], opened["state"], opened["steps"], opened["retries"]) == \
-        ("waiting", "taking_order", 2, 0)
+# The hop after CONFIRM (the charge) and after entering `refunding` (the refund): a do
+# action's event in fsm.yaml, the invoked actor's step in the XState version (order.json).
+PIZZA_FORMS = [("fsm.yaml", "pizza", "charged", "refunded"),
+               ("xstate.yaml", "pizza-xstate", "xstate.invoke:payment", "xstate.invoke:refunding")]
+KITCHEN_HOUR = "xstate.after.3600000.baking"  # the event of `baking`'s `after: 3600`
 
-    # Two customers' phones add a pizza at the same moment; both sends see step 2. The
-    # same moment, a DELIVERED that the snapshot already refuses fails fast.
-    adds, _, refused = site.together([
-        site.send_args(cid, "ADD_PIZZA", {"pizza": "margherita", "quantity": 2}),
-        site.send_args(cid, "ADD_PIZZA", {"pizza": "pepperoni"}),
-        site.send_args(cid, "DELIVERED", {})], expect=[OK, OK, FAILED])
-    assert adds.stdout == "" and refused.stdout == ""  # on a stream, `send` only sends
-    assert "'taking_order'" in refused.stderr and "ADD_PIZZA, CANCEL, CONFIRM" in refused.stderr
+
+@pytest.mark.parametrize("config, machine, charged, refunded", PIZZA_FORMS, ids=["yaml", "xstate"])
+def test_pizza_concurrent_adds_a_compensated_cancel_the_kitchen_timer_and_delivery(
+        deploy: Callable[..., Site], config: str, machine: str, charged: str, refunded: str) -> None:
+    site = deploy("pizza", EXAMPLES / "pizza" / config)
+    ada = site.start(machine, {"customer": "Ada"})
+    assert site.worker_cli() == (1, 0, 0)  # the start: `ordering` entered, the basket empty
+    opened = site.peek(ada)
+    assert (opened["status"], opened["state"], opened["value"], opened["steps"], opened["retries"]) == \
+        ("waiting", "ordering.empty", {"ordering": "empty"}, 1, 0)
+
+    # A DELIVERED that the snapshot refuses fails fast (sent alone: with another event
+    # already queued, it would be queued too, and rejected when its turn came).
+    refused = site.send(ada, "DELIVERED", expect=FAILED)
+    assert refused.stdout == "" and "'ordering.empty'" in refused.stderr and \
+        "accepts: ADD_PIZZA, CANCEL, CONFIRM, REMOVE_PIZZA" in refused.stderr
+    # Two customers' phones add a pizza at the same moment; both sends see step 1.
+    adds = site.together([site.send_args(ada, "ADD_PIZZA", {"pizza": "margherita", "quantity": 2}),
+                          site.send_args(ada, "ADD_PIZZA", {"pizza": "pepperoni"})])
+    assert [done.stdout for done in adds] == ["", ""]  # on a stream, `send` only sends
     assert site.work()["records"] == 2
-    both = site.peek(cid)
-    assert (both["status"], both["state"], both["steps"], both["last_error"]) == ("waiting", "taking_order", 4, None)
+    both = site.peek(ada)
+    assert (both["status"], both["value"], both["steps"], both["last_error"]) == \
+        ("waiting", {"ordering": "filled"}, 3, None)
     assert sorted(both["context"]["pizzas"]) == ["margherita", "margherita", "pepperoni"]
     assert both["context"]["total_cents"] == 2 * 850 + 1050
     assert "pizza" not in both["context"] and "quantity" not in both["context"]
-    assert transitions(site.peek_history(cid))[2:] == [(3, "taking_order", "ADD_PIZZA", "taking_order"),
-                                                       (4, "taking_order", "ADD_PIZZA", "taking_order")]
+    assert transitions(site.peek_history(ada))[1:] == [(2, "ordering.empty", "ADD_PIZZA", "ordering.filled"),
+                                                       (3, "ordering.filled", "ADD_PIZZA", "ordering.filled")]
 
-    # CONFIRM and CANCEL back to back: the snapshot (taking_order) accepts both. CONFIRM,
-    # sent first, is applied first (moto_server hands a standard queue's messages out in
-    # the order they came); CANCEL meets the instance charging, waits its turn (requeued
-    # with a delay), then meets in_kitchen, which does not take it: rejected, and said so.
-    site.send(cid, "CONFIRM")
-    site.send(cid, "CANCEL")
-    assert site.work()["records"] == 4  # CONFIRM, CANCEL (busy), the charged hop, CANCEL again
-    kitchen, history = site.views(cid)
-    assert (kitchen["status"], kitchen["state"], kitchen["steps"]) == ("waiting", "in_kitchen", 6)
-    assert "'CANCEL' rejected" in kitchen["last_error"] and "'in_kitchen'" in kitchen["last_error"]
-    assert kitchen["context"]["charged_cents"] == 2750 and kitchen["context"]["payment_id"].startswith("pay_")
-    rejected = history[-1]
-    assert (rejected["step"], rejected["from"], rejected["event"], rejected["to"], rejected["rejected"]) == \
-        (6, "in_kitchen", "CANCEL", None, True)
-    assert rejected["error"] == kitchen["last_error"]
-    assert [h["event"] for h in history].count("CANCEL") == 1  # exactly one of the two applied
-    # The kitchen's hour-long timeout is an item of the timer table, set at step 6.
-    [kitchen_timer] = site.timers(cid)
-    assert (kitchen_timer["message"]["state"], kitchen_timer["message"]["step"]) == ("in_kitchen", 6)
-    assert 3500 < kitchen_timer["due"] - time.time() <= 3600
-
-    site.send(cid, "PIZZA_READY")
+    # CONFIRM and CANCEL back to back: the snapshot (ordering) takes both. CONFIRM, sent
+    # first, is applied first (the instance's inbox keeps the order they came in); CANCEL
+    # waits until the charge CONFIRM set off has run (run to completion), then meets
+    # baking.queued, where the customer may still cancel: the paid order goes through
+    # `refunding`, the saga's compensation.
+    site.send(ada, "CONFIRM")
+    site.send(ada, "CANCEL", {"reason": "wrong address"})
     site.work()
-    site.send(cid, "DELIVERED")
-    site.work()
-    status, history = site.views(cid)
+    status, history = site.views(ada)
     context = status["context"]
-    assert (status["status"], status["state"], status["steps"], status["retries"], status["last_error"]) == \
-        ("done", "delivered", 8, 0, None)
-    assert context["delivered"] is True and context["driver"] in ("Sam", "Ana", "Kofi")
-    assert context["customer"] == "Ada" and "refund_id" not in context
+    assert (status["status"], status["value"], status["steps"], status["retries"], status["last_error"]) == \
+        ("done", "refunded", 7, 0, None)
+    assert context["refunded_cents"] == context["charged_cents"] == 2750
+    assert context["payment_id"].startswith("pay_") and context["refund_id"].startswith("re_")
+    assert context["refund_reason"] == "wrong address" and "delivered" not in context
     assert ISO_UTC.fullmatch(status["updated_at"]) and ISO_UTC.fullmatch(status["created_at"])
     assert transitions(history) == [
-        (1, None, None, "received"),
-        (2, "received", "opened", "taking_order"),
-        (3, "taking_order", "ADD_PIZZA", "taking_order"),
-        (4, "taking_order", "ADD_PIZZA", "taking_order"),
-        (5, "taking_order", "CONFIRM", "charging"),
-        (6, "charging", "charged", "in_kitchen"),
-        (6, "in_kitchen", "CANCEL", None),
-        (7, "in_kitchen", "PIZZA_READY", "out_for_delivery"),
-        (8, "out_for_delivery", "DELIVERED", "delivered"),
+        (1, None, None, "ordering.empty"),
+        (2, "ordering.empty", "ADD_PIZZA", "ordering.filled"),
+        (3, "ordering.filled", "ADD_PIZZA", "ordering.filled"),
+        (4, "ordering.filled", "CONFIRM", "payment"),
+        (5, "payment", charged, "baking.queued"),
+        (6, "baking.queued", "CANCEL", "refunding"),
+        (7, "refunding", refunded, "refunded"),
     ]
-    assert [bool(h.get("rejected")) for h in history] == [False] * 6 + [True] + [False] * 2
     assert_history_shape(history)
-    assert "is done" in site.send(cid, "CANCEL", expect=FAILED).stderr
+    # The kitchen's hour (`after` on `baking`) is an item of the timer table, set at step
+    # 5, when `baking` was entered; left behind, stale, once the order was refunded.
+    [stale] = site.timers(ada)
+    assert (stale["message"]["state"], stale["message"]["step"], stale["message"]["event"]) == \
+        ("baking", 5, KITCHEN_HOUR)
+    assert 3500 < stale["due"] - time.time() <= 3600
+
+    # Two more orders go to the kitchen; both have started baking.
+    bo, cy = site.start_many(machine, {"customer": "Bo", "pizzas": ["margherita"]},
+                             {"customer": "Cy", "pizzas": ["pepperoni"]})
+    site.work()
+    site.together([["send", bo, "CONFIRM"], ["send", cy, "CONFIRM"]])
+    site.work()
+    site.together([["send", bo, "IN_OVEN"], ["send", cy, "IN_OVEN"]])
+    assert site.work()["records"] == 2
+    for cid in (bo, cy):
+        oven = site.peek(cid)
+        assert (oven["status"], oven["value"], oven["steps"]) == ("waiting", {"baking": "in_oven"}, 4)
+        # Moving to in_oven did not re-enter `baking`: its one timer is still the one of step 3.
+        [timer] = site.timers(cid)
+        assert (timer["message"]["state"], timer["message"]["step"]) == ("baking", 3)
+    refused = site.send(bo, "CANCEL", expect=FAILED)  # too late: the pizza is in the oven
+    assert "'baking.in_oven'" in refused.stderr and "accepts: KITCHEN_FAILED, PIZZA_READY" in refused.stderr
+
+    site.send(bo, "PIZZA_READY")
+    site.work()
+    site.send(bo, "DELIVERED")
+    site.work()
+    delivered, bo_history = site.views(bo)
+    assert (delivered["status"], delivered["value"], delivered["steps"], delivered["last_error"]) == \
+        ("done", "delivered", 6, None)
+    assert delivered["context"]["delivered"] is True and delivered["context"]["driver"] in ("Sam", "Ana", "Kofi")
+    assert delivered["context"]["customer"] == "Bo" and "refund_id" not in delivered["context"]
+    assert transitions(bo_history) == [
+        (1, None, None, "ordering.filled"),
+        (2, "ordering.filled", "CONFIRM", "payment"),
+        (3, "payment", charged, "baking.queued"),
+        (4, "baking.queued", "IN_OVEN", "baking.in_oven"),
+        (5, "baking.in_oven", "PIZZA_READY", "delivery"),
+        (6, "delivery", "DELIVERED", "delivered"),
+    ]
+    assert_history_shape(bo_history)
+
+    # The hour passes for every timer: Cy's kitchen never answered, so it fires and Cy is
+    # refunded; Ada's and Bo's are released too, and ignored (their orders are done).
+    for cid in (ada, bo, cy):
+        site.make_due(site.timers(cid)[0])
+    assert site.worker_cli() == (4, 0, 3)  # three timers, and Cy's refund hop
+    timed_out, cy_history = site.views(cy)
+    assert (timed_out["status"], timed_out["value"], timed_out["steps"]) == ("done", "refunded", 6)
+    assert timed_out["context"]["refund_reason"] == "the kitchen did not answer in time"
+    assert timed_out["context"]["refunded_cents"] == timed_out["context"]["charged_cents"] == 1050
+    assert transitions(cy_history)[-2:] == [(5, "baking.in_oven", KITCHEN_HOUR, "refunding"),
+                                            (6, "refunding", refunded, "refunded")]
+    assert_history_shape(cy_history)
+    assert (site.peek(ada)["steps"], site.peek(bo)["steps"]) == (7, 6)
+    assert all(site.timers(cid) == [] for cid in (ada, bo, cy))
+    assert "is done" in site.send(bo, "CANCEL", expect=FAILED).stderr
     assert site.dead_letters() == []
 
 

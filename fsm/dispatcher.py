@@ -248,18 +248,21 @@ class Dispatcher:
         """Apply the inbox, oldest event first, one committed step each, while the lease
         is ours (a commit keeps it while the instance is settled and events remain). A
         step that starts internal steps releases it: the chain's settling commit drains
-        what is left. After ``max_drain`` events the lease is let go with a nudge sent."""
-        hops = list(outcome.hops)
-        for _ in range(self.max_drain):
-            if record is None or record.get("lease_owner") != lease.owner or not record.get("inbox"):
-                break
-            entry = record["inbox"][0]
-            outcome, record = self._take(store, lease, record, entry, machine, source)
-            hops += outcome.hops
-        else:
-            if record is not None and record.get("lease_owner") == lease.owner:
+        what is left. A nudge that finds the inbox empty (another holder drained it)
+        gives the lease back at once, on the same inbox-end condition. After
+        ``max_drain`` events the lease is let go with a nudge sent."""
+        hops, taken = list(outcome.hops), 0
+        while record is not None and record.get("lease_owner") == lease.owner:
+            if not record.get("inbox"):
+                record = self._commit(store, lease, record, {})  # kept if an event came meanwhile
+                continue
+            if taken >= self.max_drain:
                 leases.release(store, lease)
                 self._send([(work_message(record, store_index(self.stores, store)), 0.0)])
+                break
+            outcome, record = self._take(store, lease, record, record["inbox"][0], machine, source)
+            hops += outcome.hops
+            taken += 1
         outcome.hops = hops
         return outcome
 

@@ -103,7 +103,11 @@ def acquire(store: InstanceStore, msg: Message, owner: str, lease_ms: int, now: 
         if steps:
             expect.update(retries=msg.retries, status=Status.RUNNING)
         elif msg.kind == Kind.WORK:
+            # A settled instance only: a running one's settling commit drains the inbox
+            # (a nudge taking the lease between two internal steps would judge an event
+            # in a passing state and stale the chain's next step).
             del expect["step"]
+            expect["status"] = Status.WAITING
         fields = _lease_fields(owner, msg.fence + 1, now, lease_ms)
     result = store.swap(msg.correlation_id, expect, fields)
     if result.ok:

@@ -44,6 +44,11 @@ SERVER_FIXTURES = frozenset({"redis_url", "memcached_url", "moto_url", "fresh_mo
                              "private_moto"})
 MOTO_FIXTURES = frozenset({"moto_url", "fresh_moto_url"})   # one shared moto_server, reset by tests
 SERVER_KINDS = frozenset({"redis", "memcached"})    # parameters of the store and timer fixtures
+# Also slow, though in-process: DynamoDB on moto (seconds per contract case; memory,
+# sqlite and fakeredis give the fast tier the same contract) and the tests that drive the
+# CLI in a subprocess per command through whole workflows.
+SLOW_KINDS = SERVER_KINDS | {"dynamodb", "eventbridge"}
+SLOW_FILES = ("test_examples_cli.py", "test_migrate.py")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,7 +72,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         params = getattr(getattr(item, "callspec", None), "params", {})
         fixtures = set(getattr(item, "fixturenames", ()))
         if (integration in item.path.parents or soak in item.path.parents or SERVER_FIXTURES & fixtures
-                or SERVER_KINDS & {v for v in params.values() if isinstance(v, str)}):
+                or SLOW_KINDS & {v for v in params.values() if isinstance(v, str)} or item.path.name in SLOW_FILES):
             item.add_marker(pytest.mark.slow)
         if MOTO_FIXTURES & fixtures or integration in item.path.parents:
             # Run in parallel (pytest -n 2 --dist loadgroup), the tests that share moto_server

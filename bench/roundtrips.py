@@ -15,6 +15,13 @@ Every call the framework makes to a backend while it handles one message is coun
 - the bus: each send (the store table uses a counting in-memory bus, like a standard SQS
   queue: it holds delays up to 900 s).
 
+DynamoDB write units are reckoned for every write (``WriteUnits``: the items before and
+after each call, read from moto with a client of its own, priced as DynamoDB on-demand
+bills them: per started KB of the larger image, twice in a transaction; index entries
+apart) and shown next to the calls as ``table + index``. A ``PutItem[history page]`` is the
+store paging out the history entries its records carry (``sources/dynamodb.py``): the
+amortised extra write of a commit, one every few commits.
+
 Excluded, and listed under the tables when they happen: redis's one-time ``SCRIPT LOAD``
 (and the EVALSHA answered NOSCRIPT before it), SQS ``GetQueueUrl`` (asked once per bus,
 then cached), and everything outside the handler: creating tables, queues and streams,
@@ -32,7 +39,8 @@ SQS + redis, Kinesis + DynamoDB with ``checkpoint:``, DynamoDB stream + DynamoDB
 SNS + memcached (AWS parts on moto in-process).
 
 ``--long``: one instance making 5,000 transitions on DynamoDB (moto in-process): round
-trips and payload bytes per transition at the start and at the end.
+trips, write units and payload bytes per transition at the start and at the end (means
+over 100 messages, so that the history pages each window holds do not decide it).
 
 Budget (happy path, the send included): <= 3 with redis, DynamoDB, sqlite (and memory);
 <= 5 with memcached.
@@ -172,7 +180,18 @@ def machines() -> dict[str, Machine]:
 
 
 class Tally(collections.Counter):  # type: ignore[type-arg]
-    """operation label -> calls, for one counting window."""
+    """operation label -> calls, for one counting window; ``units``: the DynamoDB write
+    units those calls consumed (``table``, ``index``; see :class:`WriteUnits`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.units: collections.Counter[str] = collections.Counter()
+        super().__init__(*args, **kwargs)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:   # type: ignore[override]
+        super().update(*args, **kwargs)
+        for other in args:
+            if isinstance(other, Tally):
+                self.units.update(other.units)
 
     @property
     def total(self) -> int:
@@ -199,6 +218,10 @@ class Meter:
             self.bytes_sent += len(payload)
             self.shape_sent += shape(payload)
 
+    def spend(self, kind: str, units: int) -> None:
+        if self.active is not None:
+            self.active.units[kind] += units
+
     def exclude(self, label: str, why: str) -> None:
         if self.active is not None:
             self.excluded[(label, why)] += 1
@@ -215,7 +238,110 @@ class Meter:
                 outer.update(tally)
 
 
+class WriteUnits:
+    """DynamoDB write units of every write the adapters make (moto in-process), from the
+    items before and after each call, read with a client of its own (not counted):
+    ceil(max(size before, size after) / 1 KB) per item written, twice in a transaction,
+    and the same for a write refused by its condition (``table``); each index entry put,
+    changed or removed costs ceil(entry size / 1 KB), two when its key moves (``index``).
+    Sizes as DynamoDB reckons them (``sources.dynamodb.item_size``)."""
+
+    WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"})
+
+    def __init__(self, meter: Meter):
+        self.meter = meter
+        self._reader: Any = None
+        self._schemas: dict[str, tuple[tuple[str, ...], list[tuple[tuple[str, ...], tuple[str, ...] | None]]]] = {}
+
+    def watch(self, client: Any) -> None:
+        client.meta.events.register("before-parameter-build.dynamodb.*", self._before)
+        client.meta.events.register("after-call.dynamodb.*", self._after)
+
+    def _client(self) -> Any:
+        if self._reader is None:
+            import boto3
+            self._reader = boto3.client("dynamodb", region_name=REGION)
+        return self._reader
+
+    def _read(self, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        return self._client().get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
+
+    def _schema(self, table: str) -> tuple[tuple[str, ...], list[tuple[tuple[str, ...], tuple[str, ...] | None]]]:
+        if table not in self._schemas:
+            described = self._client().describe_table(TableName=table)["Table"]
+            keys = tuple(k["AttributeName"] for k in described["KeySchema"])
+            indexes = []
+            for index in described.get("GlobalSecondaryIndexes", []):
+                own = tuple(k["AttributeName"] for k in index["KeySchema"])
+                projection = index.get("Projection", {})
+                projected = None if projection.get("ProjectionType", "ALL") == "ALL" else \
+                    keys + own + tuple(projection.get("NonKeyAttributes", ()))
+                indexes.append((own, projected))
+            self._schemas[table] = (keys, indexes)
+        return self._schemas[table]
+
+    def _targets(self, operation: str, params: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]]:
+        """(table, key, multiplier) of every item the write touches."""
+        if operation == "TransactWriteItems":
+            found = []
+            for entry in params.get("TransactItems", []):
+                (_, body), = entry.items()
+                found.append((body["TableName"], self._key(body["TableName"], body), 2))
+            return found
+        if operation == "BatchWriteItem":
+            return [(table, self._key(table, request.get("PutRequest") or request["DeleteRequest"]), 1)
+                    for table, requests in params.get("RequestItems", {}).items() for request in requests]
+        return [(params["TableName"], self._key(params["TableName"], params), 1)]
+
+    def _key(self, table: str, body: dict[str, Any]) -> dict[str, Any]:
+        if "Key" in body:
+            return dict(body["Key"])
+        keys, _ = self._schema(table)
+        return {k: body["Item"][k] for k in keys}
+
+    def _before(self, params: Any = None, model: Any = None, context: Any = None, **_: Any) -> None:
+        if context is None or model is None or model.name not in self.WRITES or self.meter.active is None:
+            return
+        targets = self._targets(model.name, dict(params or {}))
+        context["bench_items"] = [(table, key, times, self._read(table, key)) for table, key, times in targets]
+
+    def _after(self, context: Any = None, **_: Any) -> None:
+        from sources.dynamodb import item_size
+        for table, key, times, before in (context or {}).pop("bench_items", ()):
+            after = self._read(table, key)
+            self.meter.spend("table", times * units_of(max(item_size(before), item_size(after))))
+            self.meter.spend("index", self._index_units(table, before, after))
+
+    def _index_units(self, table: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> int:
+        from sources.dynamodb import item_size
+        spent = 0
+        for keys, projected in self._schema(table)[1]:
+            before, after = _index_entry(old, keys, projected), _index_entry(new, keys, projected)
+            if before is None and after is None:
+                continue
+            if before is None or after is None:
+                spent += units_of(item_size(before or after))
+            elif any(old[k] != new[k] for k in keys):      # type: ignore[index]
+                spent += units_of(item_size(before)) + units_of(item_size(after))
+            elif before != after:
+                spent += units_of(item_size(after))
+        return spent
+
+
+def _index_entry(item: dict[str, Any] | None, keys: tuple[str, ...],
+                 projected: tuple[str, ...] | None) -> dict[str, Any] | None:
+    """An item's entry in an index (``projected`` None: all of it), None when not in it."""
+    if item is None or any(k not in item for k in keys):
+        return None
+    return dict(item) if projected is None else {k: item[k] for k in projected if k in item}
+
+
+def units_of(size: int) -> int:
+    return max(1, -(-size // 1024))
+
+
 METER = Meter()
+UNITS = WriteUnits(METER)
 
 
 DIGITS = re.compile(rb"[0-9]+")
@@ -335,6 +461,8 @@ def _label_call(model: Any = None, params: Any = None, context: Any = None, **_:
         item = params.get("Item") or {}
         if str(item.get("pk", {}).get("S", "")).startswith("ckpt#"):
             suffix = "[checkpoint]"
+        elif str(item.get("sk", {}).get("S", "")).startswith("h#"):
+            suffix = "[history page]"
         elif table == BUS_TABLE:
             suffix = "[bus]"
     context["bench_suffix"] = suffix
@@ -365,6 +493,8 @@ def instrument_aws_client(client: Any, meter: Meter = METER) -> Any:
 
     client.meta.events.register("before-parameter-build.*.*", _label_call)
     client.meta.events.register("before-call.*.*", before_call)
+    if service == "dynamodb" and meter is METER:
+        UNITS.watch(client)
     client._bench_counted = True
     return client
 
@@ -967,7 +1097,15 @@ def print_store_table(runs: list[StoreRun]) -> None:
             if scenario is None:
                 continue
             note = f"   [{scenario.note}]" if scenario.note else ""
-            print(f"    {r.store:<10} {scenario.tally.total:>2} = {scenario.tally.describe()}{note}")
+            print(f"    {r.store:<10} {scenario.tally.total:>2} = {scenario.tally.describe()}{note}"
+                  f"{describe_units(scenario.tally)}")
+
+
+def describe_units(tally: Tally) -> str:
+    """The DynamoDB write units of a window, if it wrote any."""
+    if not tally.units:
+        return ""
+    return f"   (write units: {tally.units['table']} table + {tally.units['index']} index)"
 
 
 def verdict(run: StoreRun) -> str:
@@ -998,11 +1136,15 @@ def print_pairs(pairs: list[PairRun]) -> None:
     print("breakdown of a steady message (a mid-instance transition, send included):")
     for p in pairs:
         if p.per_message:
-            print(f"  {p.name:<{width}}  {steady_message(p).total} = {steady_message(p).describe()}")
+            print(f"  {p.name:<{width}}  {steady_message(p).total} = {steady_message(p).describe()}"
+                  f"{describe_units(steady_message(p))}")
     print("per transition over the whole instance (the last transition sends nothing):")
     for p in pairs:
         if p.per_message:
             per = ", ".join(f"{op} {n / max(p.transitions, 1):.2f}" for op, n in sorted(p.total.items()))
+            if p.total.units:
+                per += (f"; DynamoDB write units {p.total.units['table'] / max(p.transitions, 1):.2f} table + "
+                        f"{p.total.units['index'] / max(p.transitions, 1):.2f} index")
             print(f"  {p.name:<{width}}  {per}")
 
 
@@ -1017,12 +1159,14 @@ def print_long(result: LongRun) -> None:
         return
     samples = result.samples
     n = len(samples)
-    size = 10 if n > 40 else max(1, n // 4)
+    # Windows of 100 messages when there are enough: history pages go out every few
+    # commits (an amortised PutItem), so a short window's mean depends on where it falls.
+    size = 100 if n > 400 else 10 if n > 40 else max(1, n // 4)
     # message 1 starts the instance and message n enters the final state (no send): the
     # windows are steady transitions near each end.
     windows = [("start", 10 if n > 40 else 1), ("end", n - 1 - size)]
     print(f"{'window':<24} {'round trips':>11} {'store bytes':>11} {'(shape)':>8} {'bus bytes':>9} "
-          f"{'(shape)':>8} {'ms':>6}  breakdown per message")
+          f"{'(shape)':>8} {'ms':>6} {'WCU table+index':>15}  breakdown per message")
     figures = []
     for label, first in windows:
         window = samples[first:first + size]
@@ -1036,11 +1180,13 @@ def print_long(result: LongRun) -> None:
         figures.append(row)
         describe = " + ".join(f"{v / len(window):g} {op}" for op, v in sorted(merged.items()))
         where = f"{label} (msgs {first + 1}-{first + size})"
+        wcu = f"{merged.units['table'] / len(window):.2f}+{merged.units['index'] / len(window):.2f}"
         print(f"{where:<24} {row[0]:>11.2f} {row[1]:>11.0f} {row[2]:>8.0f} {row[3]:>9.0f} {row[4]:>8.0f} "
-              f"{1000 * mean([w.seconds for w in window]):>6.1f}  {describe}")
+              f"{1000 * mean([w.seconds for w in window]):>6.1f} {wcu:>15}  {describe}")
     (calls0, bytes0, shape0, bus0, bshape0), (calls1, bytes1, shape1, bus1, bshape1) = figures
-    calls_grew = calls1 > calls0
-    shape_grew = (shape1 - shape0) + (bshape1 - bshape0) > 8   # a float's notation may vary a little
+    # A window may hold one history page more or less than another: that much is no growth.
+    calls_grew = calls1 > calls0 + 1 / size
+    shape_grew = (shape1 - shape0) + (bshape1 - bshape0) > 8 + 1024 / size  # and a float's notation varies
     print(f"{n} messages = {result.steps + 1} transitions in {result.seconds:.1f} s (ms per message: "
           "mostly moto's in-process DynamoDB)")
     print(f"round trips per transition grew: {'YES' if calls_grew else 'no'} ({calls0:g} -> {calls1:g}); "

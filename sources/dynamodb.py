@@ -5,8 +5,9 @@ Single-table design, so one table (and one IAM grant) serves a deployment:
 =====================  ==========================  ==========================================
 item                   pk                          sk
 =====================  ==========================  ==========================================
-instance record        PREFIX + correlation id     ``record``
-history of one swap    PREFIX + correlation id     ``h#%012d`` % n, n = number of its first entry
+instance record        PREFIX + correlation id     ``record`` (with its latest history entries)
+history page           PREFIX + correlation id     ``h#%012d-%012d`` % (first, last entry number);
+                                                   ``h#%012d`` % first: the previous version's
 timer                  PREFIX + ``timer#`` + id    ``timer``  (``sources.dynamodb_timers``)
 stream checkpoint      PREFIX + ``ckpt#`` + id     ``checkpoint`` (``sources.dynamodb_checkpoints``)
 =====================  ==========================  ==========================================
@@ -14,17 +15,65 @@ stream checkpoint      PREFIX + ``ckpt#`` + id     ``checkpoint`` (``sources.dyn
 Record fields are attributes: ``str`` fields as S, ``int``/``float`` fields as N, ``json``
 fields (and unknown ones) as JSON text in S, ``None`` as NULL; see ``RECORD_FIELDS``.
 
-``swap`` without history is one conditional UpdateItem (ALL_NEW on success, ALL_OLD on a
-failed condition). With history it is one TransactWriteItems of two items: the record
-update and one Put holding all of that swap's entries as a JSON array. One item per swap
-rather than per entry keeps a transaction at two items whatever the entry count, and
-small entries share one write unit instead of paying one each; the price is that one
-swap's entries must fit in an item (400 KB). A swap whose ``fields`` carry a
-``checkpoint`` naming a shard (a commit of a message read from Kinesis: the only kind of
-position ``fsm resume`` can read from) also puts the checkpoint item in the same
-transaction, so ``fsm resume`` finds an instance's last stream position even after its
-record is gone, without the separate PutItem the dispatcher would otherwise make
-(``writes_checkpoints``; ``write_checkpoints=False`` turns it off where nothing reads them).
+``swap`` is one conditional UpdateItem (ALL_NEW on success, ALL_OLD on a failed
+condition), history or not: never a transaction, unless ``checkpoint_items`` asks for one
+(below).
+
+History is carried in the record and paged out. The record item holds ``history_len``
+(entries ever written) and ``history_tail``, a List of the latest entries' JSON texts
+(S), numbered ``history_len - len + 1`` to ``history_len``; a swap appends its entries
+with ``list_append`` and adds their count to ``history_len`` in the same UpdateItem, so
+appending needs no knowledge of the record and no condition. Older entries are in history
+pages: items ``h#%012d-%012d`` % (n, m) holding entries n to m as one JSON array
+(``entries``, S). The previous version wrote each swap's entries as such an item, keyed
+``h#%012d`` % n, in a transaction with the record, and carried none: its records
+(``history_len`` and no ``history_tail``) need nothing done, their items read as pages.
+
+A page goes out when a swap finds, from the record as this store last saw it (the
+acquire's reply, in the dispatcher's flow), that the carried entries hold at least
+``PAGE_MIN_BYTES`` (512) and keeping them would put the item past the 1 KB write units
+it needs without them, or that they reach ``CARRY_MAX_BYTES`` (16 KB) or
+``CARRY_MAX_ENTRIES`` (16). The swap then first PutItems them as the page keyed by their
+first and last numbers (unconditional: an entry's number never changes, so a key always
+holds the same entries) and then makes its UpdateItem set ``history_tail`` to its own
+entries alone, on condition that the record still has the ``history_len`` and the number
+of carried entries it saw (a stale view fails, and the swap is made again with the
+values the failure returned).
+So an entry is written once into the record and once into a page, and the extra round
+trip is one PutItem per page (1 write unit), at most every ~4 commits with the
+dispatcher's ~120-byte entries and up to every ~9 when the record's last unit has room.
+Carried entries cost no write unit while they fit that room; a record with less room
+than 512 bytes carries them into its next unit until they make a page, and pays one
+unit more per write meanwhile (on the table, and on the pending index, which projects
+the whole item). ``PAGE_MIN_BYTES = 0`` never does that, at the price of a PutItem at
+every commit when the room holds one entry and not two (``fsm cost``, SQS + DynamoDB,
+empty context: 2.8 write units and 0.8 PutItem per transition on the table instead of
+3.7 and 0.1; the previous layout's transaction: 5). A swap appends without a page-out only while the record carries fewer than
+``CARRY_MAX_ENTRIES`` (a condition of its write): a swap that has seen nothing of the
+record (a commit in ``concurrency: optimistic`` on a container that did not make the
+instance's previous one) lets the record carry up to ~2 KB of typical entries, and the
+one that finds the limit reached gets the record in the failure's reply and pages out.
+One swap's own entries are always carried in full: they must fit in the item.
+
+``history`` reads the partition with one Query (pages sort before ``record``) and takes
+entries 1 to ``history_len - len(history_tail)`` from the pages, each number once, then
+the carried ones. A crash between a page's PutItem and the swap that drops its entries
+leaves them both in a page and in the record: the record's numbering says they are
+carried, and the page's copy is not read; a page written again holds the same entries,
+and one written by a handle whose view was stale (its swap then fails) holds a prefix
+of a page a rival wrote, under a key of its own, never over it. Without a record (deleted),
+``history`` returns what the pages hold.
+
+Kinesis checkpoints (``writes_checkpoints``): a commit's ``checkpoint`` field is the
+instance's last stream position, in the record, written by the commit's own UpdateItem;
+``fsm resume`` reads it from there, so a dispatcher whose checkpoint table is this table
+(same prefix) writes nothing of its own. ``checkpoint_items=True`` also puts the position
+as the item :class:`~sources.dynamodb_checkpoints.DynamoCheckpoints` reads, in one
+TransactWriteItems with the record update (twice the write units, plus the item's), for
+when ``fsm resume`` must find the position after the record itself is gone; only swaps
+whose ``checkpoint`` names a shard (a message read from Kinesis: the only kind of position
+``fsm resume`` can read from) do that. ``write_checkpoints=False``: the dispatcher writes
+the checkpoint items itself, as for another table.
 
 Pending index: a record whose ``pending`` is > 0 also gets ``pending_shard`` (PREFIX +
 ``pending#`` + shard), which puts it in the sparse GSI ``pending-by-time`` (partition
@@ -50,11 +99,9 @@ a record it has seen nothing of is read first. ``list_instances`` queries the fi
 index per status and shard, ``limit + 1`` keys deep, merges them and reads the page's
 records with BatchGetItem.
 
-The history item's sort key needs the record's history length, which the request must
-name before it is sent, so the adapter remembers each record's ``history_len`` from the
-last reply that carried it and makes the transaction conditional on it. In the
-dispatcher's flow the acquire's reply carries it, so a commit stays one round trip; a cold
-or stale guess costs one more (the failed condition's ALL_OLD item carries the true value).
+The adapter remembers, per record (the 1,024 last seen), its ``history_len``, carried
+entries, attribute sizes and ``ttl`` from the last reply that carried the item: what the
+page-out decision needs, without a read.
 
 Inbox (``append``): one conditional UpdateItem, never a read first, so the entry's
 position is not known when the request is sent. ``inbox`` is therefore a native List (L)
@@ -78,8 +125,9 @@ puts the record in the pending index as a swap setting ``pending`` does. ``inbox
 as for ``pending``: ``list_append`` and ``+`` cannot take it.
 
 Expiry: the table's TTL attribute is ``ttl``, copied from ``expires_at`` when it is > 0 and
-removed when it is 0 (DynamoDB would treat 0 as "long expired"). History entries get the
-``ttl`` of the swap that wrote them, if that swap set ``expires_at``.
+removed when it is 0 (DynamoDB would treat 0 as "long expired"). Carried entries expire
+with the record; a history page gets the ``ttl`` of the swap that pages it out (its
+``expires_at``, else the record's ``ttl``).
 """
 
 from __future__ import annotations
@@ -90,6 +138,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -124,9 +173,27 @@ from .memory import INBOX, INBOX_END, checked_entry, expect_holds, is_duplicate
 
 RECORD_SK = "record"
 HISTORY_LEN = "history_len"
+HISTORY_TAIL = "history_tail"   # List of S: the latest history entries, carried in the record
+HISTORY_SK = "h#"               # + "%012d-%012d" % the numbers of a history page's first and last entries
 INBOX_IDS = "inbox_ids"     # String Set: the ids waiting in the inbox (see the module docstring)
 INBOX_TAIL = "inbox_tail"   # how many entries at the inbox's end were appended without their pos
-RESERVED = frozenset({"pk", "sk", HISTORY_LEN, TTL, PENDING_SHARD, LIST_AT, INBOX_IDS, INBOX_TAIL, *LIST_INDEXES})
+RESERVED = frozenset({"pk", "sk", HISTORY_LEN, HISTORY_TAIL, TTL, PENDING_SHARD, LIST_AT, INBOX_IDS, INBOX_TAIL,
+                      *LIST_INDEXES})
+# Paging out the carried history (see the module docstring): a page goes out at the first
+# swap where keeping it would put the record item in one more write unit (1 KB), once it
+# holds PAGE_MIN_BYTES; always once it holds CARRY_MAX_BYTES or CARRY_MAX_ENTRIES. Every
+# swap appending without a page-out may do so only while the record carries fewer than
+# CARRY_MAX_ENTRIES (a condition of its write), which bounds what a swap that has not seen
+# the record (nothing to decide on) lets it carry. PAGE_MIN_BYTES trades round trips for
+# write units: 0 never lets carried entries cost a unit, but pages out at every commit
+# when the record's last unit has room for one entry and not two; 512 makes a page at
+# least ~4 of the dispatcher's entries (at most one PutItem per ~4 commits), carrying
+# them across a unit boundary meanwhile (see the module docstring for the figures).
+WRITE_UNIT = 1024
+PAGE_MIN_BYTES = 512
+CARRY_MAX_BYTES = 16 * 1024
+CARRY_MAX_ENTRIES = 16
+REMEMBERED_TAILS = 1024     # records whose carried entries a store keeps in memory
 NULL_REMOVED = frozenset({PENDING, INBOX, INBOX_END})   # fields whose null is stored as no attribute
 LISTED = ("machine", "status", "state")     # the values listing partitions are made of
 STALE_GUESS_ATTEMPTS = 4
@@ -225,25 +292,93 @@ def _number(n: int) -> dict[str, str]:
     return {"N": str(n)}
 
 
+# ---- item sizes (what DynamoDB bills a write by) ------------------------------------------
+
+
+def attr_size(attr: Mapping[str, Any]) -> int:
+    """DynamoDB's size of one attribute value in wire format (its name not included)."""
+    (kind, data), = attr.items()
+    if kind == "S":
+        return len(data.encode())
+    if kind == "B":
+        return len(data)
+    if kind == "N":
+        digits = data.lstrip("-").replace(".", "").strip("0") or "0"
+        return (len(digits) + 1) // 2 + 1
+    if kind in ("SS", "NS", "BS"):
+        return sum(attr_size({kind[0]: part}) for part in data)
+    if kind == "L":
+        return 3 + sum(1 + attr_size(part) for part in data)
+    if kind == "M":
+        return 3 + sum(len(key.encode()) + 1 + attr_size(part) for key, part in data.items())
+    return 1    # NULL, BOOL
+
+
+def item_size(item: Mapping[str, Any] | None) -> int:
+    """DynamoDB's size of an item: its attributes' names and values."""
+    return sum(len(name.encode()) + attr_size(value) for name, value in (item or {}).items())
+
+
+def _units(size: int) -> int:
+    return max(1, math.ceil(size / WRITE_UNIT))
+
+
+def _texts_size(texts: Sequence[str]) -> int:
+    """The share of a List of S elements in an item's size (the list's own 3 bytes apart)."""
+    return sum(1 + len(text.encode()) for text in texts)
+
+
+def _tail(item: Mapping[str, Any]) -> list[str]:
+    """The texts of the history entries a record item carries, oldest first."""
+    attr = item.get(HISTORY_TAIL) or {}
+    return [element["S"] for element in attr.get("L", ()) if "S" in element]
+
+
+@dataclass
+class _Seen:
+    """What a store last saw of a record item: enough to decide a page-out without a read."""
+
+    history_len: int
+    tail: list[str]             # the carried entries' texts, oldest first
+    sizes: dict[str, int]       # attribute -> its share of the item's size (the tail apart)
+    ttl: int                    # the item's ttl, 0 for none
+
+
+@dataclass(frozen=True)
+class _Page:
+    """Carried entries going out into a history item of their own, before the swap that
+    drops them from the record."""
+
+    first: int                  # the number of the first entry
+    texts: list[str]
+    known: int                  # the record's history_len they were seen with
+
+
 class DynamoStore:
     """An :class:`fsm.ports.InstanceStore` on one DynamoDB table (see the module docstring).
 
-    ``write_checkpoints`` (default on): commits put their checkpoint item, which costs a
-    write unit per commit of a Kinesis message; turn it off where no ``fsm resume`` reads
-    the checkpoints. ``pending_shards`` (default 1) spreads the pending index over several
-    GSI partitions, for write rates one index partition cannot take; ``pending()`` then
-    queries each. ``list_shards`` (default 1) does the same for the listing indexes, whose
-    busiest partition (every instance with one status) takes two index writes per commit.
+    ``write_checkpoints`` (default on): this store keeps the instances' Kinesis positions
+    itself, in the record (its ``checkpoint``, written by the commit that consumed the
+    message), so a dispatcher whose checkpoint table is this table needs no write of its
+    own; off, the dispatcher puts them as it does into another table.
+    ``checkpoint_items`` (default off): commits also put each position as the checkpoint
+    item :class:`~sources.dynamodb_checkpoints.DynamoCheckpoints` reads, in one
+    TransactWriteItems with the record (twice the write units), so that ``fsm resume``
+    finds it after the record itself is gone. ``pending_shards`` (default 1) spreads the
+    pending index over several GSI partitions, for write rates one index partition cannot
+    take; ``pending()`` then queries each. ``list_shards`` (default 1) does the same for
+    the listing indexes, whose busiest partition (every instance with one status) takes
+    two index writes per commit.
     """
 
-    # Commits carry their checkpoint item (see the module docstring): a dispatcher whose
+    # Commits carry the instance's checkpoint (see the module docstring): a dispatcher whose
     # checkpoint table is this table (and prefix) needs no PutItem of its own.
     writes_checkpoints: bool = True
 
     def __init__(self, url: str, *, client: Any = None, endpoint_url: str | None = None,
                  aws: Mapping[str, Any] | None = None, prefix: str = "",
                  page_size: int | None = None, pending_shards: int = 1, write_checkpoints: bool = True,
-                 list_shards: int = 1):
+                 list_shards: int = 1, checkpoint_items: bool = False):
         self.url = url
         self.table, region = table_of(url)
         self.prefix = prefix
@@ -251,9 +386,10 @@ class DynamoStore:
         self.pending_shards = max(1, pending_shards)
         self.list_shards = max(1, list_shards)
         self.writes_checkpoints = write_checkpoints
+        self.checkpoint_items = checkpoint_items
         self._owns_client = client is None
         self.client = make_client("dynamodb", region, endpoint_url, aws, client)
-        self._history_len: dict[str, int] = {}   # last seen per correlation id, see module doc
+        self._seen: dict[str, _Seen] = {}   # the last record item seen per correlation id, see module doc
         self._listed: dict[str, dict[str, Any]] = {}   # its machine, status and state, likewise
         self._owed: dict[str, bool] = {}    # whether it owes a message (pending), likewise
         self._lock = threading.Lock()
@@ -269,18 +405,19 @@ class DynamoStore:
         bad = RESERVED.intersection(fields)
         if bad:
             raise BackendError(f"{self.url}: record fields {sorted(bad)} are reserved by the DynamoDB store")
+        entries = [dumps(entry) for entry in history]
         for _ in range(STALE_GUESS_ATTEMPTS):
             if _moves_inbox_end(expect, fields):
                 self._settle_inbox(cid)
             listing, guesses = self._listing(cid, expect, fields)
-            if not history and self._checkpoint(fields) is None:
-                result = self._update(cid, expect, fields, listing, guesses)
-            else:
-                result = self._transact(cid, expect, fields, history, listing, guesses)
+            page = self._page_out(cid, fields, entries, listing) if entries and expect is not None else None
+            if page is not None:
+                self._put_page(cid, page, fields)
+            result = self._write(cid, expect, fields, entries, page, listing, guesses)
             if result is not None:
                 return result
         raise RecoverableError(f"{self.url}: record {cid!r} kept changing under this store's guesses of "
-                               f"its history length or listing values during {STALE_GUESS_ATTEMPTS} attempts")
+                               f"its history or listing values during {STALE_GUESS_ATTEMPTS} attempts")
 
     def append(self, cid: str, entry: Mapping[str, Any]) -> SwapResult:
         """See :meth:`fsm.ports.InstanceStore.append`: one conditional UpdateItem (see the
@@ -317,16 +454,35 @@ class DynamoStore:
         return decode_record(item)
 
     def history(self, cid: str) -> list[dict[str, Any]]:
+        """Every entry once, in order: one Query of the instance's partition reads its
+        history items (``h#`` sorts before ``record``) and then the record, whose
+        ``history_len`` and carried entries say which numbers the items must supply (see
+        the module docstring). Without a record, what its history items hold."""
         query: dict[str, Any] = {
             "TableName": self.table, "ConsistentRead": True,
-            "KeyConditionExpression": "#pk = :pk AND begins_with(#sk, :h)",
-            "ProjectionExpression": "#entries",
-            "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk", "#entries": "entries"},
-            "ExpressionAttributeValues": {":pk": {"S": self.prefix + cid}, ":h": {"S": "h#"}},
+            "KeyConditionExpression": "#pk = :pk",
+            "ProjectionExpression": "#sk, #entries, #len, #tail",
+            "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk", "#entries": "entries", "#len": HISTORY_LEN,
+                                         "#tail": HISTORY_TAIL},
+            "ExpressionAttributeValues": {":pk": {"S": self.prefix + cid}},
         }
         if self.page_size:
             query["Limit"] = self.page_size
-        return [entry for item in self._pages("query", query) for entry in json.loads(item["entries"]["S"])]
+        paged: dict[int, Any] = {}      # entry number -> entry
+        record: Mapping[str, Any] | None = None
+        for item in self._pages("query", query):
+            sk = item["sk"]["S"]
+            if sk == RECORD_SK:
+                record = item
+            elif sk.startswith(HISTORY_SK) and _first_number(sk) and "S" in item.get("entries", {}):
+                first = _first_number(sk)
+                for offset, entry in enumerate(json.loads(item["entries"]["S"])):
+                    paged.setdefault(first + offset, entry)    # a page written twice holds the same entries
+        if record is None:
+            return [paged[n] for n in sorted(paged)]
+        tail = _tail(record)
+        paged_up_to = _count(record, HISTORY_LEN) - len(tail)   # the carried entries come after
+        return [paged[n] for n in sorted(paged) if n <= paged_up_to] + [json.loads(text) for text in tail]
 
     def pending(self, before: float, limit: int = 100) -> list[Record]:
         """Records whose ``0 < pending < before``, oldest first, from the sparse GSI
@@ -422,60 +578,50 @@ class DynamoStore:
                 raise RecoverableError(f"{self.url}: BatchGetItem kept leaving keys unprocessed")
         return found
 
-    # -- the two shapes of swap ------------------------------------------------------------
+    # -- the write of a swap, and paging history out ---------------------------------------
 
-    def _update(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
-                listing: Mapping[str, str | None], guesses: Mapping[str, Any]) -> SwapResult | None:
-        """One conditional UpdateItem; ``None`` when only a guess made it fail."""
+    def _write(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
+               entries: Sequence[str], page: _Page | None, listing: Mapping[str, str | None],
+               guesses: Mapping[str, Any]) -> SwapResult | None:
+        """One conditional UpdateItem of the record (history entries included); with a
+        checkpoint item to write (``checkpoint_items``), a TransactWriteItems of both.
+        ``None`` when only a guess made it fail."""
         ex = _Expression()
-        update = self._update_expression(ex, cid, fields, appended=0, listing=listing)
         settled = _moves_inbox_end(expect, fields)
-        condition = self._condition(ex, _with(expect, guesses), history_len=None, settled=settled)
+        update = self._update_expression(ex, cid, fields, entries, page, listing)
+        condition = self._condition(ex, _with(expect, guesses), settled=settled, entries=entries, page=page)
+        request = {"TableName": self.table, "Key": self._key(cid, RECORD_SK), "UpdateExpression": update,
+                   "ConditionExpression": condition, "ExpressionAttributeNames": ex.names,
+                   "ExpressionAttributeValues": ex.values, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+        checkpoint = self._checkpoint(fields)
         try:
-            reply = self.client.update_item(
-                TableName=self.table, Key=self._key(cid, RECORD_SK), UpdateExpression=update,
-                ConditionExpression=condition, ExpressionAttributeNames=ex.names,
-                ExpressionAttributeValues=ex.values, ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD")
+            if checkpoint is None:
+                reply = self.client.update_item(**request, ReturnValues="ALL_NEW")
+            else:
+                self.client.transact_write_items(TransactItems=[{"Update": request},
+                                                                self._checkpoint_put(cid, checkpoint, fields)])
+                reply = None
         except ClientError as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
-                raise classify(exc, self.url) from exc
-            item = exc.response.get("Item")
+            if checkpoint is None:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise classify(exc, self.url) from exc
+                item = exc.response.get("Item")
+            else:
+                reason = _record_condition_failure(exc)
+                if reason is None:
+                    raise _transaction_error(exc, self.url) from exc
+                item = reason.get("Item")
             self._remember(cid, item)
             record = decode_record(item)
-            unsettled = settled and bool(item) and INBOX_TAIL in item
-            return None if _guessed_wrong(record, expect, guesses, unsettled) else SwapResult(False, record)
+            stale = bool(item) and (_stale_tail(item, entries, page) or (settled and INBOX_TAIL in item))
+            return None if _guessed_wrong(record, expect, guesses, stale) else SwapResult(False, record)
         except BotoCoreError as exc:
             raise classify(exc, self.url) from exc
-        self._remember(cid, reply["Attributes"])
-        return SwapResult(True, decode_record(reply["Attributes"]))
-
-    def _transact(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
-                  history: Sequence[Mapping[str, Any]], listing: Mapping[str, str | None],
-                  guesses: Mapping[str, Any]) -> SwapResult | None:
-        """The record update plus the history item and/or the checkpoint item, in one
-        TransactWriteItems (without history no ``history_len`` guess is needed); ``None``
-        when only a guess made it fail."""
-        known = 0 if expect is None or not history else self._history_len.get(cid, 0)
-        items = self._transaction(cid, _with(expect, guesses), fields, history, known, listing)
-        try:
-            self.client.transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            reason = _record_condition_failure(exc)
-            if reason is None:
-                raise _transaction_error(exc, self.url) from exc
-            item = reason.get("Item")
-            self._remember(cid, item)
-            record = decode_record(item)
-            stale_length = bool(item) and int(item.get(HISTORY_LEN, {"N": "0"})["N"]) != known
-            unsettled = _moves_inbox_end(expect, fields) and bool(item) and INBOX_TAIL in item
-            return (None if _guessed_wrong(record, expect, guesses, stale_length or unsettled)
-                    else SwapResult(False, record))
-        except BotoCoreError as exc:
-            raise classify(exc, self.url) from exc
-        with self._lock:
-            if history:
-                self._history_len[cid] = known + len(history)
+        if reply is not None:
+            self._remember(cid, reply["Attributes"])
+            return SwapResult(True, decode_record(reply["Attributes"]))
+        with self._lock:    # a transaction returns nothing: keep what the write itself tells
+            self._seen.pop(cid, None)
             if PENDING in fields:
                 self._owed[cid] = _positive(fields[PENDING])
             if expect is None or cid in self._listed:
@@ -483,37 +629,82 @@ class DynamoStore:
                                                                      if n in fields or expect is None}}
         return SwapResult(True, None)
 
-    def _transaction(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
-                     history: Sequence[Mapping[str, Any]], known: int,
-                     listing: Mapping[str, str | None]) -> list[dict[str, Any]]:
-        ex = _Expression()
-        update = self._update_expression(ex, cid, fields, appended=len(history), listing=listing)
-        condition = self._condition(ex, expect, history_len=known if history else None,
-                                    settled=_moves_inbox_end(expect, fields))
-        items: list[dict[str, Any]] = [{"Update": {
-            "TableName": self.table, "Key": self._key(cid, RECORD_SK), "UpdateExpression": update,
-            "ConditionExpression": condition, "ExpressionAttributeNames": ex.names,
-            "ExpressionAttributeValues": ex.values, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}]
+    def _checkpoint_put(self, cid: str, checkpoint: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+        """The Put of the checkpoint item DynamoCheckpoints reads. It outlives a deleted
+        record; with a retention it expires with the record of this commit."""
         expires = fields.get("expires_at")
-        ttl = {TTL: _number(int(expires))} if isinstance(expires, (int, float)) and expires > 0 else {}
-        if history:
-            entries = {**self._key(cid, f"h#{known + 1:012d}"), "entries": {"S": dumps(list(history))}, **ttl}
-            items.append({"Put": {"TableName": self.table, "Item": entries}})
-        checkpoint = self._checkpoint(fields)
-        if checkpoint is not None:
-            # The item DynamoCheckpoints reads. It outlives a deleted record; with a
-            # retention it expires with the record and history of this commit.
-            position = {**checkpoint_key(self.prefix, cid), "value": {"S": dumps(checkpoint)}, **ttl}
-            items.append({"Put": {"TableName": self.table, "Item": position}})
-        return items
+        ttl = {TTL: _number(int(expires))} if _positive(expires) else {}
+        position = {**checkpoint_key(self.prefix, cid), "value": {"S": dumps(checkpoint)}, **ttl}
+        return {"Put": {"TableName": self.table, "Item": position}}
+
+    def _page_out(self, cid: str, fields: Mapping[str, Any], entries: Sequence[str],
+                  listing: Mapping[str, str | None]) -> _Page | None:
+        """The carried entries to move out before this swap, if it is time (see the
+        module docstring); decided on the record as this store last saw it, which the
+        swap then makes a condition of its write."""
+        seen = self._seen.get(cid)
+        if seen is None or not seen.tail:
+            return None
+        carried, new = _texts_size(seen.tail), _texts_size(entries)
+        if len(seen.tail) < CARRY_MAX_ENTRIES and carried + new <= CARRY_MAX_BYTES:
+            if carried < PAGE_MIN_BYTES:
+                return None
+            base = self._size_after(seen, fields, listing) + len(HISTORY_TAIL) + 3
+            if _units(base + carried + new) <= _units(base + new):
+                return None     # carrying them costs this write (and the next ones) no extra unit
+        return _Page(seen.history_len - len(seen.tail) + 1, list(seen.tail), seen.history_len)
+
+    def _size_after(self, seen: _Seen, fields: Mapping[str, Any], listing: Mapping[str, str | None]) -> int:
+        """The size of the record item after this swap, its carried history left out
+        (close enough: it only decides when a page goes out)."""
+        sizes = dict(seen.sizes)
+        for name, value in fields.items():
+            if name in NULL_REMOVED and value is None:
+                sizes.pop(name, None)
+            else:
+                sizes[name] = len(name.encode()) + attr_size(encode(name, value))
+        for name, value in listing.items():
+            if value is None:
+                sizes.pop(name, None)
+            else:
+                sizes[name] = len(name.encode()) + len(value.encode())
+        return sum(sizes.values())
+
+    def _put_page(self, cid: str, page: _Page, fields: Mapping[str, Any]) -> None:
+        """Write carried entries as the history page keyed by their first and last
+        numbers: an unconditional PutItem. An entry's number never changes, so the same
+        key always holds the same entries: writing it again (a retry, a crash before the
+        swap that drops them) puts them back unchanged, and a handle paging out on a
+        stale view (it then loses its swap) writes fewer entries under another key
+        instead of over the page a rival wrote."""
+        if "expires_at" in fields:
+            expires = fields["expires_at"]
+            ttl = int(expires) if _positive(expires) else 0
+        else:
+            seen = self._seen.get(cid)
+            ttl = seen.ttl if seen is not None else 0
+        last = page.first + len(page.texts) - 1
+        item = {**self._key(cid, f"{HISTORY_SK}{page.first:012d}-{last:012d}"),
+                "entries": {"S": "[" + ",".join(page.texts) + "]"}}
+        if ttl > 0:
+            item[TTL] = _number(ttl)
+        try:
+            self.client.put_item(TableName=self.table, Item=item)
+        except (BotoCoreError, ClientError) as exc:
+            raise classify(exc, self.url) from exc
 
     # -- expressions -----------------------------------------------------------------------
 
-    def _update_expression(self, ex: _Expression, cid: str, fields: Mapping[str, Any], appended: int,
-                           listing: Mapping[str, str | None]) -> str:
+    def _update_expression(self, ex: _Expression, cid: str, fields: Mapping[str, Any], entries: Sequence[str],
+                           page: _Page | None, listing: Mapping[str, str | None]) -> str:
         # history_len is always set, so the expression is never empty and every record has it.
         length = ex.name(HISTORY_LEN)
-        sets = [f"{length} = if_not_exists({length}, {ex.value(_number(0))}) + {ex.value(_number(appended))}"]
+        sets = [f"{length} = if_not_exists({length}, {ex.value(_number(0))}) + {ex.value(_number(len(entries)))}"]
+        if entries:     # carried in the record: appended, or in place of the entries paged out
+            tail = ex.name(HISTORY_TAIL)
+            added = ex.value({"L": [{"S": text} for text in entries]})
+            sets.append(f"{tail} = {added}" if page is not None
+                        else f"{tail} = list_append(if_not_exists({tail}, {ex.value({'L': []})}), {added})")
         removes: list[str] = []
         for name, value in fields.items():
             if name in NULL_REMOVED and value is None:
@@ -543,10 +734,13 @@ class DynamoStore:
         return "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
 
     @staticmethod
-    def _condition(ex: _Expression, expect: Mapping[str, Scalar] | None, history_len: int | None,
-                   settled: bool = False) -> str:
+    def _condition(ex: _Expression, expect: Mapping[str, Scalar] | None, settled: bool = False,
+                   entries: Sequence[str] = (), page: _Page | None = None) -> str:
         """The swap's condition; ``settled``: the inbox must have no entries counted back
-        from ``inbox_end`` (a swap moving it alone, see the module docstring)."""
+        from ``inbox_end`` (a swap moving it alone, see the module docstring). A swap
+        appending history without a page-out may do so only while the record carries
+        fewer than ``CARRY_MAX_ENTRIES``; one paging out, only if the record still carries
+        exactly the entries it paged out."""
         pk = ex.name("pk")
         if expect is None:
             parts = [f"attribute_not_exists({pk})"]
@@ -563,10 +757,13 @@ class DynamoStore:
                     parts.append(f"{field} = {ex.value(encode(name, value))}")
         if settled:
             parts.append(f"attribute_not_exists({ex.name(INBOX_TAIL)})")
-        if history_len is not None and expect is not None:
-            length = ex.name(HISTORY_LEN)
-            parts.append(f"({length} = {ex.value(_number(history_len))}"
-                         + (f" OR attribute_not_exists({length}))" if history_len == 0 else ")"))
+        if entries:
+            tail = ex.name(HISTORY_TAIL)
+            if page is None:
+                parts.append(f"(attribute_not_exists({tail}) OR size({tail}) < {ex.value(_number(CARRY_MAX_ENTRIES))})")
+            else:
+                parts.append(f"{ex.name(HISTORY_LEN)} = {ex.value(_number(page.known))}")
+                parts.append(f"size({tail}) = {ex.value(_number(len(page.texts)))}")
         return " AND ".join(parts)
 
     # -- the inbox -------------------------------------------------------------------------
@@ -643,7 +840,8 @@ class DynamoStore:
         in a sharded stream (DynamoDB stream records carry a sequence but no shard, and
         nothing can resume from them)."""
         checkpoint = fields.get("checkpoint")
-        if self.writes_checkpoints and isinstance(checkpoint, Mapping) and checkpoint.get("shard"):
+        if self.writes_checkpoints and self.checkpoint_items and isinstance(checkpoint, Mapping) \
+                and checkpoint.get("shard"):
             return checkpoint
         return None
 
@@ -658,12 +856,16 @@ class DynamoStore:
         if not item:
             return
         with self._lock:
-            if len(self._history_len) > 10_000 or len(self._listed) > 10_000 or len(self._owed) > 10_000:
-                self._history_len.clear()   # caches: a miss costs one extra round trip
-                self._listed.clear()
+            if len(self._listed) > 10_000 or len(self._owed) > 10_000:
+                self._listed.clear()    # caches: a miss costs one extra round trip
                 self._owed.clear()
+            self._seen.pop(cid, None)   # least recently seen first out: each holds a few KB
             if HISTORY_LEN in item:
-                self._history_len[cid] = int(item[HISTORY_LEN]["N"])
+                self._seen[cid] = _Seen(_count(item, HISTORY_LEN), _tail(item),
+                                        {name: len(name.encode()) + attr_size(value) for name, value in item.items()
+                                         if name != HISTORY_TAIL}, _count(item, TTL))
+                if len(self._seen) > REMEMBERED_TAILS:
+                    del self._seen[next(iter(self._seen))]
             self._owed[cid] = _owes(item)
             self._listed[cid] = {name: decode(name, item[name]) if name in item else None for name in LISTED}
 
@@ -712,6 +914,23 @@ def _inbox_ids(inbox: Any) -> list[str]:
 def _moves_inbox_end(expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any]) -> bool:
     """A swap of an existing record that sets ``inbox_end`` but not ``inbox``."""
     return expect is not None and INBOX_END in fields and INBOX not in fields
+
+
+def _first_number(sk: str) -> int:
+    """The number of the first entry of a history item: ``h#%012d-%012d`` (a page) or
+    ``h#%012d`` (the previous layout, one item per swap); 0 for anything else."""
+    first = sk[len(HISTORY_SK):].split("-", 1)[0]
+    return int(first) if first.isdigit() else 0
+
+
+def _stale_tail(item: Mapping[str, Any], entries: Sequence[str], page: _Page | None) -> bool:
+    """Whether what a failed swap assumed of the record's carried history was wrong."""
+    if not entries:
+        return False
+    carried = len(_tail(item))
+    if page is None:
+        return carried >= CARRY_MAX_ENTRIES
+    return _count(item, HISTORY_LEN) != page.known or carried != len(page.texts)
 
 
 def _guessed_wrong(record: Record | None, expect: Mapping[str, Scalar] | None, guesses: Mapping[str, Any],

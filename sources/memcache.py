@@ -14,9 +14,10 @@ still the item's: the write is the condition. It knows the record in one of two 
   memory costs one round trip, never a wrong write.
 
 So the dispatcher's acquire costs ``gets`` + ``ms`` (or just ``ms`` when this store wrote
-the previous commit) and its commit one ``ms``. A create is ``ms ... ME`` (add). When the
-write loses a race the record is read again and the condition re-checked, so a swap only
-fails when its condition is false on the record it would have replaced.
+the previous commit) and its commit one ``ms``, history included (below). A create is
+``ms ... ME`` (add). When the write loses a race the record is read again and the
+condition re-checked, so a swap only fails when its condition is false on the record it
+would have replaced.
 
 Tokens count up from 1 again when memcached restarts, so after a restart a remembered
 token could equal a new item's token by chance. A remembered token is therefore only used
@@ -28,11 +29,24 @@ twemproxy), that proof does not hold: pass ``remember_writes=False`` there.
 A server without meta commands (before 1.6) is detected on the first write, after which
 the store uses ``gets`` + ``cas``, and ``add`` to create.
 
-History is not atomic here. The record carries its history length (inside the stored
-value, next to the record), so the record's write itself reserves the entry numbers; the
-entries are then written under their own keys with one ``set_many``: one more round trip.
-A crash between the two loses those entries (``history`` skips missing numbers), and,
-memcached being a cache, eviction may lose any key: use it where that is acceptable.
+History is carried in the stored value and paged out. Next to the record the value holds
+``history_len`` (entries ever written) and ``history_tail``, the latest entries, numbered
+``history_len - len + 1`` to ``history_len``: a swap's entries go into the same write as
+the record, atomically, with no round trip of their own. Older entries are under their
+own keys ``h<n>``, one per entry, which is also where every entry went before the value
+carried any (such values, without ``history_tail``, read as having paged out all).
+When a swap's value would carry more than ``PAGE_ENTRIES`` (32) entries or
+``PAGE_BYTES`` (4 KB) of them, it first writes the carried entries under their keys with
+one ``set_many`` and then writes the value carrying its own entries alone: one more
+round trip every 32 commits with the dispatcher's ~120-byte entries (each write sends the
+whole value, so the bound keeps what the carried entries add to every acquire and commit
+to a few KB, far below memcached's default 1 MB value limit; one swap's own entries are
+always carried in full, so they must fit in a value).
+``history`` reads the value, then ``h1`` .. ``h<history_len - len(history_tail)>`` with
+``get_many``, then the carried entries: each number once, so a crash between the
+``set_many`` and the write (entries both under their keys and still carried) duplicates
+nothing, and a key written again holds the same entry. memcached being a cache, eviction
+may lose any key (``history`` skips missing numbers): use it where that is acceptable.
 
 ``append`` (the inbox) is ``gets`` + a write with its token, read again when another
 writer won: appends to one instance come from many senders, so a remembered write would
@@ -77,6 +91,8 @@ from .base import dumps, merged
 from .memory import appended, checked_entry, expect_holds
 
 CAS_ATTEMPTS = 16
+PAGE_ENTRIES = 32      # the most history entries a value carries before they are paged out ...
+PAGE_BYTES = 4096      # ... or the most bytes of them (see the module docstring)
 APPEND_ATTEMPTS = 64   # appends to one instance race each other (a burst of events), swaps rarely
 REMEMBERED = 1024   # records whose last write a store remembers: each holds a whole value
 RECOVERABLE = (OSError, MemcacheUnexpectedCloseError, MemcacheServerError, MemcacheUnknownError)
@@ -203,7 +219,8 @@ class _Writes:
 class MemcacheStore:
     """An :class:`fsm.ports.InstanceStore` on memcached (see the module docstring).
 
-    A stored value is ``{"record": {...}, "history_len": n}`` as JSON text.
+    A stored value is ``{"record": {...}, "history_len": n, "history_tail": [...]}`` as JSON
+    text.
     """
 
     def __init__(self, url: str, *, client: Any = None, prefix: str = "fsm:",
@@ -231,9 +248,9 @@ class MemcacheStore:
         if known is not None:
             envelope = _decode(known.text)
             if expect_holds(envelope["record"], expect):
-                stored = self._write(key, envelope, fields, history, known.token, known.origin)
+                stored = self._write(cid, envelope, fields, history, known.token, known.origin)
                 if stored is not None:
-                    return self._finish(cid, stored, history)
+                    return SwapResult(True, stored["record"])
         for _ in range(CAS_ATTEMPTS):
             value, token = self._call(lambda: self.client.gets(key))
             if known is not None and (value is None or int(token) != known.token):
@@ -244,9 +261,9 @@ class MemcacheStore:
             envelope = _decode(value)
             if not expect_holds(envelope["record"], expect):
                 return SwapResult(False, envelope["record"])
-            stored = self._write(key, envelope, fields, history, int(token))
+            stored = self._write(cid, envelope, fields, history, int(token))
             if stored is not None:
-                return self._finish(cid, stored, history)
+                return SwapResult(True, stored["record"])
         raise RecoverableError(f"{self.url}: {cid!r} changed under {CAS_ATTEMPTS} attempts to swap it")
 
     def append(self, cid: str, entry: Mapping[str, Any]) -> SwapResult:
@@ -268,7 +285,7 @@ class MemcacheStore:
             fields = appended(envelope["record"], entry)
             if fields is None:
                 return SwapResult(False, envelope["record"])
-            stored = self._write(key, envelope, fields, (), int(token))
+            stored = self._write(cid, envelope, fields, (), int(token))
             if stored is not None:
                 return SwapResult(True, stored["record"])
             time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** attempt)))
@@ -279,14 +296,20 @@ class MemcacheStore:
         return None if value is None else _decode(value)["record"]
 
     def history(self, cid: str) -> list[dict[str, Any]]:
+        """The paged-out entries ``h1`` .. in order, then the carried ones (see the module
+        docstring)."""
         value = self._call(lambda: self.client.get(self._key(cid, "r")))
-        length = 0 if value is None else _decode(value)["history_len"]
+        if value is None:
+            return []
+        envelope = _decode(value)
+        tail = envelope.get("history_tail") or []
+        paged = envelope.get("history_len", 0) - len(tail)
         entries: list[dict[str, Any]] = []
-        for start in range(1, length + 1, self.page_size):
-            keys = [self._key(cid, f"h{n}") for n in range(start, min(start + self.page_size, length + 1))]
+        for start in range(1, paged + 1, self.page_size):
+            keys = [self._key(cid, f"h{n}") for n in range(start, min(start + self.page_size, paged + 1))]
             found = self._call(lambda keys=keys: self.client.get_many(keys))
             entries += [json.loads(found[k]) for k in keys if k in found]
-        return entries
+        return entries + tail
 
     def close(self) -> None:
         if self._owns_client:
@@ -297,22 +320,32 @@ class MemcacheStore:
     def _create(self, cid: str, key: str, fields: Mapping[str, Any],
                 history: Sequence[Mapping[str, Any]]) -> SwapResult:
         for _ in range(CAS_ATTEMPTS):
-            stored = self._write(key, {}, fields, history, token=None)
+            stored = self._write(cid, {}, fields, history, token=None)
             if stored is not None:
-                return self._finish(cid, stored, history)
+                return SwapResult(True, stored["record"])
             current = self._call(lambda: self.client.get(key))
             if current is not None:
                 return SwapResult(False, _decode(current)["record"])
             # deleted or expired between our add and get: add again
         raise RecoverableError(f"{self.url}: {cid!r} changed under {CAS_ATTEMPTS} attempts to create it")
 
-    def _write(self, key: str, envelope: dict[str, Any], fields: Mapping[str, Any],
+    def _write(self, cid: str, envelope: dict[str, Any], fields: Mapping[str, Any],
                history: Sequence[Mapping[str, Any]], token: int | None,
                origin: tuple[int, int] | None = None) -> dict[str, Any] | None:
         """Add (``token`` None) or compare-and-set the new envelope; None when another
-        writer won. ``origin`` marks a remembered token (see ``MetaClient.meta_set``)."""
+        writer won. ``origin`` marks a remembered token (see ``MetaClient.meta_set``).
+        The swap's history entries are carried in the value, after the carried entries
+        have been paged out if there would be too many (see the module docstring)."""
+        key = self._key(cid, "r")
         record = merged(envelope.get("record"), fields)
-        new = {"record": record, "history_len": envelope.get("history_len", 0) + len(history)}
+        length = envelope.get("history_len", 0)
+        tail = list(envelope.get("history_tail") or ())
+        if history and tail and _overflows(tail, history):
+            self._page_out(cid, length - len(tail) + 1, tail, _expire(record))
+            tail = []
+        new: dict[str, Any] = {"record": record, "history_len": length + len(history)}
+        if tail or history:
+            new["history_tail"] = tail + [dict(entry) for entry in history]
         text, expire = dumps(new).encode(), _expire(record)  # UTF-8 bytes: values must be binary-safe
         if self._meta:
             reply = self._meta_set(key, text, expire, token, origin)
@@ -345,16 +378,14 @@ class MemcacheStore:
             self._written.forget()
             return None
 
-    def _finish(self, cid: str, stored: dict[str, Any], history: Sequence[Mapping[str, Any]]) -> SwapResult:
-        if history:
-            first = stored["history_len"] - len(history) + 1
-            entries = {self._key(cid, f"h{first + i}"): dumps(entry).encode() for i, entry in enumerate(history)}
-            failed = self._call(lambda: self.client.set_many(entries, expire=_expire(stored["record"]),
-                                                             noreply=False))
-            if failed:
-                raise RecoverableError(f"{self.url}: record of {cid!r} committed but {len(failed)} "
-                                       "history entries were not stored")
-        return SwapResult(True, stored["record"])
+    def _page_out(self, cid: str, first: int, entries: Sequence[Mapping[str, Any]], expire: int) -> None:
+        """Write carried entries under their own keys (``h<first>`` ..), before the write
+        that stops carrying them: writing them again writes the same entries."""
+        keyed = {self._key(cid, f"h{first + i}"): dumps(entry).encode() for i, entry in enumerate(entries)}
+        failed = self._call(lambda: self.client.set_many(keyed, expire=expire, noreply=False))
+        if failed:
+            raise RecoverableError(f"{self.url}: {len(failed)} history entries of {cid!r} were not stored; "
+                                   "the record still carries them")
 
     def _key(self, cid: str, suffix: str) -> str:
         """memcached keys are at most 250 bytes without spaces or control characters."""
@@ -370,6 +401,13 @@ class MemcacheStore:
             raise RecoverableError(f"{self.url}: {type(exc).__name__}: {exc}") from exc
         except MemcacheError as exc:
             raise BackendError(f"{self.url}: {type(exc).__name__}: {exc}") from exc
+
+
+def _overflows(tail: Sequence[Mapping[str, Any]], history: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether carrying ``history`` after ``tail`` would exceed the bound."""
+    if len(tail) + len(history) > PAGE_ENTRIES:
+        return True
+    return sum(len(dumps(entry)) for entry in (*tail, *history)) > PAGE_BYTES
 
 
 def _decode(value: bytes | str) -> dict[str, Any]:

@@ -309,7 +309,7 @@ def test_memcached_commit_after_acquire_skips_the_read(memcached_url: str) -> No
         assert store.swap("cid-1", {"step": 0, "lease_owner": ""}, {"lease_owner": "w", "fence": 1}).ok
         assert store.swap("cid-1", {"fence": 1, "lease_owner": "w"}, {"step": 1, "lease_owner": ""},
                           history=[{"n": 1}]).ok
-        assert calls.names == ["meta_set", "meta_set", "meta_set", "set_many"]
+        assert calls.names == ["meta_set", "meta_set", "meta_set"]     # history rides in the value
         assert store.get("cid-1")["step"] == 1 and store.history("cid-1") == [{"n": 1}]
     finally:
         store.close()
@@ -393,7 +393,7 @@ class Tally:
         return counted
 
 
-# ---- DynamoDB: the checkpoint item rides with the commit --------------------------------
+# ---- DynamoDB: the checkpoint rides with the commit -------------------------------------
 
 CHECKPOINT = {"arn": "arn:aws:kinesis:us-east-1:123456789012:stream/s", "shard": "shardId-000000000000",
               "sequence": "49590338271490256608559692538361571095921575989136588898"}
@@ -406,12 +406,35 @@ def dynamo() -> Iterator[tuple[str, Any]]:
         yield url, client
 
 
-def test_dynamodb_commit_writes_the_checkpoint_in_its_transaction(dynamo: tuple[str, Any]) -> None:
+def test_dynamodb_commit_carries_the_checkpoint_in_the_record(dynamo: tuple[str, Any]) -> None:
+    """By default the instance's position is the record's ``checkpoint``: a Kinesis
+    commit is the same single conditional UpdateItem as any other, no transaction, and
+    the dispatcher (checkpoint table = this table) writes nothing of its own."""
     from sources.dynamodb import DynamoStore
     from sources.dynamodb_checkpoints import DynamoCheckpoints
     url, client = dynamo
     calls = Tally(client)
     store = DynamoStore(url, client=calls)
+    assert store.writes_checkpoints and not store.checkpoint_items
+    fresh(store)
+    calls.names.clear()
+    result = store.swap("cid-1", {"step": 0}, {"step": 1, "checkpoint": CHECKPOINT}, history=[{"n": 1}])
+    assert result.ok and result.record is not None and result.record["checkpoint"] == CHECKPOINT
+    assert calls.names == ["update_item"]
+    assert not store.swap("cid-1", {"step": 0}, {"step": 9, "checkpoint": {**CHECKPOINT, "sequence": "1"}}).ok
+    assert store.get("cid-1")["checkpoint"] == CHECKPOINT
+    assert DynamoCheckpoints(url, client=client).get("cid-1") is None     # no item of its own
+    assert store.history("cid-1") == [{"n": 1}]
+
+
+def test_dynamodb_commit_writes_the_checkpoint_item_in_its_transaction(dynamo: tuple[str, Any]) -> None:
+    """``checkpoint_items``: the position is also put as its own item, in one transaction
+    with the record, so ``fsm resume`` finds it after the record is gone."""
+    from sources.dynamodb import DynamoStore
+    from sources.dynamodb_checkpoints import DynamoCheckpoints
+    url, client = dynamo
+    calls = Tally(client)
+    store = DynamoStore(url, client=calls, checkpoint_items=True)
     assert store.writes_checkpoints
     fresh(store)
     calls.names.clear()
@@ -420,19 +443,19 @@ def test_dynamodb_commit_writes_the_checkpoint_in_its_transaction(dynamo: tuple[
     later = {**CHECKPOINT, "sequence": CHECKPOINT["sequence"][:-1] + "9"}
     assert store.swap("cid-1", {"step": 1}, {"step": 2, "checkpoint": later}, history=[{"n": 2}]).ok
     assert not store.swap("cid-1", {"step": 1}, {"step": 9, "checkpoint": CHECKPOINT}, history=[{"n": 0}]).ok
+    assert store.history("cid-1") == [{"n": 1}, {"n": 2}]
     client.delete_item(TableName=url.rsplit("/", 1)[1], Key={"pk": {"S": "cid-1"}, "sk": {"S": "record"}})
     assert store.get("cid-1") is None
     assert DynamoCheckpoints(url, client=client).get("cid-1") == later
-    assert store.history("cid-1") == [{"n": 1}, {"n": 2}]
 
 
 def test_dynamodb_checkpoint_without_history_is_written_too(dynamo: tuple[str, Any]) -> None:
     """The dispatcher skips its own PutItem for a store that ``writes_checkpoints``:
-    every swap carrying a checkpoint must write it, history or not."""
+    with ``checkpoint_items``, every swap carrying a checkpoint must write it, history or not."""
     from sources.dynamodb import DynamoStore
     from sources.dynamodb_checkpoints import DynamoCheckpoints
     url, client = dynamo
-    store = DynamoStore(url, client=client)
+    store = DynamoStore(url, client=client, checkpoint_items=True)
     fresh(store)
     assert store.swap("cid-1", {"step": 0}, {"step": 1, "checkpoint": CHECKPOINT}).ok
     assert store.swap("cid-1", {"step": 1}, {"step": 2, "checkpoint": None}).ok   # null: kept as it was
@@ -445,7 +468,7 @@ def test_dynamodb_checkpoints_read_with_the_store_prefix(dynamo: tuple[str, Any]
     from sources.dynamodb import DynamoStore
     from sources.dynamodb_checkpoints import DynamoCheckpoints
     url, client = dynamo
-    store = DynamoStore(url, client=client, prefix="tenant-a:")
+    store = DynamoStore(url, client=client, prefix="tenant-a:", checkpoint_items=True)
     fresh(store)
     assert store.swap("cid-1", {"step": 0}, {"step": 1, "checkpoint": CHECKPOINT, "expires_at": 4102444800},
                       history=[{"n": 1}]).ok
@@ -466,13 +489,13 @@ def test_dynamodb_writes_no_checkpoint_item_nothing_can_resume_from(dynamo: tupl
     from sources.dynamodb import DynamoStore
     from sources.dynamodb_checkpoints import DynamoCheckpoints
     url, client = dynamo
-    store = DynamoStore(url, client=client)
+    store = DynamoStore(url, client=client, checkpoint_items=True)
     fresh(store)
     stream_position = {"arn": "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/x", "shard": None,
                        "sequence": "100"}
     assert store.swap("cid-1", {"step": 0}, {"step": 1, "checkpoint": stream_position}, history=[{"n": 1}]).ok
     assert store.get("cid-1")["checkpoint"] == stream_position      # the record still has it
-    quiet = DynamoStore(url, client=client, write_checkpoints=False)
+    quiet = DynamoStore(url, client=client, write_checkpoints=False, checkpoint_items=True)
     assert not quiet.writes_checkpoints
     fresh(quiet, "cid-2")
     assert quiet.swap("cid-2", {"step": 0}, {"step": 1, "checkpoint": CHECKPOINT}, history=[{"n": 1}]).ok

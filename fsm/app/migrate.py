@@ -70,15 +70,19 @@ def _move(store: Any, latest: Any, record: dict[str, Any], to: str, dry_run: boo
     found: dict[str, Any] = {"correlation_id": cid, "version": record.get("version") or "", "status": record["status"]}
     if record["status"] in FINISHED:
         return {**found, "outcome": "stayed", "reason": f"{record['status']}: nothing to move"}
+    expect = {"fence": record["fence"], "lease_owner": "", "status": record["status"], "step": record["step"]}
+    if record["status"] == Status.RUNNING:
+        # Its state is known only when its run settles: the dispatcher moves it then (and
+        # says in last_error if it cannot).
+        if str(record.get("version") or "") == to:
+            return {**found, "outcome": "stayed", "reason": f"already at version {to}"}
+        if not dry_run and not store.swap(cid, expect, {"migrate_to": to}).ok:
+            return {**found, "outcome": "stayed", "reason": "it changed while moving; run fsm migrate again"}
+        return {**found, "outcome": "scheduled"}
     moved = migrate(latest, record, to)
     if not isinstance(moved, Moved):
         kind = "stayed" if moved.reason.startswith("already at") else "could_not_move"
         return {**found, "outcome": kind, "reason": moved.reason}
-    running = record["status"] == Status.RUNNING
-    if dry_run:
-        return {**found, "outcome": "scheduled" if running else "moved", "state": moved.fields["state"]}
-    expect = {"fence": record["fence"], "lease_owner": "", "status": record["status"], "step": record["step"]}
-    fields = {"migrate_to": to} if running else moved.fields
-    if not store.swap(cid, expect, fields).ok:
+    if not dry_run and not store.swap(cid, expect, moved.fields).ok:
         return {**found, "outcome": "stayed", "reason": "it changed while moving; run fsm migrate again"}
-    return {**found, "outcome": "scheduled" if running else "moved", "state": moved.fields["state"]}
+    return {**found, "outcome": "moved", "state": moved.fields["state"]}

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 V1 = """
   - name: order
@@ -110,3 +111,60 @@ def test_two_definitions_of_one_version_are_refused(tmp_path: Path) -> None:
     (tmp_path / "mig_acts.py").write_text(textwrap.dedent(ACTIONS))
     machines(tmp_path, V1, V1)
     assert "duplicate machine name 'order'" in fsm(tmp_path, "validate", "fsm.yaml", expect=2).stderr
+
+
+def test_a_running_instance_moves_in_the_commit_that_settles_it(tmp_path: Path) -> None:
+    """`fsm migrate` marks a running instance; the dispatcher moves it when its run settles."""
+    from config.loader import load_text
+    from fsm.app.migrate import _move
+    from fsm.dispatcher import Dispatcher, Routes
+    from fsm.message import Message, decode
+    from sources.memory import MemoryStore, MemoryTimers
+
+    (tmp_path / "mig_once.py").write_text(textwrap.dedent("""
+        from fsm import Action
+
+        TRIES = []
+
+        class FailOnce(Action):
+            def execute(self, context, obj):
+                TRIES.append(1)
+                if len(TRIES) == 1:
+                    raise RuntimeError("not yet")
+                return "ok"
+    """))
+    import sys
+    sys.path.insert(0, str(tmp_path))
+    try:
+        text = """
+machines:
+  - name: job
+    version: VERSION
+    retry_base_delay: 0
+    states:
+      - {name: start, initial: true, do_action: mig_once.FailOnce, transitions: [{event: ok, target: idle}]}
+      - {name: idle, transitions: [{event: GO, target: end}]}
+      - {name: end, final: true}
+"""
+        v1 = load_text(text.replace("VERSION", "1")).machines["job"]
+        both = load_text(text.replace("VERSION", "1") + text.replace("VERSION", "2").replace("machines:\n", "")
+                         .replace("{name: idle,", "{name: resting,").replace("target: idle", "target: resting")
+                         + "    migrations: [{from: 1, states: {idle: resting}}]\n").machines
+        sent: list[Any] = []
+        bus = type("Bus", (), {"url": "hand://", "max_delay": float("inf"),
+                               "send": lambda self, e: sent.append(e), "send_batch": lambda self, es: sent.extend(es)})()
+        store = MemoryStore()
+        d1 = Dispatcher({"job": v1}, [store], Routes(bus=bus, timers=MemoryTimers()))
+        d1.handle(Message(machine="job", correlation_id="j1", context={}, version="1"))
+        record = store.get("j1")
+        assert (record["status"], record["version"]) == ("running", "1")  # its retry is on its way
+        moved = _move(store, both["job"], record, "2", dry_run=False)
+        assert moved["outcome"] == "scheduled" and store.get("j1")["migrate_to"] == "2"
+        d2 = Dispatcher(both, [store], Routes(bus=bus, timers=MemoryTimers()))
+        while sent:  # the retry, then the step it starts: the run settles in `idle`
+            assert d2.handle(decode(sent.pop(0).body)).result == "committed"
+        record = store.get("j1")
+        assert (record["status"], record["version"], record["state"], record["migrate_to"]) == \
+            ("waiting", "2", "resting", None)
+    finally:
+        sys.path.remove(str(tmp_path))

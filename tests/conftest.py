@@ -48,7 +48,8 @@ SERVER_KINDS = frozenset({"redis", "memcached"})    # parameters of the store an
 # sqlite and fakeredis give the fast tier the same contract) and the tests that drive the
 # CLI in a subprocess per command through whole workflows.
 SLOW_KINDS = SERVER_KINDS | {"dynamodb", "eventbridge"}
-SLOW_FILES = ("test_examples_cli.py", "test_migrate.py")
+SLOW_FILES = ("test_examples_cli.py", "test_migrate.py", "test_cli_cost.py", "test_watch.py", "test_local_recovery.py")
+SLOW_NAMES = ("dynamodb", "eventbridge")  # in a test's id: moto in-process, seconds per case
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -72,7 +73,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         params = getattr(getattr(item, "callspec", None), "params", {})
         fixtures = set(getattr(item, "fixturenames", ()))
         if (integration in item.path.parents or soak in item.path.parents or SERVER_FIXTURES & fixtures
-                or SLOW_KINDS & {v for v in params.values() if isinstance(v, str)} or item.path.name in SLOW_FILES):
+                or SLOW_KINDS & {v for v in params.values() if isinstance(v, str)} or item.path.name in SLOW_FILES
+                or any(name in item.name.lower() for name in SLOW_NAMES)):
             item.add_marker(pytest.mark.slow)
         if MOTO_FIXTURES & fixtures or integration in item.path.parents:
             # Run in parallel (pytest -n 2 --dist loadgroup), the tests that share moto_server

@@ -191,7 +191,7 @@ class Interpreter:
         self._run(self.chart.entry(ROOT))
         to_enter: set[str] = set()
         self._add_descendants(ROOT if self.machine.parallel else self.machine.initial, to_enter)
-        self._enter(to_enter, {})
+        self._enter(to_enter)
         self._settle()
         self._activities()
 
@@ -393,10 +393,10 @@ class Interpreter:
                     # XState: the regions of a parallel domain that nothing enters are
                     # entered by default (the domain itself stays active)
                     self._add_regions(domain, to_enter)
-        self._enter(to_enter, data)
+        self._enter(to_enter)
         self._repair()
 
-    def _enter(self, to_enter: set[str], data: Mapping[str, Any]) -> None:
+    def _enter(self, to_enter: set[str]) -> None:
         snap = self.snapshot
         for path in self.chart.sort(to_enter):
             # A state already active is entered again when a restored history lies below
@@ -404,7 +404,8 @@ class Interpreter:
             state = self.chart.states[path]
             snap.active[path] = None
             snap.entered[path] = self.stamp
-            self.entered_now.append(path)
+            if path not in self.entered_now:
+                self.entered_now.append(path)
             self._run(state.entry, state)
             if not state.final:
                 continue
@@ -414,10 +415,9 @@ class Interpreter:
                 return
             self.internal.append((f"xstate.done.state.{parent}", {}))
             grand = self.chart.parent(parent)
-            if self.chart.parallel(grand) and grand != ROOT and all(
-                    self.in_final(region) for region in self.chart.children(grand)):
+            if self.chart.parallel(grand) and grand != ROOT and self.in_final(grand):
                 self.internal.append((f"xstate.done.state.{grand}", {}))
-            elif grand == ROOT and self.machine.parallel and all(self.in_final(r) for r in self.machine.roots):
+            elif grand == ROOT and self.machine.parallel and self.in_final(ROOT):
                 self.done = True
                 return
 
@@ -434,8 +434,8 @@ class Interpreter:
     def in_final(self, path: str) -> bool:
         if self.chart.compound(path):
             return any(self.chart.states[c].final and c in self.snapshot.active for c in self.chart.children(path))
-        if self.chart.parallel(path):
-            return all(self.in_final(c) for c in self.chart.children(path))
+        if self.chart.parallel(path):  # every region (a history pseudo-state is none)
+            return all(self.in_final(c) for c in self.chart.children(path) if self.chart.states[c].history is None)
         return False
 
     # -- exit and entry sets ----------------------------------------------------------

@@ -191,6 +191,15 @@ def test_parallel_regions_and_their_done(tmp_path: Path) -> None:
     assert status["context"]["log"] == ["en:ready", "en:settled", "t:done"]
 
 
+def test_a_parallel_state_with_a_history_child_is_done_when_its_regions_are(tmp_path: Path) -> None:
+    client, _ = client_for(tmp_path, PARALLEL.replace(
+        "          - name: kitchen\n", "          - {name: back, history: deep}\n          - name: kitchen\n"))
+    cid = client.start("shop")
+    client.send_event(cid, "READY")
+    client.send_event(cid, "PAID")
+    assert client.status(cid)["value"] == "shipped"
+
+
 HISTORY = """
 machines:
   - name: player

@@ -149,7 +149,7 @@ from fsm.errors import BackendError, RecoverableError
 from fsm.ports import RECORD_FIELDS, Record, Scalar, SwapResult
 
 from .aws import classify, error_code, make_client
-from .base import dumps
+from .base import INBOX, INBOX_END, checked_entry, dumps, expect_holds, is_duplicate
 from .dynamodb_tables import (
     LIST_AT,
     LIST_BY_MACHINE,
@@ -169,7 +169,6 @@ from .dynamodb_tables import (
     table_of,
 )
 from .listing import ListQuery, list_query, page_of, time_key
-from .memory import INBOX, INBOX_END, checked_entry, expect_holds, is_duplicate
 
 RECORD_SK = "record"
 HISTORY_LEN = "history_len"

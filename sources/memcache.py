@@ -87,8 +87,7 @@ from pymemcache.exceptions import (
 from fsm.errors import BackendError, RecoverableError
 from fsm.ports import Record, Scalar, SwapResult
 
-from .base import dumps, merged
-from .memory import appended, checked_entry, expect_holds
+from .base import appended, checked_entry, dumps, expect_holds, merged
 
 CAS_ATTEMPTS = 16
 PAGE_ENTRIES = 32      # the most history entries a value carries before they are paged out ...

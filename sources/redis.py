@@ -54,9 +54,8 @@ from fsm import codec
 from fsm.errors import BackendError, RecoverableError
 from fsm.ports import Record, Scalar, SwapResult
 
-from .base import dumps
+from .base import checked_entry, dumps
 from .listing import ListQuery, encode_cursor, list_query
-from .memory import checked_entry
 
 MARKER = "@"    # not a JSON-able identifier, so it never collides with a record field
 T = TypeVar("T")

@@ -29,9 +29,8 @@ from fsm import codec
 from fsm.errors import BackendError, RecoverableError
 from fsm.ports import Record, Scalar, SwapResult
 
-from .base import dumps, merged
+from .base import appended, checked_entry, dumps, expect_holds, merged
 from .listing import list_query, page_of, time_key
-from .memory import appended, checked_entry, expect_holds
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (id TEXT PRIMARY KEY, record TEXT NOT NULL,

@@ -33,6 +33,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sources.dynamodb import (
+    item_size,  # what DynamoDB bills a write by, as the store counts it
+)
+
 KB = 1024
 CHUNK_64K, KINESIS_UNIT = 64 * KB, 25 * KB
 ONE_TIME = {("sqs", "GetQueueUrl")}       # once per container and queue, then cached
@@ -44,29 +48,6 @@ DYNAMODB_WRITES = {"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", 
 # time in-process moto takes to answer it.
 LATENCY_MS = {"dynamodb": 5.0, "sqs": 8.0, "sns": 15.0, "kinesis": 10.0, "events": 15.0, "s3": 15.0,
               "cloudwatch": 10.0, "*": 10.0}
-
-
-def item_size(item: Mapping[str, Any] | None) -> int:
-    """DynamoDB's size of an item in wire format: names plus values."""
-    return sum(len(name.encode()) + value_size(value) for name, value in (item or {}).items())
-
-
-def value_size(value: Mapping[str, Any]) -> int:
-    (kind, data), = value.items()
-    if kind == "S":
-        return len(data.encode())
-    if kind == "B":
-        return len(data)
-    if kind == "N":
-        digits = data.lstrip("-").replace(".", "").strip("0") or "0"
-        return math.ceil(len(digits) / 2) + 1
-    if kind in ("SS", "NS", "BS"):
-        return sum(value_size({kind[0]: part}) for part in data)
-    if kind == "L":
-        return 3 + sum(1 + value_size(part) for part in data)
-    if kind == "M":
-        return 3 + sum(len(k.encode()) + 1 + value_size(part) for k, part in data.items())
-    return 1    # BOOL, NULL
 
 
 def units(size: int, unit: int) -> int:

@@ -18,7 +18,7 @@ shard-hours, storage, custom metrics per month, free tiers) is not per transitio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 PRICES_AS_OF = "2025 (written down 2026-11)"
 DEFAULT_REGION = "us-east-1"
@@ -65,22 +65,8 @@ REGIONS: dict[str, Prices] = {
     "us-east-1": _US,
     "us-east-2": _US,
     "us-west-2": _US,
-    "eu-west-1": Prices(
-        dynamodb_write_unit=0.7068 / 1e6,
-        dynamodb_read_unit=0.1415 / 1e6,
-        sqs_request=0.40 / 1e6,
-        sqs_fifo_request=0.50 / 1e6,
-        sns_request=0.50 / 1e6,
-        kinesis_put_unit=0.014 / 1e6,
-        eventbridge_event=1.00 / 1e6,
-        s3_put_request=0.005 / 1e3,
-        s3_get_request=0.0004 / 1e3,
-        lambda_request=0.20 / 1e6,
-        lambda_gb_second=0.0000166667,
-        cloudwatch_put_metric_request=0.01 / 1e3,
-        cloudwatch_logs_ingested_gb=0.57,
-        secrets_manager_request=0.05 / 1e4,
-    ),
+    "eu-west-1": replace(_US, dynamodb_write_unit=0.7068 / 1e6, dynamodb_read_unit=0.1415 / 1e6,
+                         cloudwatch_logs_ingested_gb=0.57),
 }
 
 # Comparison points quoted beside the result (per million state transitions / requests).

@@ -26,7 +26,7 @@ import yaml
 
 from fsm.errors import InvalidDefinition
 from fsm.migrate import version_key
-from fsm.model import Action, Guard, Machine, Migration, State, Transition
+from fsm.model import Action, Guard, Machine, Migration, Spawn, State, Transition
 from fsm.shadow import check_packages, hidden_note, shadow_note
 
 from . import schema
@@ -84,6 +84,7 @@ class _Loader:
         self._found: list[tuple[str, int, str]] = []
         self._machine_at: dict[tuple[str, str], str] = {}
         self._versions: dict[str, dict[str, Machine]] = {}
+        self._children: list[tuple[Path, int, str, str]] = []  # (file, line, where, machine) to check at the end
         self._loaded: set[Path] = set()
         self._settings_file = settings_file
         self._environ = os.environ if environ is None else environ
@@ -102,6 +103,10 @@ class _Loader:
 
     def finish(self) -> Definitions:
         """Raise every problem, in file order then line order, or return the definitions."""
+        for path, line, where, name in self._children:
+            if name not in self._versions:
+                self.problem(path, line, f"{where}: machine {name!r} is not defined; defined: "
+                             f"{', '.join(sorted(self._versions)) or 'none'}")
         for name, versions in self._versions.items():
             if len(versions) > 1 and not all(v.lstrip("-").isdigit() for v in versions):
                 first = next(iter(versions.values()))
@@ -141,6 +146,10 @@ class _Loader:
         self._loaded.add(path.resolve())
         doc = self.parse(path, text)
         if doc is None:
+            return
+        if path.suffix == ".json" and "StartAt" in doc and "States" in doc:  # one ASL definition, by itself
+            stem = path.stem[:-4] if path.stem.endswith(".asl") else path.stem
+            self.add_asl(path, doc, doc, stem, {}, path)
             return
         self.check_keys(path, doc, schema.TOP_LEVEL, "top level")
         if "settings" in doc:
@@ -195,6 +204,8 @@ class _Loader:
                     self.load_import(path, item, stack)
             elif isinstance(item, Located) and "xstate" in item:
                 self.load_xstate(path, item)
+            elif isinstance(item, Located) and "asl" in item:
+                self.load_asl(path, item)
             elif isinstance(item, Located):
                 self.load_machine(path, item)
             else:
@@ -285,6 +296,58 @@ class _Loader:
         machine = XStateBuilder(doc, name, make, problem, options).build()
         if machine is not None and self.register(path, item, name, options["version"]):
             self.add(replace(machine, source=f"{found}:{doc.line}"))
+
+    def load_asl(self, path: Path, item: Located) -> None:
+        """``- asl: flow.asl.json`` with ``resources:`` mapping Task resources to classes
+        (see :mod:`config.asl`)."""
+        if self.check_keys(path, item, schema.ASL, "asl entry", "asl") & {"asl"}:
+            return
+        found = self.find(path, item, "asl")
+        if found is None:
+            return
+        try:
+            text = found.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.problem(path, item.line_of("asl"), f"cannot read {str(found)!r}: {type(exc).__name__}")
+            return
+        self.result.files.append(str(found))
+        doc = self.parse(found, text)
+        if doc is None:
+            return
+        stem = found.stem[:-4] if found.stem.endswith(".asl") else found.stem
+        name = item.get("name") or stem
+        table = item.get("resources") if isinstance(item.get("resources"), Located) else Located()
+        resources: dict[str, Any] = {}
+        for key, spec in table.items():
+            where, params = f"asl machine {name!r}, resource {str(key)!r}", {}
+            if isinstance(spec, dict):
+                params, spec = plain(spec.get("params") or {}), spec.get("class")
+            if not isinstance(spec, str):
+                self.problem(path, table.line_of(key), f"{where} must map to `module.Class` or {{class, params}}")
+                resources[str(key)] = None
+                continue
+            resources[str(key)] = self.instance(path, table.line_of(key), spec, params, where)
+        self.add_asl(found, doc, item, name, resources, path)
+
+    def add_asl(self, found: Path, doc: Located, item: Located, name: str, resources: dict[str, Any],
+                path: Path) -> None:
+        """Compile the definition in ``found``; register its machine and the generated
+        ones (branches, iterators)."""
+        import logging
+
+        from .asl import compile_definition
+
+        label = f"asl machine {name!r}"
+        options = self.machine_options(path, item, label) if item is not doc else {"version": ""}
+
+        def warn(line: int, message: str) -> None:
+            logging.getLogger("fsm.asl").warning("%s:%s: %s", found, line, message)
+
+        machines = compile_definition(doc, name, resources, lambda line, message: self.problem(found, line, message),
+                                      warn, {"version": options["version"]})
+        for machine in machines:
+            if self.register(path, item, machine.name, options["version"]):
+                self.add(replace(machine, source=f"{found}:{doc.line}"))
 
     def allowed(self, resolved: Path, in_cwd: bool, path: Path, line: int, label: str) -> bool:
         """Whether an import may read ``resolved`` (symlinks already followed): inside the
@@ -429,6 +492,7 @@ class _Loader:
                          "(a dotted path names a nested state)")
             return None
         actions = {key: self.load_action(path, raw, key, label) for key in ACTION_KEYS}
+        spawn = self.load_spawn(path, raw, label)
         own = f"{parent}.{name}" if parent and named else name
         transitions, complete = self.load_transitions(path, raw, label, own if named else "")
         if not complete:
@@ -454,8 +518,46 @@ class _Loader:
                       final=schema.value_or(raw, "final", schema.STATE, False), on=on,
                       timeout=timeout, timeout_event=schema.value_or(raw, "timeout_event", schema.STATE, "timeout"),
                       path=own, parent=parent, parallel=schema.value_or(raw, "parallel", schema.STATE, False),
-                      history=history, max_retries=retries, **actions)
+                      history=history, max_retries=retries, spawn=spawn, **actions)
         return _StateSource(state, raw, [r for _, r in transitions], doubtful)
+
+    def load_spawn(self, path: Path, raw: Located, label: str) -> Spawn | None:
+        """``invoke: {machine, input}`` or ``map: {items, machine, ...}`` (see config.spawn);
+        the machine it names is checked once every file is loaded."""
+        from . import spawn
+
+        given = [key for key in spawn.BUILDERS if isinstance(raw.get(key), Located)]
+        if len(given) > 1:
+            self.problem(path, raw.line_of(given[1]), f"{label}: a state has `invoke` or `map`, not both")
+            return None
+        if not given:
+            return None
+        key = given[0]
+        item, (allowed, build) = raw[key], spawn.BUILDERS[key]
+        where = f"{label}, {key}"
+        doubtful = self.check_keys(path, item, allowed, where, key)
+        for name, low, high in (("max_concurrency", 0, 10_000), ("tolerated_failures", 0, 1_000_000),
+                                ("tolerated_failure_percentage", 0, 100)):
+            value = item.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
+                self.problem(path, item.line_of(name), f"{where}: {name!r} must be from {low} to {high}, got {value}")
+                doubtful.add(name)
+        for problem in (spawn.check_template(item["input"]) if "input" not in doubtful and
+                        item.get("input") is not None else []):
+            self.problem(path, item.line_of("input"), f"{where}: input: {problem}")
+            doubtful.add("input")
+        if key == "map" and "items" not in doubtful:
+            from fsm.asl import paths
+
+            try:
+                paths.parse(item["items"])
+            except paths.PathError as exc:
+                self.problem(path, item.line_of("items"), f"{where}: items: {exc}")
+                doubtful.add("items")
+        if doubtful:
+            return None
+        self._children.append((path, item.line_of("machine"), where, item["machine"]))
+        return build(plain(item))
 
     def number(self, path: Path, raw: Located, key: str, label: str, allowed: dict[str, Any]) -> float | None:
         value = schema.value_or(raw, key, allowed, None)

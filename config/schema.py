@@ -29,6 +29,12 @@ XSTATE = {
     "retry_max_delay": (NUMBER, "seconds; full-jitter backoff cap; default 60"),
     "version": ((str, int), "the definition's version"),
 }
+ASL = {
+    "asl": (str, "an Amazon States Language definition (Step Functions JSON) to run"),
+    "name": (str, "the machine's name; default the file's stem, less a trailing `.asl`"),
+    "resources": (dict, "each Task `Resource` (an ARN or name) -> module.Class (fsm.Action) or {class, params}"),
+    "version": ((str, int), "the definition's version"),
+}
 MACHINE = {
     "name": (str, "the machine's name"),
     "states": (list, "the machine's states"),
@@ -60,6 +66,8 @@ STATE = {
     "history": (str, "shallow or deep: a history pseudo-state; a transition to it restores its parent"),
     "target": (str, "a history state's default, when nothing was recorded yet"),
     "max_retries": (int, "retries of a failing step in this state, overriding the machine's"),
+    "invoke": (dict, "a child instance of another machine runs while the state is active: {machine, input}"),
+    "map": (dict, "one child instance per item of a list in the context: {items, machine, input, ...}"),
 }
 TRANSITION = {
     "event": (str, "the event that triggers it"),
@@ -94,6 +102,8 @@ REQUIRED = {
     "state": ("name",),
     "transition": (),
     "action": ("class",),
+    "invoke": ("machine",),
+    "map": ("items", "machine"),
 }
 
 

@@ -23,7 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import LocalHopLimit, TransitionError
+from . import codec, join
+from .errors import Failed, LocalHopLimit, TransitionError
 from .model import Action, Context, Machine, State, Transition
 
 ROOT = ""  # the machine itself, the ancestor of every top-level state
@@ -38,20 +39,22 @@ class Snapshot:
     history: dict[str, list[str]] = field(default_factory=dict)
     entered: dict[str, int] = field(default_factory=dict)
     queue: list[str] = field(default_factory=list)   # events do actions raised, not yet taken
+    joins: dict[str, dict[str, Any]] = field(default_factory=dict)  # per state running children (fsm.join)
 
     @classmethod
     def of(cls, chart: Mapping[str, Any] | None, state: str | None, step: int) -> Snapshot | None:
         """The snapshot a record holds: its ``chart`` field, or (flat machines) its state."""
         if chart:
             return cls(dict.fromkeys(chart.get("active") or ()), {k: list(v) for k, v in (chart.get("history") or {}).items()},
-                       dict(chart.get("entered") or {}), list(chart.get("queue") or ()))
+                       dict(chart.get("entered") or {}), list(chart.get("queue") or ()),
+                       codec.copy(chart["joins"]) if chart.get("joins") else {})
         if state is None:
             return None
         return cls({state: None}, {}, {state: step})
 
     def copy(self) -> Snapshot:
         return Snapshot(dict(self.active), {k: list(v) for k, v in self.history.items()}, dict(self.entered),
-                        list(self.queue))
+                        list(self.queue), codec.copy(self.joins) if self.joins else {})
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"active": list(self.active), "entered": dict(sorted(self.entered.items()))}
@@ -59,6 +62,8 @@ class Snapshot:
             data["history"] = self.history
         if self.queue:
             data["queue"] = list(self.queue)
+        if self.joins:
+            data["joins"] = self.joins
         return data
 
 
@@ -184,6 +189,8 @@ class Interpreter:
         self.entered_now: list[str] = []   # entered during this macrostep, in entry order
         self.done = False
         self.output: Any = None
+        self.starts: list[join.Start] = []   # children to start once this step commits
+        self.stops: list[join.Stop] = []     # children to cancel once it commits
 
     # -- macrosteps -------------------------------------------------------------------
 
@@ -198,6 +205,8 @@ class Interpreter:
     def event(self, name: str, data: Mapping[str, Any]) -> bool:
         """Process one event; ``False`` when no transition was enabled (nothing ran)."""
         self._current(name, data)
+        if name == join.CHILD:
+            return self._child_result(data)
         transitions = self.select(name, data)
         if transitions:
             self._microstep(transitions, data)
@@ -218,6 +227,58 @@ class Interpreter:
         self._current(INVOKE + path, {})
         output = state.invoke.actor.execute(self.context, self.obj)
         self.event(state.invoke.done_event, {"output": output})
+
+    def _child_result(self, data: Mapping[str, Any]) -> bool:
+        """A child's result: counted by its state's join (a copy, or one for a state
+        since left, changes nothing); the join's end raises the state's ``done`` or
+        ``error``, taken in this same step."""
+        path = str(data.get("state") or "")
+        state, found = self.chart.states.get(path), self.snapshot.joins.get(path)
+        if state is None or state.spawn is None or found is None or path not in self.snapshot.active:
+            return True
+        settled = join.take_result(state.spawn, found, path, data)
+        self.starts += settled.starts
+        self.stops += settled.stops or []
+        if settled.event is not None:
+            del self.snapshot.joins[path]
+            self._raise(path, *settled.event)
+        self._settle()
+        self._activities()
+        return True
+
+    def _raise(self, path: str, event: str, data: dict[str, Any]) -> None:
+        """The end of a join: its ``done``, or an ``error`` that some active state must
+        take (else the step fails for good, and so does the instance)."""
+        if event == "error" and not self.select("error", data):
+            raise Failed(data["error"], data.get("cause", ""))
+        self.internal.append((event, data))
+
+    def _open(self, path: str, state: State) -> None:
+        """Entering a state that runs children: its plan, a fresh join, the first starts."""
+        assert state.spawn is not None
+        plan = state.spawn.plan(self.context, self.obj.get("event_data") or {})
+        known = set(state.spawn.machines)
+        for machine, _ in plan:
+            if known and machine not in known:
+                raise TransitionError(f"state {path!r} planned a child of machine {machine!r}; it may start "
+                                      f"{', '.join(sorted(known))}")
+        stamp = self.snapshot.entered[path]
+        found, starts = join.open_join(state.spawn, plan, join.prefix(self.context.correlation_id, stamp,
+                                                                      self.machine.order[path]), path, stamp)
+        self.snapshot.joins[path] = found
+        self.starts += starts
+        if not plan:
+            del self.snapshot.joins[path]
+            self.internal.append((f"xstate.done.state.{path}", {"output": join.output(state.spawn, found)}))
+
+    def _close(self, path: str) -> None:
+        """Leaving a state that runs children: the ones not started yet never are, the
+        running ones are cancelled."""
+        found = self.snapshot.joins.pop(path, None)
+        unsent = {s.child_id for s in self.starts if s.state == path}
+        self.starts = [s for s in self.starts if s.state != path]
+        if found is not None:
+            self.stops += [s for s in join.running(found) if s.child_id not in unsent]
 
     def _current(self, name: str, data: Mapping[str, Any]) -> None:
         self.context.current_event = name
@@ -268,6 +329,8 @@ class Interpreter:
         innermost first, then the machine's own (SCXML's and XState's end)."""
         for path in self.chart.sort(self.snapshot.active, reverse=True):
             self._run(self.chart.exit(path), self.chart.states[path])
+            if self.chart.states[path].spawn is not None:
+                self._close(path)
         self._run(self.chart.exit(ROOT))
 
     # -- selection --------------------------------------------------------------------
@@ -366,6 +429,8 @@ class Interpreter:
                     snap.history[child] = self.chart.sort(p for p in snap.active if self.chart.parent(p) == path)
         for path in exits:
             self._run(self.chart.states[path].exit, self.chart.states[path])
+            if self.chart.states[path].spawn is not None:
+                self._close(path)
             snap.active.pop(path, None)
             snap.entered.pop(path, None)
             if path in self.entered_now:
@@ -407,6 +472,8 @@ class Interpreter:
             if path not in self.entered_now:
                 self.entered_now.append(path)
             self._run(state.entry, state)
+            if state.spawn is not None:
+                self._open(path, state)
             if not state.final:
                 continue
             parent = self.chart.parent(path)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import codec
+from . import codec, join
 from . import lease as leases
 from .backoff import full_jitter
 from .chart import Snapshot, value
@@ -38,6 +38,7 @@ from .engine import (
 from .errors import (
     BackendError,
     ContextNotSerialisable,
+    Failed,
     MalformedMessage,
     RecoverableError,
     SendFailed,
@@ -312,7 +313,8 @@ class Dispatcher:
         store, now = self.stores[index], self.clock()
         seen: Record = {"id": msg.correlation_id, "machine": machine.name, "version": machine.version,
                         "step": msg.step, "retries": msg.retries, "fence": msg.fence, "status": Status.RUNNING,
-                        "state": msg.state, "chart": msg.chart, "context": msg.context or {}, "lease_owner": ""}
+                        "state": msg.state, "chart": msg.chart, "context": msg.context or {}, "lease_owner": "",
+                        "parent": msg.parent}
         lease = leases.Lease(seen, msg.fence, "")
         outcome, after = self._transition(store, lease, msg, seen, machine, source, now)
         if after is not None:
@@ -340,7 +342,7 @@ class Dispatcher:
         loaded = self.payloads.fetch(committed) if committed else {}
         event_data = self.payloads.fetch(msg.data) if msg.data else {}
         private = codec.copy(loaded) if loaded else {}
-        if event_data and not machine.xstate:  # XState: the context changes only through actions
+        if event_data and not machine.xstate and msg.event != join.CHILD:  # XState: only actions change it
             private.update(codec.copy(event_data))
         context = Context(private,
                           correlation_id=msg.correlation_id,
@@ -353,6 +355,7 @@ class Dispatcher:
             run = run_transitions(machine, snapshot, msg.event, context, obj, self.max_local_hops,
                                   data=event_data)
             data = self.payloads.stow(msg.correlation_id, f"{step + len(run.hops)}-context", context.user_data())
+            family = self._family(machine, msg, record, run, context, now)
         except KeyboardInterrupt:
             # Stopped by its operator: give the lease back so that the next command can go
             # on at once (the message is re-sent from the record's outbox).
@@ -380,8 +383,9 @@ class Dispatcher:
         chart = run.snapshot.to_dict() if run.snapshot is not None and machine.chart else None
         if run.status == Status.RUNNING:
             outbox.append((Message(kind=Kind.STEP, step=new_step, event=run.next_event, state=run.state,
-                                   context=data, chart=chart, **base), 0.0))
+                                   context=data, chart=chart, parent=record.get("parent"), **base), 0.0))
         outbox.extend(self._timers(run, obj.get("schedule"), new_step, base))
+        outbox.extend((m, 0.0) for m in family)
         if chart is not None and run.snapshot is not None:
             chart["value"] = value(machine, run.snapshot.active)
         last = len(run.hops) - 1
@@ -390,12 +394,21 @@ class Dispatcher:
                    for i, h in enumerate(run.hops)]
         if msg.event_id and msg.kind != Kind.CANCEL:  # where an inbox event's run ended: `send --wait` shows it
             history[-1].update(event_id=msg.event_id, status=run.status, **({"pos": consume} if consume else {}))
+        if msg.parent and step == 0:
+            history[0]["parent"] = msg.parent["id"]
+        if run.starts:
+            history[-1]["children"] = [s.child_id for s in run.starts[:100]]
         fields = {"state": run.state, "status": run.status, "step": new_step, "retries": 0,
-                  "context": data, "outbox": entries(outbox), "consumed": _identity(msg),
+                  "context": data, "outbox": entries(outbox, msg.correlation_id), "consumed": _identity(msg),
                   "event_ids": _remember(record, msg), "last_error": None, "failed_message": None,
                   "updated_at": now, "pending": now if run.status == Status.RUNNING else 0.0, **self._expiry(now)}
         if chart is not None:
             fields["chart"] = chart
+        visits = join.visits(record, run.snapshot.joins if run.snapshot is not None else {}, run.starts)
+        if visits is not None:
+            fields["children"] = visits
+        if run.status == Status.DONE and machine.output is not None:
+            fields["output"] = machine.output(context)
         if record.get("migrate_to") and run.status == Status.WAITING:  # `fsm migrate` asked, mid-run
             fields.update(self._migrated(machine, {**record, **fields}))
         checkpoint = None
@@ -418,6 +431,45 @@ class Dispatcher:
         self._send(outbox)
         self._notify(msg.correlation_id, machine, run.state, run.status, new_step)
         return Outcome("committed", msg.correlation_id, run.status, run.state, run.hops, retries=retries), after
+
+    def _family(self, machine: Machine, msg: Message, record: Record, run: Any, context: Context,
+                now: float) -> list[Message]:
+        """What a step owes its family: its new children's first steps, cancels for the
+        children it no longer waits for, and, when it finished the instance, its output
+        to its parent."""
+        sent: list[Message] = []
+        parent = {"id": msg.correlation_id, "machine": machine.name, "version": machine.version, "store": msg.store}
+        for start in run.starts:
+            child = self.machines.get(start.machine)
+            if child is None:
+                raise TransitionError(f"state {start.state!r} starts machine {start.machine!r}, which is not loaded")
+            if child.start is not None:
+                given = child.start(start.input)
+            elif isinstance(start.input, dict):
+                given = start.input
+            else:
+                raise TransitionError(f"the input of child {start.index} of state {start.state!r} must be a JSON "
+                                      f"object (machine {child.name!r} takes its context from it), got "
+                                      f"{type(start.input).__name__}")
+            given = {**codec.copy(dict(child.context)), **given}
+            sent.append(join.start_message(start, child, parent, self.payloads.stow(start.child_id, "0-start", given),
+                                           now))
+        sent += [join.stop_message(stop, msg.correlation_id, now) for stop in run.stops]
+        if run.status == Status.DONE:
+            result = join.result_message(record, {"output": machine.output(context) if machine.output else
+                                                  context.user_data()}, now)
+            if result is not None:
+                sent.append(result)
+        return sent
+
+    @staticmethod
+    def _ended(record: Record, error: dict[str, Any], now: float) -> list[Message]:
+        """An instance failed or was cancelled: its parent hears of it, its running
+        children are cancelled."""
+        sent = [join.stop_message(stop, record["id"], now)
+                for running in ((record.get("chart") or {}).get("joins") or {}).values() for stop in join.running(running)]
+        result = join.result_message(record, error, now)
+        return sent + ([result] if result is not None else [])
 
     def _migrated(self, machine: Machine, record: Record) -> dict[str, Any]:
         moved = migrate(self.machines[machine.name], record, str(record["migrate_to"]))
@@ -461,6 +513,9 @@ class Dispatcher:
         """A failed attempt: schedule the retry; once retries are used up, raise the
         ``error`` event where the configuration takes it, else fail the instance."""
         error = f"{type(exc).__name__}: {exc}"
+        # ASL-style name and cause: a `fsm.Failed` names its own; any other exception its type.
+        named = {"error": exc.error, "cause": exc.cause} if isinstance(exc, Failed) else \
+            {"error": type(exc).__name__, "cause": str(exc)}
         dims = {"Machine": machine.name, "State": str(again.state), "Event": str(again.event)}
         final = not retryable or again.retries >= retries_allowed(machine, snapshot)
         entry = history_entry(again.step + 1, again.state, again.event, None, now, retries=again.retries, error=error)
@@ -468,22 +523,24 @@ class Dispatcher:
             **self._expiry(now),
             "retries": again.retries + 1, "updated_at": now, "consumed": _identity(msg),
             "event_ids": _remember(record, again),
-            "last_error": error_info(error, again.step, again.state, again.event, now)}
+            "last_error": {**error_info(error, again.step, again.state, again.event, now), **named}}
         raised = error_event(machine, again.event)
         handled = final and snapshot is not None and again.event != raised and accepts(machine, snapshot, raised)
         if final and not handled:
-            fields.update(status=Status.FAILED, outbox=[], pending=0.0, failed_message=again.evolve(retries=0).to_dict())
+            outbox: list[tuple[Message, float]] = [(m, 0.0) for m in self._ended(record, named, now)]
+            fields.update(status=Status.FAILED, outbox=entries(outbox, again.correlation_id), pending=0.0,
+                          failed_message=again.evolve(retries=0).to_dict())
             if again.event_id:
                 entry.update(event_id=again.event_id, status=Status.FAILED)
-            outbox: list[tuple[Message, float]] = []
         elif handled:
-            outbox = [(again.evolve(event=raised, data={"error": error}, retries=again.retries + 1,
+            outbox = [(again.evolve(event=raised, data=named if isinstance(exc, Failed) else {"error": error},
+                                    retries=again.retries + 1,
                                     fence=lease.fence, sent_at=now), 0.0)]
-            fields.update(status=Status.RUNNING, outbox=entries(outbox), pending=now)
+            fields.update(status=Status.RUNNING, outbox=entries(outbox, again.correlation_id), pending=now)
         else:
             delay = full_jitter(again.retries, machine.retry_base_delay, machine.retry_max_delay, self.rng)
             outbox = [(again.evolve(retries=again.retries + 1, fence=lease.fence, sent_at=now), delay)]
-            fields.update(status=Status.RUNNING, outbox=entries(outbox), pending=now)
+            fields.update(status=Status.RUNNING, outbox=entries(outbox, again.correlation_id), pending=now)
         after = self._commit(store, lease, record, fields, [entry], consume=consume)
         if after is None:
             return self._stale(again), None
@@ -493,6 +550,7 @@ class Dispatcher:
         if final and not handled:
             self.metrics.incr("Failures", dims=dims)
             self._dead_letter(again, error)
+            self._send(outbox)
             self._notify(again.correlation_id, machine, record.get("state"), Status.FAILED, record.get("step", 0))
             return Outcome("failed", again.correlation_id, Status.FAILED, record.get("state"), error=error,
                            retries=again.retries + 1), after
@@ -526,7 +584,9 @@ class Dispatcher:
     def _cancel(self, store: InstanceStore, lease: leases.Lease, msg: Message, record: Record,
                 now: float) -> tuple[Outcome, Record | None]:
         reason = msg.reason or "cancelled"
-        fields = {"status": Status.CANCELLED, "outbox": [], "pending": 0.0, "updated_at": now,
+        outbox = [(m, 0.0) for m in self._ended(record, {"error": "Cancelled", "cause": reason}, now)]
+        fields = {"status": Status.CANCELLED, "outbox": entries(outbox, msg.correlation_id), "pending": 0.0,
+                  "updated_at": now,
                   "event_ids": _remember(record, msg),
                   **self._expiry(now),
                   "last_error": error_info(f"cancelled: {reason}", record["step"], record["state"], None, now)}
@@ -534,6 +594,7 @@ class Dispatcher:
         after = self._commit(store, lease, record, fields, [entry])
         if after is None:
             return self._stale(msg), None
+        self._send(outbox)
         self._notify(msg.correlation_id, self.machines[msg.machine], record["state"], Status.CANCELLED, record["step"])
         return Outcome("cancelled", msg.correlation_id, Status.CANCELLED, record["state"]), after
 
@@ -754,6 +815,8 @@ class Dispatcher:
                             msg.context, now)
         if msg.chart:
             record["chart"] = msg.chart
+        if msg.parent:
+            record["parent"] = msg.parent
         return record
 
 

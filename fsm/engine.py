@@ -17,6 +17,7 @@ from typing import Any
 
 from .chart import INVOKE, ROOT, Interpreter, Snapshot, Timer, chart_of, leaves, matches
 from .errors import LocalHopLimit, UnknownEvent
+from .join import Start, Stop
 from .model import Context, Machine
 from .record import Status
 
@@ -39,6 +40,8 @@ class Run:
     snapshot: Snapshot | None = None
     timers: list[Timer] = field(default_factory=list)
     handled: bool = True      # False: no transition was enabled for the event; nothing ran
+    starts: list[Start] = field(default_factory=list)   # child instances to start (fsm.join)
+    stops: list[Stop] = field(default_factory=list)     # child instances to cancel
 
 
 def label(machine: Machine, snapshot: Snapshot | None) -> str | None:
@@ -63,6 +66,8 @@ def run_transitions(machine: Machine, source: str | Snapshot | None, event: str 
     """
     snapshot = Snapshot.of(None, source, context.steps) if isinstance(source, str) else source
     hops: list[Hop] = []
+    starts: list[Start] = []
+    stops: list[Stop] = []
     start_step = context.steps
     data = dict(data or {})
     obj["event_data"] = data
@@ -83,6 +88,11 @@ def run_transitions(machine: Machine, source: str | Snapshot | None, event: str 
                 return Run(before or "", Status.WAITING, None, [], snapshot, handled=False)
             raise UnknownEvent(event, before, _events(machine, current))
         snapshot = current
+        # Children planned by an earlier local hop whose state this hop left are never started.
+        kept = [s for s in starts if s.state in snapshot.joins and s.stamp == snapshot.joins[s.state]["stamp"]]
+        unsent = {s.child_id for s in starts} - {s.child_id for s in kept}
+        starts = kept + interpreter.starts
+        stops = [s for s in stops + interpreter.stops if s.child_id not in unsent]
         hops.append(Hop(start_step + len(hops), before, event, label(machine, snapshot) or "",
                         clock() - began))
         context.steps = start_step + len(hops)
@@ -90,16 +100,16 @@ def run_transitions(machine: Machine, source: str | Snapshot | None, event: str 
         state = label(machine, snapshot) or ""
         if interpreter.done:
             snapshot.queue.clear()
-            return Run(state, Status.DONE, None, hops, snapshot, [])
+            return Run(state, Status.DONE, None, hops, snapshot, [], starts=[], stops=stops)
         if not snapshot.queue:
-            return Run(state, Status.WAITING, None, hops, snapshot, timers)
+            return Run(state, Status.WAITING, None, hops, snapshot, timers, starts=starts, stops=stops)
         event, data = snapshot.queue.pop(0), {}
         obj["event_data"] = data
         candidates = _candidates(machine, snapshot, event)
         if not event.startswith(INVOKE) and not candidates:
             raise UnknownEvent(event, state, _events(machine, snapshot))
         if event.startswith(INVOKE) or not all(t.local for t in candidates):
-            return Run(state, Status.RUNNING, event, hops, snapshot, timers)
+            return Run(state, Status.RUNNING, event, hops, snapshot, timers, starts=starts, stops=stops)
         if len(hops) >= max_local_hops:
             raise LocalHopLimit(f"more than {max_local_hops} local transitions in a row, last "
                                 f"{state!r} --{event}-->; raise settings max_local_hops "

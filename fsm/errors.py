@@ -43,6 +43,17 @@ class LocalHopLimit(TransitionError):
     pass
 
 
+class Failed(TransitionError):
+    """Raised by an action: the step failed for good, no retry. ``error`` names it
+    (``Payment.Declined``, ``States.TaskFailed``), ``cause`` says why. A state (or an
+    ancestor) with a transition on ``error`` takes it with ``{"error", "cause"}`` as
+    data; otherwise the instance ends ``failed`` and its status shows both."""
+
+    def __init__(self, error: str, cause: str = ""):
+        self.error, self.cause = error, cause
+        super().__init__(f"{error}: {cause}" if cause else error)
+
+
 class ContextNotSerialisable(FsmError):
     def __init__(self, key: str, value: object):
         self.key = key

@@ -53,6 +53,7 @@ class Message:
     version: str = ""        # the machine definition's declared version, if any
     sent_at: float = 0.0
     chart: dict[str, Any] | None = None  # statecharts: the snapshot a step starts from
+    parent: dict[str, Any] | None = None  # a child's start: where its result goes (see fsm.join)
     v: int = FORMAT
 
     @property
@@ -100,7 +101,7 @@ def check_correlation_id(cid: str) -> str:
 _MISSING = object()
 _DEFAULTS = {"kind": Kind.STEP, "step": 0, "retries": 0, "event": None, "data": {}, "context": None, "fence": 0,
              "state": None, "event_id": None, "store": 0, "copy": False, "busy": 0, "reason": None,
-             "version": "", "chart": None, "v": FORMAT}
+             "version": "", "chart": None, "parent": None, "v": FORMAT}
 _NONE = type(None)
 # field -> (accepted types, what to say when it is wrong): one pass checks a message
 _CHECKS: dict[str, tuple[tuple[type, ...], str]] = {
@@ -112,7 +113,7 @@ _CHECKS: dict[str, tuple[tuple[type, ...], str]] = {
     "state": ((str, _NONE), "a string or null"), "event_id": ((str, _NONE), "a string or null"),
     "copy": ((bool,), "true or false"), "reason": ((str, _NONE), "a string or null"),
     "version": ((str,), "a string"), "sent_at": ((int, float), "a number"), "v": ((int,), "an integer"),
-    "chart": ((dict, _NONE), "an object"),
+    "chart": ((dict, _NONE), "an object"), "parent": ((dict, _NONE), "an object"),
 }
 
 

@@ -7,6 +7,7 @@ change (flyweights). Everything that belongs to one running instance lives in it
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 from collections.abc import Callable, Mapping
@@ -31,8 +32,19 @@ class Action:
     def execute(self, context: Context, obj: dict[str, Any]) -> str | None:
         raise NotImplementedError(f"{type(self).__name__}.execute")
 
+    def heartbeat(self) -> None:
+        """Say the action is alive: a task with ``HeartbeatSeconds`` (ASL) that does not
+        call this often enough fails with ``States.Timeout``. Elsewhere it does nothing."""
+        beat = HEARTBEAT.get()
+        if beat is not None:
+            beat()
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+# Set by whoever runs an action that has a heartbeat deadline (see fsm.asl).
+HEARTBEAT: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("fsm_heartbeat", default=None)
 
 
 def max_retry_event(event: str) -> Callable:
@@ -125,6 +137,29 @@ class Invoke:
 
 
 @dataclass(frozen=True)
+class Spawn:
+    """Child instances a state runs while it is active: a sub-machine (``invoke:
+    {machine}``), one child per item (``map:``), or one per branch (ASL ``Parallel``).
+
+    ``plan(context, event_data)`` gives each child's (machine name, input), in order; it
+    runs once, when the state is entered. At most ``max_concurrency`` children run at once
+    (0: all). The state's ``done`` event carries ``{"output": [each child's output, in
+    plan order]}`` (``single``: the one child's output). A failed child raises ``error``
+    with its ``{"error", "cause"}``; with a tolerance (``tolerated_failures``, a count,
+    and/or ``tolerated_percentage``), only once a tolerance is exceeded, and then as
+    ``States.ExceedToleratedFailureThreshold`` (a tolerated failure's slot in the output
+    is ``{"Error", "Cause"}``). Leaving the state cancels the children still running.
+    """
+
+    plan: Callable[[Context, Mapping[str, Any]], list[tuple[str, Any]]]
+    max_concurrency: int = 0
+    tolerated_failures: int | None = None
+    tolerated_percentage: float | None = None
+    single: bool = False
+    machines: tuple[str, ...] = ()   # the machines it may start, for validation and graphs
+
+
+@dataclass(frozen=True)
 class State:
     """A state. Flat machines use the first nine fields; statecharts add the rest.
 
@@ -154,6 +189,7 @@ class State:
     invoke: Invoke | None = None
     max_retries: int | None = None
     initial_child: str | None = None    # compound states: the child entered by default
+    spawn: Spawn | None = None          # child instances run while the state is active
 
     def __post_init__(self) -> None:
         if not self.path:
@@ -221,6 +257,11 @@ class Machine:
     migrations: tuple[Migration, ...] = ()
     top: State | None = None  # the machine's own entry/exit actions and transitions (XState's root)
     versions: Mapping[str, Machine] = field(default_factory=dict)  # every loaded version, this one too
+    # How an input becomes an instance's first context (default: the input, a JSON object)
+    # and what a finished instance gives its parent and its status as ``output`` (default:
+    # its context). ASL machines keep the state's JSON document under one key.
+    start: Callable[[Any], dict[str, Any]] | None = None
+    output: Callable[[Mapping[str, Any]], Any] | None = None
 
     def at_version(self, version: str) -> Machine | None:
         """This machine as it was at ``version`` (``""``: whatever version is loaded)."""
@@ -257,7 +298,7 @@ class Machine:
         entry stamps): any nesting, parallel regions, history or delayed transitions.
         A flat machine keeps the one-state record it always had."""
         return self.xstate or self.parallel or any(
-            s.children or s.history or s.invoke or any(t.delay is not None or not t.reenter for t in s.on)
+            s.children or s.history or s.invoke or s.spawn or any(t.delay is not None or not t.reenter for t in s.on)
             for s in self.states.values())
 
 

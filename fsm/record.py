@@ -56,6 +56,9 @@ RECORD_FIELDS: dict[str, str] = {
     "inbox_end": "int",       # position of the last event ever appended (0: none; absent reads as 0)
     "chart": "json",          # statecharts: {"active": [paths], "history": {...}, "entered": {...}}
     "migrate_to": "json",     # a version `fsm migrate` moves the instance to once its run settles
+    "parent": "json",         # a child instance: {"id", "machine", "version", "state", "stamp", "index", "store"}
+    "children": "json",       # children started: [{"state", "prefix", "count"}] per visit (fsm.join.child_ids)
+    "output": "json",         # a finished instance's output (Machine.output), when its machine gives one
 }
 
 
@@ -85,6 +88,9 @@ class Record(TypedDict, total=False):
     inbox_end: int
     chart: dict[str, Any] | None
     migrate_to: str | None
+    parent: dict[str, Any] | None
+    children: list[dict[str, Any]]
+    output: Any
 
 
 def freshness(record: Record, store_index: int) -> tuple[int, int, int]:

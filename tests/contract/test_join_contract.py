@@ -1,0 +1,85 @@
+"""The join of a map, on every store: exactly once under duplicate deliveries, children
+finishing in any order, and a worker lost between its commit and its send.
+
+Messages are delivered by hand (see ``protocol_kit``): every message twice, in a
+shuffled order, so children finish interleaved and each child's result reaches the
+parent's inbox twice (the second copy is refused by the inbox, or ignored by the join).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from protocol_kit import EFFECTS, HandBus, dispatcher, start
+
+from config.loader import load_text
+from fsm.message import decode
+
+MACHINES = """
+machines:
+  - name: item
+    states:
+      - {name: work, initial: true, do_action: protocol_kit.Record, transitions: [{event: next, target: done}]}
+      - {name: done, final: true}
+  - name: fan
+    states:
+      - name: spread
+        initial: true
+        map: {items: $.items, machine: item, max_concurrency: 3}
+        transitions: [{done: true, target: joined}]
+      - {name: joined, final: true}
+"""
+
+
+def run_shuffled(d: Any, bus: HandBus, rng: random.Random, twice: bool = True) -> None:
+    """Deliver every message (twice), picking the next one at random."""
+    for _ in range(100_000):
+        if not bus.sent:
+            return
+        envelope = bus.sent.pop(rng.randrange(len(bus.sent)))
+        msg = decode(envelope.body)
+        d.handle(msg)
+        if twice:
+            d.handle(msg)
+    raise AssertionError("the instances did not settle")
+
+
+def test_a_map_joins_once_under_duplicates_and_any_finishing_order(store_factory: Callable[[], Any]) -> None:
+    machines, bus = load_text(MACHINES).machines, HandBus()
+    d = dispatcher(machines, store_factory(), bus)
+    cid = uuid.uuid4().hex
+    start(bus, "fan", cid, {"items": [{"k": i} for i in range(12)]})
+    run_shuffled(d, bus, random.Random(7))
+    record = d.stores[0].get(cid)
+    assert record["status"] == "done" and record["state"] == "joined"
+    output = [h for h in d.stores[0].history(cid) if h["to"] == "joined"]
+    assert len(output) == 1                                  # the join completed once
+    children = [f"{cid}:1.0:{i}" for i in range(12)]
+    assert all(EFFECTS[(c, "work")] == 1 for c in children)  # each child's action ran once
+    # one step per child result, plus the start and the join
+    assert record["step"] == 1 + 12
+    for index, child in enumerate(children):
+        assert d.stores[0].get(child)["context"]["k"] == index
+
+
+def test_a_lost_send_after_a_childs_last_commit_is_healed_by_redelivery(store_factory: Callable[[], Any]) -> None:
+    machines, bus = load_text(MACHINES).machines, HandBus()
+    d = dispatcher(machines, store_factory(), bus)
+    cid = uuid.uuid4().hex
+    start(bus, "fan", cid, {"items": [{"k": 0}, {"k": 1}]})
+    lost = 0
+    while (msg := bus.take()) is not None:
+        finishing = msg.correlation_id == f"{cid}:1.0:0" and msg.step == 1
+        bus.fail_next_send = finishing          # the child's last commit: its result never leaves
+        try:
+            d.handle(msg)
+        except SystemExit:
+            lost += 1
+            assert d.stores[0].get(msg.correlation_id)["status"] == "done"
+            assert d.handle(msg).result == "duplicate"   # SQS redelivers: the outbox is re-sent
+    assert lost == 1
+    record = d.stores[0].get(cid)
+    assert record["status"] == "done" and record["step"] == 3

@@ -9,6 +9,8 @@ parent's inbox twice (the second copy is refused by the inbox, or ignored by the
 from __future__ import annotations
 
 import random
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -83,3 +85,38 @@ def test_a_lost_send_after_a_childs_last_commit_is_healed_by_redelivery(store_fa
     assert lost == 1
     record = d.stores[0].get(cid)
     assert record["status"] == "done" and record["step"] == 3
+
+
+def test_children_finishing_at_the_same_moment_on_four_workers_join_once(store_factory: Callable[[], Any]) -> None:
+    machines, bus = load_text(MACHINES).machines, HandBus()
+    workers = [dispatcher(machines, store_factory(), bus) for _ in range(4)]
+    cid = uuid.uuid4().hex
+    start(bus, "fan", cid, {"items": [{"k": i} for i in range(16)]})
+    errors: list[BaseException] = []
+
+    def work(d: Any) -> None:
+        idle = 0
+        while idle < 200:
+            try:
+                envelope = bus.sent.pop(0)
+            except IndexError:
+                idle += 1
+                time.sleep(0.002)
+                continue
+            idle = 0
+            try:
+                msg = decode(envelope.body)
+                d.handle(msg)
+                d.handle(msg)           # and once more, as a redelivery would
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(d,)) for d in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    record = workers[0].stores[0].get(cid)
+    assert record["status"] == "done" and record["step"] == 1 + 16
+    assert all(EFFECTS[(f"{cid}:1.0:{i}", "work")] == 1 for i in range(16))

@@ -544,7 +544,7 @@ class _Loader:
                 doubtful.add(name)
         for problem in (spawn.check_template(item["input"]) if "input" not in doubtful and
                         item.get("input") is not None else []):
-            self.problem(path, item.line_of("input"), f"{where}: input: {problem}")
+            self.problem(path, item.line_of("input"), f"{where}: {problem}")
             doubtful.add("input")
         if key == "map" and "items" not in doubtful:
             from fsm.asl import paths
@@ -554,10 +554,9 @@ class _Loader:
             except paths.PathError as exc:
                 self.problem(path, item.line_of("items"), f"{where}: items: {exc}")
                 doubtful.add("items")
-        if doubtful:
-            return None
-        self._children.append((path, item.line_of("machine"), where, item["machine"]))
-        return build(plain(item))
+        if "machine" not in doubtful:
+            self._children.append((path, item.line_of("machine"), where, item["machine"]))
+        return None if doubtful else build(plain(item))
 
     def number(self, path: Path, raw: Located, key: str, label: str, allowed: dict[str, Any]) -> float | None:
         value = schema.value_or(raw, key, allowed, None)

@@ -12,9 +12,13 @@ a ``map`` child from its item (an object).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from fsm.asl import data, paths
+from fsm.asl.errors import AslError
+from fsm.errors import Failed
 from fsm.model import Context, Spawn
 
 INVOKE = {
@@ -33,39 +37,36 @@ MAP = {
 
 def check_template(template: Any) -> list[str]:
     """What is wrong with an ``input`` template's paths and intrinsics (empty: nothing)."""
-    from fsm.asl import dataflow
+    problems: list[str] = []
+    data.template(template, "input", problems)
+    return problems
 
-    return dataflow.check_template(template)
 
-
-def _render(template: Any, data: Any, context_object: Mapping[str, Any]) -> Any:
-    from fsm.asl import dataflow
-
-    return dataflow.template(template, data, context_object)
+def _compiled(template: Any) -> data.Template | None:
+    return data.template(template, "input", []) if template is not None else None
 
 
 def invoke_spawn(spec: Mapping[str, Any]) -> Spawn:
-    machine, template = spec["machine"], spec.get("input")
+    machine, template = spec["machine"], _compiled(spec.get("input"))
 
     def plan(context: Context, event_data: Mapping[str, Any]) -> list[tuple[str, Any]]:
-        data = dict(context)
-        given = _render(template, data, _context_object(context)) if template is not None else data
-        return [(machine, given)]
+        given = dict(context)
+        with _as_failed():
+            return [(machine, template(given, _context_object(context)) if template is not None else given)]
 
     return Spawn(plan, single=True, machines=(machine,))
 
 
 def map_spawn(spec: Mapping[str, Any]) -> Spawn:
-    from fsm.asl import paths
-
-    machine, template, items = spec["machine"], spec.get("input"), paths.parse(spec["items"])
+    machine, template, items = spec["machine"], _compiled(spec.get("input")), paths.parse(spec["items"])
 
     def plan(context: Context, event_data: Mapping[str, Any]) -> list[tuple[str, Any]]:
-        data = dict(context)
-        found = items.get(data)
+        given = dict(context)
+        found = items.get(given)
         if not isinstance(found, list):
-            raise TypeError(f"map items {spec['items']!r} selected a {type(found).__name__}, not a list")
-        return [(machine, _item_input(template, data, context, index, item)) for index, item in enumerate(found)]
+            raise Failed("States.Runtime", f"map items {spec['items']!r} selected {paths.json_type(found)}, not a list")
+        with _as_failed():
+            return [(machine, _item_input(template, given, context, index, item)) for index, item in enumerate(found)]
 
     tolerated = spec.get("tolerated_failures")
     percentage = spec.get("tolerated_failure_percentage")
@@ -75,10 +76,20 @@ def map_spawn(spec: Mapping[str, Any]) -> Spawn:
                  machines=(machine,))
 
 
-def _item_input(template: Any, data: Any, context: Context, index: int, item: Any) -> Any:
+@contextlib.contextmanager
+def _as_failed() -> Iterator[None]:
+    """A template that cannot be evaluated (a path the context lacks) fails the step at
+    once, with ASL's error name: retrying cannot help."""
+    try:
+        yield
+    except AslError as exc:
+        raise Failed(exc.error, exc.cause) from None
+
+
+def _item_input(template: data.Template | None, given: Any, context: Context, index: int, item: Any) -> Any:
     if template is None:
         return item
-    return _render(template, data, {**_context_object(context), "Map": {"Item": {"Index": index, "Value": item}}})
+    return template(given, {**_context_object(context), "Map": {"Item": {"Index": index, "Value": item}}})
 
 
 def _context_object(context: Context) -> dict[str, Any]:

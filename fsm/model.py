@@ -262,6 +262,9 @@ class Machine:
     # its context). ASL machines keep the state's JSON document under one key.
     start: Callable[[Any], dict[str, Any]] | None = None
     output: Callable[[Mapping[str, Any]], Any] | None = None
+    # False: instances take no events from outside (ASL executions): while one waits, it
+    # waits for its own timers or children, so a local run waits with it.
+    takes_events: bool = True
 
     def at_version(self, version: str) -> Machine | None:
         """This machine as it was at ``version`` (``""``: whatever version is loaded)."""

@@ -93,12 +93,17 @@ class LocalRuntime:
 
     def drive(self, cid: str, max_wait: float | None = None) -> Record | None:
         """Run until instance ``cid`` settles (waiting, done, failed, cancelled), sleeping
-        through retry backoffs; returns its record."""
+        through retry backoffs; returns its record. An instance that takes no events from
+        outside (an ASL execution) settles only when it finishes: its waits are for its
+        own timers and children."""
         deadline = None if max_wait is None else self.clock() + max_wait
         while True:
             self.catch_up()
             record = self.heal(cid)
             settled = record is None or record["status"] in SETTLED
+            if settled and record is not None and record["status"] == Status.WAITING:
+                machine = self.wiring.dispatcher.machines.get(record["machine"])
+                settled = machine is None or machine.takes_events
             if settled or (deadline is not None and self.clock() >= deadline):
                 self.wiring.metrics.flush()  # one command is one "invocation": one batch of metrics
                 return record

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
+from config.loader import load_file
 from fsm.client import Client
+from fsm.errors import InvalidDefinition
 
 ACTIONS = '''
 from fsm import Action, Failed
@@ -78,6 +80,16 @@ machines:
       - name: call
         initial: true
         invoke: {machine: double}
+        transitions: [{done: true, target: finished, action: acts.Keep}]
+      - {name: finished, final: true}
+  - name: shaped
+    states:
+      - name: call
+        initial: true
+        invoke: {machine: double, input: {n.$: $.order.total, note: fixed}}
+        transitions: [{done: true, target: spread, action: acts.Keep}]
+      - name: spread
+        map: {items: $.numbers, machine: double, input: {n.$: $$.Map.Item.Value, at.$: $$.Map.Item.Index}}
         transitions: [{done: true, target: finished, action: acts.Keep}]
       - {name: finished, final: true}
   - name: strict
@@ -146,6 +158,44 @@ def test_tolerated_failures_leave_the_failed_slot_and_finish(client: Client) -> 
 def test_an_invoked_child_gives_its_output_to_the_parent(client: Client) -> None:
     status = client.status(client.start("single", {"n": 21}))
     assert status["state"] == "finished" and status["context"]["results"]["doubled"] == 42
+
+
+def test_inputs_are_templates_over_the_parents_context(client: Client) -> None:
+    cid = client.start("shaped", {"order": {"total": 5}, "numbers": [7, 8]})
+    status = client.status(cid)
+    assert status["state"] == "finished"
+    assert [(r["n"], r["at"], r["doubled"]) for r in status["context"]["results"]] == [(7, 0, 14), (8, 1, 16)]
+    first = client.status(status["children"][0])
+    assert first["context"] == {"n": 5, "note": "fixed", "doubled": 10}
+
+
+def test_a_template_path_the_context_lacks_fails_at_once_naming_it(client: Client) -> None:
+    status = client.status(client.start("shaped", {"numbers": []}))
+    assert status["status"] == "failed" and status["retries"] == 1
+    assert status["error"] == "States.Runtime" and "$.order.total" in status["cause"]
+
+
+def test_a_map_or_invoke_naming_an_unknown_machine_or_a_bad_path_is_refused_at_load(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(textwrap.dedent("""
+        machines:
+          - name: m
+            states:
+              - name: a
+                initial: true
+                map: {items: "$.[", machine: nowhere, max_concurrency: -1}
+                transitions: [{done: true, target: b}]
+              - name: c
+                invoke: {machine: ghost, input: {x.$: "$.(("}}
+                transitions: [{done: true, target: b}]
+              - {name: b, final: true}
+        """))
+    with pytest.raises(InvalidDefinition) as caught:
+        load_file(tmp_path / "bad.yaml")
+    text = str(caught.value)
+    assert "bad.yaml:7:" in text and "max_concurrency" in text
+    assert "items" in text and "$.[" in text
+    assert "machine 'ghost' is not defined" in text and "bad.yaml:10:" in text
+    assert "x.$" in text
 
 
 def test_a_parent_without_an_error_transition_fails_with_the_childs_error(client: Client) -> None:

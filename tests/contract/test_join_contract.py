@@ -8,16 +8,19 @@ parent's inbox twice (the second copy is refused by the inbox, or ignored by the
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from protocol_kit import EFFECTS, HandBus, dispatcher, start
 
-from config.loader import load_text
+from config.loader import load_file, load_text
+from fsm import Action
 from fsm.message import decode
 
 MACHINES = """
@@ -120,3 +123,51 @@ def test_children_finishing_at_the_same_moment_on_four_workers_join_once(store_f
     record = workers[0].stores[0].get(cid)
     assert record["status"] == "done" and record["step"] == 1 + 16
     assert all(EFFECTS[(f"{cid}:1.0:{i}", "work")] == 1 for i in range(16))
+
+
+ASL = {
+    "StartAt": "Both",
+    "States": {
+        "Both": {
+            "Type": "Parallel",
+            "Branches": [
+                {"StartAt": "Each", "States": {"Each": {
+                    "Type": "Map", "ItemsPath": "$.items", "MaxConcurrency": 2,
+                    "ItemProcessor": {"StartAt": "Work", "States": {"Work": {"Type": "Task", "Resource": "work",
+                                                                             "End": True}}},
+                    "End": True}}},
+                {"StartAt": "Side", "States": {"Side": {"Type": "Pass", "Result": "side", "End": True}}},
+            ],
+            "End": True,
+        }
+    },
+}
+
+
+class Work(Action):
+    """An ASL task: counts its runs per item, doubles the item."""
+
+    def execute(self, context: Any, obj: dict[str, Any]) -> Any:
+        with LOCK:
+            EFFECTS[("asl", context.correlation_id)] += 1
+        return obj["input"] * 2
+
+
+LOCK = threading.Lock()
+
+
+def test_an_asl_parallel_of_a_map_joins_once_under_duplicates(store_factory: Callable[[], Any],
+                                                              tmp_path: Path) -> None:
+    (tmp_path / "both.asl.json").write_text(json.dumps(ASL))
+    (tmp_path / "fsm.yaml").write_text("machines:\n  - asl: both.asl.json\n    resources: {work: "
+                                       "test_join_contract.Work}\n")
+    machines, bus = load_file(tmp_path / "fsm.yaml").machines, HandBus()
+    d = dispatcher(machines, store_factory(), bus)
+    cid = uuid.uuid4().hex
+    context = machines["both"].start({"items": [1, 2, 3, 4, 5]})
+    start(bus, "both", cid, context)
+    run_shuffled(d, bus, random.Random(3))
+    record = d.stores[0].get(cid)
+    assert record["status"] == "done" and record["output"] == [[2, 4, 6, 8, 10], "side"]
+    runs = [n for (kind, child), n in EFFECTS.items() if kind == "asl" and child.startswith(cid)]
+    assert sorted(runs) == [1] * 5                  # each item's task ran once

@@ -548,3 +548,29 @@ def test_approval_escalation_cancel_and_director_timeout(deploy: Callable[..., S
     assert history[3]["time"] == history[4]["time"]
     assert site.peek(withdrawn) == cancelled  # nothing reached the cancelled claim
     assert site.dead_letters() == []
+
+
+# -- shop (ASL) ----------------------------------------------------------------------------------
+
+
+def test_shop_asl_order_with_map_and_parallel_runs_through_fsm_worker(deploy: Callable[..., Site]) -> None:
+    """The Step Functions definition on SQS + DynamoDB: ``fsm start --input``, then one
+    ``fsm worker`` process drains the queue: the Map's children, the Parallel's branches
+    and both joins go through the queue and the table like any step."""
+    site = deploy("shop")
+    order = {"order": "A-7", "card": "4242", "lines": [{"sku": "tea", "qty": 2}, {"sku": "mug", "qty": 1},
+                                                      {"sku": "pot", "qty": 1}]}
+    cid = site.fsm("start", "--machine", "order", "--input", json.dumps(order)).stdout.strip()
+    declined = site.fsm("start", "--machine", "order", "--input",
+                        json.dumps({**order, "order": "A-8", "card": "4000"})).stdout.strip()
+    records, failed, _ = site.worker_cli(idle_exit=2)
+    assert failed == 0 and records > 10
+    status = json.loads(site.fsm("status", cid, "--json").stdout)
+    assert status["status"] == "done"
+    assert status["output"] == {"order": "A-7", "total": 43.0, "charge": "ch-A-7", "reserved": 4,
+                                "summary": "order A-7 paid 43.0 with ch-A-7"}
+    assert len(status["children"]) == 5          # three lines priced, two branches
+    assert all(site.peek(child)["status"] == "done" for child in status["children"])
+    refused = json.loads(site.fsm("status", declined, "--json", expect=OK).stdout)
+    assert (refused["status"], refused["error"], refused["cause"]) == (
+        "failed", "OrderDeclined", "card ending 4000 was declined")

@@ -233,3 +233,44 @@ def test_parallel_and_map_run_child_instances(project: Path) -> None:
         "items": 2, "orders": [1, 3], "both": [{"p": 20}, "second"],
         "each": [{"items": 1, "index": 0, "quote": {"p": 10}}, {"items": 3, "index": 1, "quote": {"p": 30}}],
         "broken": {"Error": "Payment.Declined", "Cause": "card expired"}}
+
+
+def test_a_lambda_task_through_a_stubbed_boto3_client_retries_a_throttle(tmp_path: Path) -> None:
+    """The real boto3 Lambda client, its requests checked against the service model by
+    botocore's Stubber: a throttle is ``Lambda.TooManyRequestsException`` (retried), a
+    function error the error its ``errorType`` names (caught)."""
+    import boto3
+    from botocore.response import StreamingBody
+    from botocore.stub import ANY, Stubber
+
+    def body(value: Any) -> StreamingBody:
+        raw = json.dumps(value).encode()
+        return StreamingBody(io.BytesIO(raw), len(raw))
+
+    arn = "arn:aws:lambda:eu-west-1:123456789012:function:quote"
+    path = definition(tmp_path, "quote", {
+        "Quote": {"Type": "Task", "Resource": arn, "ResultPath": "$.quote", "Next": "Again",
+                  "Retry": [{"ErrorEquals": ["Lambda.TooManyRequestsException"], "IntervalSeconds": 1,
+                             "MaxAttempts": 2}]},
+        "Again": {"Type": "Task", "Resource": arn, "Parameters": {"sku": "none"}, "ResultPath": "$.missing",
+                  "Catch": [{"ErrorEquals": ["UnknownSku"], "ResultPath": "$.missing", "Next": "Done"}],
+                  "Next": "Done"},
+        "Done": {"Type": "Succeed"}}, "Quote")
+    lam = boto3.client("lambda", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stub = Stubber(lam)
+    called = {"FunctionName": arn, "InvocationType": "RequestResponse", "Payload": ANY}
+    stub.add_client_error("invoke", "TooManyRequestsException", "Rate exceeded", 429, expected_params=called)
+    stub.add_response("invoke", {"StatusCode": 200, "Payload": body({"price": 4.5})}, called)
+    stub.add_response("invoke", {"StatusCode": 200, "FunctionError": "Unhandled",
+                                 "Payload": body({"errorType": "UnknownSku", "errorMessage": "no price for none"})},
+                      called)
+    lambdas.use_client(lam)
+    try:
+        with stub:
+            status = run(path, "quote", {"sku": "tea"})
+            stub.assert_no_pending_responses()
+    finally:
+        lambdas.use_client(None)
+    assert status["status"] == "done", status
+    assert status["output"] == {"sku": "tea", "quote": {"price": 4.5},
+                                "missing": {"Error": "UnknownSku", "Cause": "no price for none"}}

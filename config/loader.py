@@ -42,6 +42,7 @@ class Definitions:
     machines: dict[str, Machine] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # "FILE:LINE: warning: ..." that do not stop a load
 
     def machine(self, name: str) -> Machine:
         if name not in self.machines:
@@ -333,15 +334,13 @@ class _Loader:
                 path: Path) -> None:
         """Compile the definition in ``found``; register its machine and the generated
         ones (branches, iterators)."""
-        import logging
-
         from .asl import compile_definition
 
         label = f"asl machine {name!r}"
         options = self.machine_options(path, item, label) if item is not doc else {"version": ""}
 
         def warn(line: int, message: str) -> None:
-            logging.getLogger("fsm.asl").warning("%s:%s: %s", found, line, message)
+            self.result.warnings.append(f"{found}:{line}: warning: {message}")
 
         machines = compile_definition(doc, name, resources, lambda line, message: self.problem(found, line, message),
                                       warn, {"version": options["version"]})

@@ -4,7 +4,6 @@ problem reported at its line."""
 from __future__ import annotations
 
 import json
-import logging
 import textwrap
 from pathlib import Path
 
@@ -128,13 +127,12 @@ def test_every_problem_is_reported_at_its_line(tmp_path: Path) -> None:
     assert any("`Next` 'Ghost' is not a state" in p for p in problems)
 
 
-def test_a_choice_without_default_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_choice_without_default_is_a_warning(tmp_path: Path) -> None:
     path = write(tmp_path, "c.json", json.dumps({"StartAt": "C", "States": {
         "C": {"Type": "Choice", "Choices": [{"Variable": "$.x", "IsPresent": True, "Next": "D"}]},
         "D": {"Type": "Succeed"}}}))
-    with caplog.at_level(logging.WARNING, logger="fsm.asl"):
-        load_file(path)
-    assert any(f"{path}:1: " in r.getMessage() and "no `Default`" in r.getMessage() for r in caplog.records)
+    warnings = load_file(path).warnings
+    assert len(warnings) == 1 and warnings[0].startswith(f"{path}:1: warning: ") and "no `Default`" in warnings[0]
 
 
 def test_entry_problems_are_located_in_the_machines_file(tmp_path: Path) -> None:

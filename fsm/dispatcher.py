@@ -298,10 +298,33 @@ class Dispatcher:
 
     def _commit(self, store: InstanceStore, lease: leases.Lease, record: Record, fields: dict[str, Any],
                 history: list[dict[str, Any]] | tuple = (), consume: int = 0) -> Record | None:
+        """Commit, or raise. An error from the write is ambiguous: it may have landed with
+        its answer lost. Then the record is read again (a few quick tries), and if it
+        shows this very commit, the commit stands and the caller goes on (counts, then
+        sends) as if the answer had come; otherwise the error is raised as it was, and
+        the message is redelivered. Without this, a landed commit whose answer was lost
+        would be redelivered, found a duplicate and never counted."""
         # No lease (optimistic): the commit is conditional on the position the message saw.
         position = None if lease.owner else {k: record[k] for k in ("step", "retries", "status")}
-        return leases.commit(store, lease, fields, history, seen=record, consume=consume,
-                             now=int(self.clock() * 1000), lease_ms=self.lease_ms, position=position)
+        now = int(self.clock() * 1000)
+        try:
+            return leases.commit(store, lease, fields, history, seen=record, consume=consume,
+                                 now=now, lease_ms=self.lease_ms, position=position)
+        except RecoverableError as exc:
+            cid = lease.record["id"]
+            for attempt in range(_COMMIT_CHECKS):
+                if attempt:
+                    time.sleep(0.02 * 2 ** attempt)
+                try:
+                    current = store.get(cid)
+                except RecoverableError:
+                    continue
+                if not _landed(current, record, lease, fields, consume, now + self.lease_ms):
+                    break
+                log(logging.WARNING, "commit answer lost; the record shows it landed", correlation_id=cid,
+                    store=store.url, step=current["step"], fence=lease.fence, error=str(exc))
+                return current
+            raise
 
     def _optimistic(self, index: int, msg: Message, machine: Machine,
                     source: Mapping[str, Any] | None) -> Outcome:
@@ -341,6 +364,8 @@ class Dispatcher:
         # the retry (or the failover) that starts again from the committed context.
         loaded = self.payloads.fetch(committed) if committed else {}
         event_data = self.payloads.fetch(msg.data) if msg.data else {}
+        if msg.event == join.CHILD and event_data.get("result"):  # a child's output may be stowed apart
+            event_data = {**event_data, "result": self.payloads.fetch(event_data["result"])}
         private = codec.copy(loaded) if loaded else {}
         if event_data and not machine.xstate and msg.event != join.CHILD:  # XState: only actions change it
             private.update(codec.copy(event_data))
@@ -372,6 +397,9 @@ class Dispatcher:
             return self._reject(store, lease, msg, record, machine, msg.event, now, consume=consume,
                                 snapshot=snapshot)
         too_big = self.payloads.too_big(data, run.status == Status.RUNNING)
+        if too_big is None and run.snapshot is not None and run.snapshot.joins:  # children's results, kept
+            too_big = self.payloads.too_big({**data, "joins": run.snapshot.joins}, False, "context with the "
+                                            "results of the children it waits for")
         if too_big is not None:  # no backend can hold it: fail at once, saying so (never redeliver)
             again = msg.evolve(kind=Kind.STEP, step=step, retries=retries, context=committed, busy=0, copy=False,
                                state=record.get("state") if not steps else msg.state)
@@ -418,9 +446,8 @@ class Dispatcher:
         after = self._commit(store, lease, record, fields, history, consume=consume)
         if after is None:
             return self._stale(msg), None
-        if checkpoint and checkpoint["shard"] and self.checkpoints is not None \
-                and not self._checkpoints_with_commit(store):  # only Kinesis positions can be replayed
-            self.checkpoints[msg.correlation_id] = checkpoint
+        # Counted as soon as the commit stands: nothing after it (a checkpoint write, the
+        # send) may fail between the commit and its count.
         for hop in run.hops:
             dims = {"Machine": machine.name, "State": hop.target, "Event": str(hop.event)}
             self.metrics.incr("Transitions", dims=dims)
@@ -428,6 +455,9 @@ class Dispatcher:
         if msg.sent_at:
             self.metrics.incr("Lag", max(0.0, now - msg.sent_at) * 1000, "Milliseconds",
                               {"Machine": machine.name})
+        if checkpoint and checkpoint["shard"] and self.checkpoints is not None \
+                and not self._checkpoints_with_commit(store):  # only Kinesis positions can be replayed
+            self.checkpoints[msg.correlation_id] = checkpoint
         self._send(outbox)
         self._notify(msg.correlation_id, machine, run.state, run.status, new_step)
         return Outcome("committed", msg.correlation_id, run.status, run.state, run.hops, retries=retries), after
@@ -455,9 +485,13 @@ class Dispatcher:
             sent.append(join.start_message(start, child, parent, self.payloads.stow(start.child_id, "0-start", given),
                                            now))
         sent += [join.stop_message(stop, msg.correlation_id, now) for stop in run.stops]
-        if run.status == Status.DONE:
-            result = join.result_message(record, {"output": machine.output(context) if machine.output else
-                                                  context.user_data()}, now)
+        if run.status == Status.DONE and record.get("parent"):
+            data = self.payloads.stow(msg.correlation_id, f"{context.steps}-output", {
+                "output": machine.output(context) if machine.output else context.user_data()})
+            too_big = self.payloads.too_big(data, True, "output")
+            if too_big is not None:
+                raise too_big
+            result = join.result_message(record, data, now)
             if result is not None:
                 sent.append(result)
         return sent
@@ -512,7 +546,7 @@ class Dispatcher:
               consume: int = 0) -> tuple[Outcome, Record | None]:
         """A failed attempt: schedule the retry; once retries are used up, raise the
         ``error`` event where the configuration takes it, else fail the instance."""
-        error = f"{type(exc).__name__}: {exc}"
+        error = str(exc) if isinstance(exc, Failed) else f"{type(exc).__name__}: {exc}"
         # ASL-style name and cause: a `fsm.Failed` names its own; any other exception its type.
         named = {"error": exc.error, "cause": exc.cause} if isinstance(exc, Failed) else \
             {"error": type(exc).__name__, "cause": str(exc)}
@@ -549,7 +583,8 @@ class Dispatcher:
             error=error, gave_up=final, raised=raised if handled else None)
         if final and not handled:
             self.metrics.incr("Failures", dims=dims)
-            self._dead_letter(again, error)
+            if not isinstance(exc, Failed):  # a Failed is the machine's own verdict, not a lost message
+                self._dead_letter(again, error)
             self._send(outbox)
             self._notify(again.correlation_id, machine, record.get("state"), Status.FAILED, record.get("step", 0))
             return Outcome("failed", again.correlation_id, Status.FAILED, record.get("state"), error=error,
@@ -829,6 +864,35 @@ def _sending() -> Iterator[None]:
         raise
     except RecoverableError as exc:
         raise SendFailed(str(exc)) from exc
+
+
+# Reads of the record after a commit whose answer was lost (see Dispatcher._commit).
+_COMMIT_CHECKS = 3
+# The fields that tell a commit apart from the record before it and from another copy's
+# commit of the same step (``updated_at`` is the committing attempt's own time).
+_MARKS = ("step", "retries", "status", "state", "consumed", "event_ids", "updated_at")
+
+
+def _landed(current: Record | None, seen: Record, lease: leases.Lease, fields: Mapping[str, Any], consume: int,
+            expires: int) -> bool:
+    """Whether ``current``, read after a commit whose answer was lost, is that very
+    commit applied: the fence is the commit's (nobody took the instance over since), the
+    fields that mark it hold the values it wrote, the inbox events it consumed are gone,
+    the lease is released (or kept by this holder, with the expiry it wrote), and all of
+    it differs from ``seen``, the record before the commit. Anything else cannot be told
+    apart from a commit that never landed: ``False``, and the caller raises."""
+    if current is None or current.get("fence") != lease.fence:
+        return False
+    marks = [(k, fields[k]) for k in _MARKS if k in fields]
+    if any(current.get(k) != v for k, v in marks):
+        return False
+    if consume and any(entry.get("pos", 0) <= consume for entry in current.get("inbox") or ()):
+        return False
+    owner = current.get("lease_owner") or ""
+    if owner and (owner != lease.owner or current.get("lease_expires") != expires):
+        return False
+    released = bool(lease.owner) and not owner and seen.get("lease_owner") == lease.owner
+    return released or bool(consume) or any(seen.get(k) != v for k, v in marks)
 
 
 def _identity(msg: Message) -> dict[str, Any]:

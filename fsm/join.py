@@ -101,20 +101,21 @@ class Settled:
 
 
 def take_result(spawn: Spawn, join: dict[str, Any], state: str, data: Mapping[str, Any]) -> Settled:
-    """Count one child's result (a second copy of it changes nothing)."""
-    key = str(data.get("index"))
+    """Count one child's result (a second copy of it changes nothing): ``data`` is the
+    event's, its ``result`` already fetched from the payload store if it was stowed."""
+    key, result = str(data.get("index")), data.get("result") or {}
     if key not in join["running"]:
         return Settled([])
     del join["running"][key]
-    if "error" in data:
-        join["failed"][key] = {"error": str(data.get("error") or "Error"), "cause": str(data.get("cause") or "")}
+    if "error" in result:
+        join["failed"][key] = {"error": str(result.get("error") or "Error"), "cause": str(result.get("cause") or "")}
         join["results"][key] = {"Error": join["failed"][key]["error"], "Cause": join["failed"][key]["cause"]}
         if _beyond_tolerance(spawn, join):
             stops = running(join)
             join["running"], join["pending"] = {}, []
             return Settled([], ("error", _error(spawn, join, key)), stops)
     else:
-        join["results"][key] = data.get("output")
+        join["results"][key] = result.get("output")
     starts = _more(spawn, join, state)
     if join["running"] or join["pending"]:
         return Settled(starts)
@@ -174,16 +175,17 @@ def stop_message(stop: Stop, parent_id: str, now: float) -> Message:
                    reason=f"its parent {parent_id!r} no longer waits for it")
 
 
-def result_message(record: Mapping[str, Any], data: dict[str, Any], now: float) -> Message | None:
-    """What a finished child sends its parent: its output, or ``{"error", "cause"}``, bound
-    to the parent's visit of the state that started it."""
+def result_message(record: Mapping[str, Any], result: dict[str, Any], now: float) -> Message | None:
+    """What a finished child sends its parent: ``{"output"}`` or ``{"error", "cause"}`` (or
+    the payload store's reference to it), bound to the parent's visit of the state that
+    started it."""
     parent = record.get("parent")
     if not parent:
         return None
     return Message(machine=parent["machine"], correlation_id=parent["id"], kind=Kind.TIMER, event=CHILD,
                    state=parent["state"], step=int(parent["stamp"]), version=parent.get("version") or "",
                    store=int(parent.get("store") or 0), event_id=result_event_id(record["id"]), sent_at=now,
-                   data={**data, "state": parent["state"], "index": parent["index"], "id": record["id"]})
+                   data={"result": result, "state": parent["state"], "index": parent["index"], "id": record["id"]})
 
 
 def visits(record: Mapping[str, Any], snapshot_joins: Mapping[str, Any], starts: list[Start],

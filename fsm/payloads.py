@@ -73,19 +73,20 @@ class Payloads:
                                "(its digest differs)")
         return codec.loads(body)
 
-    def too_big(self, context: dict[str, Any], sends: bool) -> PayloadTooLarge | None:
-        """The context a step would commit, against the record and (when the step sends a
-        message carrying it) the message limits of the configured backends."""
+    def too_big(self, context: dict[str, Any], sends: bool, what: str = "context") -> PayloadTooLarge | None:
+        """The context a step would commit (or another payload: ``what``), against the
+        record and (when the step sends a message carrying it) the message limits of the
+        configured backends."""
         limits = self.limits
         if not limits.record and not limits.message:
             return None
         size = len(codec.dumps(context).encode())
         # Room for the rest of the record (history, outbox, inbox) and of the message.
-        for limit, names, what, room in ((limits.record, limits.record_names, "record", 16 * 1024),
+        for limit, names, kind, room in ((limits.record, limits.record_names, "record", 16 * 1024),
                                          (limits.message if sends else 0, limits.message_names, "message", 4096)):
             if limit and size + room > limit:
-                return PayloadTooLarge(f"the context is {size:,} bytes; a {what} on {', '.join(names)} holds at "
+                return PayloadTooLarge(f"the {what} is {size:,} bytes; a {kind} on {', '.join(names)} holds at "
                                        f"most {limit:,} bytes (with {room // 1024} KB for the rest of it): set "
-                                       "`offload: {store: s3://BUCKET/PREFIX}` in settings to keep large contexts "
-                                       "in S3, or keep large data out of the context")
+                                       f"`offload: {{store: s3://BUCKET/PREFIX}}` in settings to keep large {what}s "
+                                       f"in S3, or keep large data out of the {what}")
         return None

@@ -110,6 +110,16 @@ def _json_arg(text: str | None, flag: str) -> dict[str, Any]:
     return value
 
 
+def _json_value(text: str, flag: str) -> Any:
+    """Any JSON value from the command line (an object, array, string, number, ...)."""
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    try:
+        return json.loads(text, parse_constant=_not_json)
+    except ValueError as exc:
+        raise UsageError(f"{flag} is not valid JSON: {exc} (got {shown!r}); give a JSON value such as "
+                         """'{"key": "value"}', '[1, 2]' or '"text"' (quoted for the shell)""") from None
+
+
 def _not_json(constant: str) -> NoReturn:
     raise ValueError(f"{constant} is not JSON, which has no NaN or Infinity")
 
@@ -242,6 +252,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         finals = sum(1 for s in machine.states.values() if s.final)
         print(f"{machine.name}: {len(machine.states)} states, initial {machine.initial!r}, "
               f"{finals} final, max_retries {machine.max_retries} ({machine.source})")
+    for warning in definitions.warnings:
+        print(warning, file=sys.stderr)
     return OK
 
 
@@ -255,22 +267,64 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return OK
 
 
+def _start_input(args: argparse.Namespace) -> Any:
+    """What the instance starts with: ``--input`` (any JSON value) or ``--context`` (a JSON
+    object), never both; ``NO_INPUT`` for neither."""
+    from .app.client import NO_INPUT
+
+    if args.input is not None and args.context is not None:
+        raise UsageError("give --input or --context, not both (--context is --input restricted to a JSON object)")
+    if args.input is not None:
+        return _json_value(args.input, "--input")
+    return _json_arg(args.context, "--context") if args.context is not None else NO_INPUT
+
+
+def _machine_name(args: argparse.Namespace, machines: Any) -> str:
+    """``--machine``, or the one machine the file defines when it defines one (generated
+    child machines, named ``PARENT/...``, are not counted: they are started by their
+    parent)."""
+    if args.machine is not None:
+        return _given(args.machine, "--machine") or ""
+    names = sorted(name for name in machines if "/" not in name)
+    if len(names) == 1:
+        return names[0]
+    where = getattr(args, "file", None) or getattr(args, "config", None) or "the config"
+    defined = f"it defines {', '.join(names)}" if names else "it defines none that can be started"
+    raise UsageError(f"give the machine to start with --machine NAME: {where} does not define exactly one "
+                     f"machine ({defined})")
+
+
+def _start(args: argparse.Namespace, client: Any, cid: str | None) -> str:
+    """Start the machine the flags name with what they give; bad input is a usage error."""
+    from .app.client import NO_INPUT
+
+    value = _start_input(args)
+    name = _machine_name(args, client.machines)
+    try:
+        if value is NO_INPUT:
+            return client.start(name, None, cid)
+        return client.start(name, correlation_id=cid, input=value)
+    except ValueError as exc:
+        flag = "--input" if args.input is not None else "--context"
+        raise UsageError(f"{flag}: {exc}") from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    context = _json_arg(args.context, "--context")
+    _start_input(args)      # bad flags before anything is loaded
     cid = _id(args.correlation_id, "--correlation-id")
     client = _client(args, None if args.json else print)
     if client.runtime is None:
         raise UsageError("`fsm run` drives the embedded runtime; unset `stream:` or use `fsm start`")
-    status = client.status(client.start(args.machine, context, cid))
+    status = client.status(_start(args, client, cid))
     print(json.dumps(status) if args.json else _summary(status))
     return _verdict(args, status)
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    context = _json_arg(args.context, "--context")
+    _start_input(args)
     cid = _id(args.correlation_id, "--correlation-id")
     client = _client(args, _progress(args))
-    cid = client.start(args.machine, context, cid)
+    cid = _start(args, client, cid)
     print(cid, flush=True)
     return _verdict(args, client.status(cid)) if client.runtime is not None else OK
 
@@ -291,28 +345,81 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     cid = _id(args.id, "ID")
-    status = _client(args).status(cid)
+    client = _client(args)
+    status = client.status(cid)
+    children = _children_status(client, status["children"]) if args.children else None
     if args.json:
-        print(json.dumps(status))
+        print(json.dumps(status if children is None else {**status, "children_status": children}))
         return OK
     for key, value in status.items():
-        shown = json.dumps(value) if key == "context" else "-" if value is None else value
+        shown = (json.dumps(value) if key in ("context", "output") and value is not None
+                 else ", ".join(value) or "-" if key == "children" else "-" if value is None else value)
         print(f"{key:>14}: {shown}")
+    if children:
+        for line in _children_table(children):
+            print(line)
     return OK
+
+
+def _children_status(client: Any, ids: list[str]) -> list[dict[str, Any]]:
+    """Each child's status, in the order the parent started them; a child no store holds
+    (expired, or not started yet) is ``{"correlation_id": ID, "status": "missing"}``."""
+    from .errors import UnknownInstance
+
+    found = []
+    for child in ids:
+        try:
+            found.append(client.status(child))
+        except UnknownInstance:
+            found.append({"correlation_id": child, "status": "missing"})
+    return found
+
+
+def _children_table(children: list[dict[str, Any]]) -> list[str]:
+    rows = [["CHILD", "MACHINE", "STATUS", "STATE"]] + [
+        [str(view["correlation_id"]), str(view.get("machine") or "-"), str(view["status"]),
+         str(view.get("state") or "-")] for view in children]
+    widths = [max(len(row[n]) for row in rows) for n in range(4)]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     cid = _id(args.id, "ID")
-    entries = _client(args).history(cid)
+    if args.page is None and args.page_size is not None:
+        raise UsageError("--page-size needs --page (without --page the whole history is printed)")
+    page = _whole_number(args.page, "--page", 1, 10**12) if args.page is not None else None
+    size = _whole_number(args.page_size, "--page-size", 1, 1000) if args.page_size is not None else 100
+    client = _client(args)
+    if page is None:
+        entries = client.history(cid)
+    else:
+        try:
+            found = client.history(cid, page=page, page_size=size)
+        except ValueError as exc:
+            raise UsageError(f"--page {page}: {exc}") from None
+        entries = found["entries"]
     if args.json:
-        print(json.dumps(entries))
+        print(json.dumps(entries if page is None else found))
         return OK
     for e in entries:
         note = (f"  rejected: {e['error']}" if e.get("rejected") else f"  error: {e['error']}" if e.get("error")
                 else f"  cancelled: {e['cancelled']}" if e.get("cancelled") else "")
         print(f"{e['step']:>5}  {e['time']}  {e['from'] or '(start)'} --{e['event'] or '-'}--> "
               f"{e['to'] or '-'}  {e['duration'] * 1000:.2f}ms retries={e['retries']}{note}")
+    if page is not None:
+        print(f"page {found['page']} of {found['pages']} ({found['total']} entries)")
     return OK
+
+
+def _whole_number(text: str, flag: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        upper = f" to {high}" if high < 10**12 else " up"
+        raise UsageError(f"{flag} {text!r} must be a whole number from {low}{upper}")
+    return value
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -408,10 +515,10 @@ def _parser() -> Parser:
     def command(name: str, func: Callable, help: str, file: bool = False, client: bool = True) -> Parser:
         p = sub.add_parser(name, help=help, description=help)
         if file:
-            p.add_argument("file", metavar="FILE", help="the machines' YAML file")
+            p.add_argument("file", metavar="FILE", help="the machines' file: YAML, or an ASL definition (.json)")
         elif client:
             p.add_argument("--config", metavar="FILE",
-                           help="the machines' YAML file (default: $FSM_CONFIG, then ./fsm.yaml)")
+                           help="the machines' file, YAML or ASL .json (default: $FSM_CONFIG, then ./fsm.yaml)")
         if client:
             p.add_argument("--settings", metavar="FILE", help="a settings YAML file (default: $FSM_SETTINGS)")
             p.add_argument("--store", metavar="URL[,URL]", help="store URL(s), primary first, comma-separated "
@@ -438,7 +545,7 @@ def _parser() -> Parser:
 # its subcommand through the same factory (so it takes --config/--settings/--store too)
 # and keeps its heavier imports inside the command function.
 OPERATOR_COMMANDS = ("fsm.app.template", "fsm.app.listing", "fsm.app.watch", "fsm.app.ui", "fsm.app.cost",
-                     "fsm.app.migrate")
+                     "fsm.app.migrate", "fsm.app.export")
 
 
 def _definition_commands(command: Callable[..., Parser]) -> None:
@@ -448,17 +555,24 @@ def _definition_commands(command: Callable[..., Parser]) -> None:
     p.add_argument("--format", choices=("dot", "mermaid"), default="dot",
                    help="Graphviz dot (default) or a Mermaid state diagram")
     p = command("run", cmd_run, "run an instance on the embedded runtime until it settles", True)
-    p.add_argument("--machine", metavar="NAME", required=True, help="the machine to start")
-    p.add_argument("--context", metavar="JSON", help="the initial context, a JSON object")
+    _start_flags(p)
     p.add_argument("--correlation-id", metavar="ID", help="the instance's id (default: a new one)")
     p.add_argument("--json", action="store_true",
                    help="print only the final status, as one JSON object (no line per transition)")
 
 
+def _start_flags(p: Parser) -> None:
+    p.add_argument("--machine", metavar="NAME",
+                   help="the machine to start (default: the file's one machine, when it defines one)")
+    p.add_argument("--input", metavar="JSON",
+                   help="what the instance starts with: any JSON value, which the machine's start hook makes "
+                        "the first context of (ASL machines); otherwise a JSON object, the first context")
+    p.add_argument("--context", metavar="JSON", help="the initial context, a JSON object (or --input)")
+
+
 def _instance_commands(command: Callable[..., Parser]) -> None:
     p = command("start", cmd_start, "start an instance; prints its correlation id")
-    p.add_argument("--machine", metavar="NAME", required=True, help="the machine to start")
-    p.add_argument("--context", metavar="JSON", help="the initial context, a JSON object")
+    _start_flags(p)
     p.add_argument("--correlation-id", metavar="ID",
                    help="the instance's id; a given one makes the start idempotent (default: a new one)")
     p = command("send", cmd_send, "send an external event to an instance")
@@ -474,9 +588,16 @@ def _instance_commands(command: Callable[..., Parser]) -> None:
     p = command("status", cmd_status, "show where an instance is")
     p.add_argument("id", metavar="ID", help=ID_HELP)
     p.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    p.add_argument("--children", action="store_true",
+                   help="also show each child instance it started: id, machine, status, state (--json: "
+                        "`children_status`, their status objects)")
     p = command("history", cmd_history, "show an instance's transitions")
     p.add_argument("id", metavar="ID", help=ID_HELP)
-    p.add_argument("--json", action="store_true", help="print the transitions as one JSON array")
+    p.add_argument("--json", action="store_true", help="print the transitions as one JSON array (with --page: "
+                                                       '{"page", "pages", "total", "entries"})')
+    p.add_argument("--page", metavar="N", help="print only page N (from 1) and a footer `page N of M (T entries)`; "
+                                               "only that page is read from the store")
+    p.add_argument("--page-size", metavar="K", help="entries per page with --page, 1 to 1000 (default 100)")
     p = command("cancel", cmd_cancel, "cancel an instance; prints where it is now")
     p.add_argument("id", metavar="ID", help=ID_HELP)
     p.add_argument("--reason", metavar="TEXT", default="cancelled by user",

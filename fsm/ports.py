@@ -63,7 +63,15 @@ class InstanceStore(Protocol):
 
     def get(self, cid: str) -> Record | None: ...
 
-    def history(self, cid: str) -> list[dict[str, Any]]: ...
+    def history(self, cid: str, start: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """The instance's history entries ``start`` to ``start + limit`` (0-based,
+        oldest first; ``limit`` None: to the end; past the end: fewer, or none). Reads
+        only that range wherever the backend can (a list range, a key range, the pages
+        that hold it), so the last page of a long history costs what the first does."""
+
+    def history_len(self, cid: str) -> int:
+        """How many entries the history holds (0 for an unknown instance), without
+        reading them."""
 
     def close(self) -> None: ...
 

@@ -294,21 +294,30 @@ class MemcacheStore:
         value = self._call(lambda: self.client.get(self._key(cid, "r")))
         return None if value is None else _decode(value)["record"]
 
-    def history(self, cid: str) -> list[dict[str, Any]]:
-        """The paged-out entries ``h1`` .. in order, then the carried ones (see the module
-        docstring)."""
+    def history(self, cid: str, start: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Entries ``start`` to ``start + limit`` (0-based; ``limit`` None: to the end):
+        the paged-out ones among them (``h<n>``, numbered from 1) in order, then the
+        carried ones (see the module docstring). Only the keys of the range are read."""
         value = self._call(lambda: self.client.get(self._key(cid, "r")))
         if value is None:
             return []
         envelope = _decode(value)
         tail = envelope.get("history_tail") or []
-        paged = envelope.get("history_len", 0) - len(tail)
+        total = envelope.get("history_len", 0)
+        paged = total - len(tail)
+        first = max(0, start) + 1                                          # entry numbers, from 1
+        last = total if limit is None else min(total, first + max(0, limit) - 1)
         entries: list[dict[str, Any]] = []
-        for start in range(1, paged + 1, self.page_size):
-            keys = [self._key(cid, f"h{n}") for n in range(start, min(start + self.page_size, paged + 1))]
+        for low in range(first, min(last, paged) + 1, self.page_size):
+            keys = [self._key(cid, f"h{n}") for n in range(low, min(low + self.page_size, last + 1, paged + 1))]
             found = self._call(lambda keys=keys: self.client.get_many(keys))
             entries += [json.loads(found[k]) for k in keys if k in found]
-        return entries + tail
+        return entries + tail[max(0, first - paged - 1):max(0, last - paged)]
+
+    def history_len(self, cid: str) -> int:
+        """Entries ever written (the stored value's ``history_len``); 0 for no instance."""
+        value = self._call(lambda: self.client.get(self._key(cid, "r")))
+        return 0 if value is None else int(_decode(value).get("history_len", 0))
 
     def close(self) -> None:
         if self._owns_client:

@@ -55,9 +55,18 @@ class MemoryStore:
         with self._lock:
             return self._load(cid)
 
-    def history(self, cid: str) -> list[dict[str, Any]]:
+    def history(self, cid: str, start: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Entries ``start`` to ``start + limit`` (0-based; ``limit`` None: to the end);
+        only those are decoded."""
+        start = max(0, start)
         with self._lock:
-            return [codec.loads(h) for h in self._history.get(cid, [])]
+            kept = self._history.get(cid, [])
+            texts = kept[start:] if limit is None else kept[start:start + max(0, limit)]
+        return [codec.loads(h) for h in texts]
+
+    def history_len(self, cid: str) -> int:
+        with self._lock:
+            return len(self._history.get(cid, ()))
 
     def pending(self, before: float, limit: int = 100) -> list[Record]:
         with self._lock:

@@ -377,14 +377,23 @@ class RedisStore:
     def get(self, cid: str) -> Record | None:
         return record_of(self._flat(call(self.where, lambda: self.client.hgetall(self._keys(cid)[0]))))
 
-    def history(self, cid: str) -> list[dict[str, Any]]:
-        key, entries, start = self._keys(cid)[1], [], 0
-        while True:   # in pages, so a long history is not one huge reply
-            page = call(self.where, lambda first=start: self.client.lrange(key, first, first + self.page_size - 1))
+    def history(self, cid: str, start: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Entries ``start`` to ``start + limit`` (0-based; ``limit`` None: to the end):
+        ``LRANGE`` of just those, at most ``page_size`` a call, so a long history is not
+        one huge reply."""
+        key, entries, first = self._keys(cid)[1], [], max(0, start)
+        end = None if limit is None else first + max(0, limit)     # exclusive
+        while end is None or first < end:
+            last = first + self.page_size - 1 if end is None else min(first + self.page_size, end) - 1
+            page = call(self.where, lambda first=first, last=last: self.client.lrange(key, first, last))
             entries += [json.loads(text(raw)) for raw in page]
-            if len(page) < self.page_size:
-                return entries
-            start += self.page_size
+            if len(page) < last - first + 1:
+                break
+            first = last + 1
+        return entries
+
+    def history_len(self, cid: str) -> int:
+        return int(call(self.where, lambda: self.client.llen(self._keys(cid)[1])))
 
     def pending(self, before: float, limit: int = 100) -> list[Record]:
         """Records whose ``0 < pending < before``, oldest first, in one script call.

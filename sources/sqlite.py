@@ -130,10 +130,26 @@ class SqliteStore:
         with self._lock:
             return _load(self._db, cid)
 
-    def history(self, cid: str) -> list[dict[str, Any]]:
+    def history(self, cid: str, start: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Entries ``start`` to ``start + limit`` (0-based; ``limit`` None: to the end).
+        A swap numbers an instance's entries 1, 2, 3, ... (``seq``) and none is ever
+        removed alone, so entry ``n`` (0-based) has ``seq`` ``n + 1``: a page is one range
+        of the primary key, however long the history."""
+        start = max(0, start)
+        sql, params = "SELECT entry FROM history WHERE id = ? AND seq > ? ORDER BY seq", [cid, start]
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(0, limit))
         with self._lock:
-            rows = self._db.execute("SELECT entry FROM history WHERE id = ? ORDER BY seq", (cid,)).fetchall()
+            rows = self._db.execute(sql, params).fetchall()
         return [codec.loads(entry) for (entry,) in rows]
+
+    def history_len(self, cid: str) -> int:
+        """How many entries the instance's history holds: its last ``seq`` (one index
+        lookup, not a count of the rows)."""
+        with self._lock:
+            (last,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM history WHERE id = ?", (cid,)).fetchone()
+        return int(last)
 
     def pending(self, before: float, limit: int = 100) -> list[Record]:
         with self._lock:

@@ -9,6 +9,8 @@ settles.
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -44,6 +46,10 @@ from .delivery import freshest_record
 from .local import LocalRuntime
 from .wiring import App, Wiring
 
+NO_INPUT: Any = object()          # Client.start: no input given
+DEFAULT_HISTORY_PAGE = 100
+LARGEST_HISTORY_PAGE = 1000
+
 
 class Client:
     def __init__(self, settings: Settings | None = None, definitions: Definitions | None = None,
@@ -58,11 +64,23 @@ class Client:
     # -- commands ---------------------------------------------------------------------
 
     def start(self, machine: str, context: dict[str, Any] | None = None,
-              correlation_id: str | None = None) -> str:
-        """Start an instance; a given ``correlation_id`` makes it idempotent."""
+              correlation_id: str | None = None, *, input: Any = NO_INPUT) -> str:
+        """Start an instance; a given ``correlation_id`` makes it idempotent.
+
+        ``context`` is the first context as it is. ``input`` (any JSON value) is what the
+        instance is started with: the machine's ``start`` hook makes the first context of
+        it (ASL machines); a machine without one takes a JSON object as the context and
+        refuses anything else with ``ValueError``. Give one of the two; with neither, a
+        machine with a ``start`` hook starts from the input ``{}`` (as Step Functions does)."""
         if machine not in self.machines:
             raise UnknownMachine(f"unknown machine {machine!r}; known: {', '.join(sorted(self.machines)) or 'none'}")
         cid = check_correlation_id(correlation_id) if correlation_id else uuid.uuid4().hex
+        if input is NO_INPUT and context is None and getattr(self.machines[machine], "start", None) is not None:
+            input = {}
+        if input is not NO_INPUT:
+            if context is not None:
+                raise ValueError("give the first context or the input, not both")
+            context = first_context(self.machines[machine], input)
         # A machine's own initial context (XState's `context`), then what the caller gives.
         context = {**json.loads(json.dumps(self.machines[machine].context)), **(context or {})}
         check_json(context)
@@ -166,15 +184,33 @@ class Client:
         _, record = self._record(correlation_id)
         view = status_view(record)
         view["context"] = self.wiring.dispatcher.payloads.fetch(view["context"])
+        if isinstance(view["output"], dict):    # offloaded like a context, when it is large
+            view["output"] = self.wiring.dispatcher.payloads.fetch(view["output"])
         try:
             self._machine_of(record)
         except UnknownMachine as exc:
             view["problem"] = str(exc)
         return view
 
-    def history(self, correlation_id: str) -> list[dict[str, Any]]:
+    def history(self, correlation_id: str, page: int | None = None,
+                page_size: int = DEFAULT_HISTORY_PAGE) -> Any:
+        """The instance's transitions, oldest first: every one (a list), or with ``page``
+        (from 1) that page of ``page_size`` (1 to 1000) entries as ``{"page", "pages",
+        "total", "entries"}``, read from the store without reading the rest. A page past
+        the last (there is always a page 1) or a bad size raises ``ValueError``."""
+        if page is not None:
+            check_page(page, page_size)
         index, _ = self._record(correlation_id)
-        return self.wiring.stores[index].history(correlation_id)
+        store = self.wiring.stores[index]
+        if page is None:
+            return store.history(correlation_id)
+        total = _history_len(store, correlation_id)
+        pages = max(1, math.ceil(total / page_size))
+        if page > pages:
+            raise ValueError(f"page {page} is past the end: instance {correlation_id!r} has {total} history "
+                             f"entries, {pages} page{'s' if pages != 1 else ''} of {page_size}")
+        return {"page": page, "pages": pages, "total": total,
+                "entries": _history_range(store, correlation_id, (page - 1) * page_size, page_size)}
 
     def list(self, machine: str | None = None, status: str | None = None, state: str | None = None,
              since: float | str | None = None, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
@@ -265,13 +301,97 @@ def applied_view(record: Record, entry: dict[str, Any], event_id: str) -> dict[s
 def status_view(record: Record) -> dict[str, Any]:
     error = record.get("last_error")
     chart = record.get("chart")
+    parent = record.get("parent")
+    name, cause = failure_of(record)
     return {"correlation_id": record["id"], "machine": record["machine"], "version": record.get("version") or "",
             "state": record["state"],
             "value": chart["value"] if isinstance(chart, dict) and "value" in chart else record["state"],
             "status": record["status"], "steps": record["step"], "retries": record["retries"],
             "context": record.get("context") or {},
             "last_error": error.get("message") if isinstance(error, dict) else error,
-            "updated_at": _iso(record.get("updated_at")), "created_at": _iso(record.get("created_at"))}
+            "updated_at": _iso(record.get("updated_at")), "created_at": _iso(record.get("created_at")),
+            "output": record.get("output") if record["status"] == Status.DONE else None,
+            "error": name, "cause": cause,
+            "parent": parent.get("id") if isinstance(parent, dict) else parent if isinstance(parent, str) else None,
+            "children": _children(record)}
+
+
+# What names an error in a message "Type: text" (an exception's type, ``States.Timeout``).
+_ERROR_NAME = re.compile(r"[A-Za-z_][\w.]*")
+
+
+def failure_of(record: Record) -> tuple[str | None, str | None]:
+    """A failed instance's ``(error, cause)``: as its ``last_error`` names them, or else
+    from its message ``Type: text`` (the type, and the text); ``(None, None)`` for an
+    instance that has not failed."""
+    if record.get("status") != Status.FAILED:
+        return None, None
+    info = record.get("last_error")
+    info = info if isinstance(info, dict) else {"message": info} if isinstance(info, str) else {}
+    message = str(info.get("message") or "")
+    head, colon, rest = message.partition(": ")
+    derived = bool(colon) and _ERROR_NAME.fullmatch(head) is not None
+    error = info.get("error") or (head if derived else None)
+    cause = info.get("cause")
+    if cause is None:
+        cause = rest if derived else message or None
+    return error, cause
+
+
+def _children(record: Record) -> list[str]:
+    """The ids of the child instances the instance started (none before sub-machines)."""
+    try:
+        from ..join import child_ids
+    except ImportError:
+        return []
+    return list(child_ids(record))
+
+
+def first_context(machine: Any, value: Any) -> dict[str, Any]:
+    """The first context of an instance started with ``value``: the machine's ``start``
+    hook makes it, when it has one; otherwise ``value`` must be a JSON object, the
+    context itself."""
+    hook = getattr(machine, "start", None)
+    if hook is not None:
+        context = hook(json.loads(json.dumps(value, allow_nan=False)))
+        if not isinstance(context, dict):
+            raise TypeError(f"machine {machine.name!r}: its start hook made a {type(context).__name__}, "
+                            "not a context (a dict)")
+        return context
+    if isinstance(value, dict):
+        return dict(value)
+    # Bad input rather than a bug (the CLI's usage error), hence ValueError.
+    raise ValueError(f"machine {machine.name!r} starts from a JSON object (its first context), got a JSON "
+                     f"{_json_kind(value)}")
+
+
+def _json_kind(value: Any) -> str:
+    return ("null" if value is None else "boolean" if isinstance(value, bool) else "number"
+            if isinstance(value, (int, float)) else "string" if isinstance(value, str) else "array"
+            if isinstance(value, list) else type(value).__name__)
+
+
+def check_page(page: Any, page_size: Any) -> None:
+    """``ValueError`` for a page that is not a whole number from 1 or a size not 1 to
+    ``LARGEST_HISTORY_PAGE``."""
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        raise ValueError(f"page must be a whole number from 1, got {page!r}")
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= LARGEST_HISTORY_PAGE:
+        raise ValueError(f"page size must be a whole number from 1 to {LARGEST_HISTORY_PAGE}, got {page_size!r}")
+
+
+def _history_len(store: Any, cid: str) -> int:
+    """The history's length, from the store's ``history_len`` (stores written before it
+    existed: from the whole history)."""
+    counted = getattr(store, "history_len", None)
+    return int(counted(cid)) if counted is not None else len(store.history(cid))
+
+
+def _history_range(store: Any, cid: str, start: int, limit: int) -> list[dict[str, Any]]:
+    """``limit`` entries from ``start``, read as a range where the store can."""
+    if getattr(store, "history_len", None) is not None:
+        return store.history(cid, start, limit)
+    return store.history(cid)[start:start + limit]
 
 
 def _iso(ts: float | None) -> str | None:

@@ -160,7 +160,7 @@ def test_empty_ids_and_paths_are_bad_input(fsm: Fsm, args: list[str], named: str
 
 def test_usage_mistakes_are_one_line_too(fsm: Fsm) -> None:
     line = one_bad_input_line(fsm("run"), "run")
-    assert line == "fsm run: the following arguments are required: FILE, --machine (see `fsm run --help`)"
+    assert line == "fsm run: the following arguments are required: FILE (see `fsm run --help`)"
     line = one_bad_input_line(fsm.on_store("worker", "--idle-exit", "nan"), "worker")
     assert line == "fsm worker: --idle-exit nan must be a number of seconds, 0 or more"
 

@@ -175,7 +175,7 @@ def test_run_json_prints_only_the_final_status(folder: Path) -> None:
     assert done.returncode == OK and len(done.stdout.splitlines()) == 1, done.stdout
     status = json.loads(done.stdout)
     assert set(status) == {"correlation_id", "machine", "version", "state", "value", "status", "steps", "retries", "context",
-                           "last_error", "updated_at", "created_at"}
+                           "last_error", "updated_at", "created_at", "output", "error", "cause", "parent", "children"}
     assert (status["status"], status["state"], status["steps"], status["retries"]) == ("waiting", "waiting", 2, 0)
 
 

@@ -212,6 +212,14 @@ class Client:
         return {"page": page, "pages": pages, "total": total,
                 "entries": _history_range(store, correlation_id, (page - 1) * page_size, page_size)}
 
+    def history_slice(self, correlation_id: str, first: int, count: int) -> dict[str, Any]:
+        """``count`` entries of the history from entry ``first`` (0-based) and the total,
+        ``{"entries", "total"}``, read without reading the rest."""
+        index, _ = self._record(correlation_id)
+        store = self.wiring.stores[index]
+        return {"entries": _history_range(store, correlation_id, first, count),
+                "total": _history_len(store, correlation_id)}
+
     def list(self, machine: str | None = None, status: str | None = None, state: str | None = None,
              since: float | str | None = None, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
         """One page of instances, most recently updated first: ``{"instances": [status

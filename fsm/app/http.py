@@ -297,6 +297,7 @@ def _internal_error(exc: BaseException, method: str, path: str) -> HttpResponse:
 # field -> (accepted types, what to say when it is wrong)
 _Fields = dict[str, tuple[tuple[type, ...], str]]
 START_FIELDS: _Fields = {"machine": ((str,), "a string"), "context": ((dict, type(None)), "an object"),
+                         "input": ((dict, list, str, int, float, bool, type(None)), "any JSON value"),
                          "correlation_id": ((str, type(None)), "a string")}
 EVENT_FIELDS: _Fields = {"event": ((str,), "a string"), "data": ((dict, type(None)), "an object"),
                          "event_id": ((str, type(None)), "a string")}
@@ -410,6 +411,9 @@ def start_instance(client: Client, request: HttpRequest, _: str) -> HttpResponse
     query_params(request, ())
     body = json_body(request, START_FIELDS, required=("machine",))
     machine, cid, context = body["machine"], body.get("correlation_id"), body.get("context") or {}
+    if "input" in body and "context" in body:
+        raise ApiError(400, "invalid_request", "give `context` (the first context) or `input` (what the machine "
+                       "starts with: any JSON for an ASL machine), not both")
     _carryable(context, "context")
     if cid is not None:
         _check_id(cid, "correlation_id")
@@ -419,7 +423,13 @@ def start_instance(client: Client, request: HttpRequest, _: str) -> HttpResponse
                 raise ApiError(409, "conflict", f"instance {cid!r} exists and runs machine {found[1]['machine']!r}, "
                                f"not {machine!r}")
             return HttpResponse(200, {"correlation_id": cid}, {"location": f"/instances/{cid}"})
-    cid = client.start(machine, context, cid)
+    try:
+        if "input" in body or getattr(client.machines.get(machine), "start", None) is not None:
+            cid = client.start(machine, None, cid, input=body["input"] if "input" in body else context)
+        else:
+            cid = client.start(machine, context, cid)
+    except ValueError as exc:  # an input the machine cannot start from
+        raise ApiError(400, "invalid_request", str(exc)) from None
     return HttpResponse(201, {"correlation_id": cid}, {"location": f"/instances/{cid}"})
 
 
@@ -475,10 +485,10 @@ def instance_history(client: Client, request: HttpRequest, cid: str) -> HttpResp
         first = (integer_param(query, "page", 1, 1, 10**9) - 1) * size
     else:
         first = integer_param(query, "next", 0, 0, 10**9)
-    entries = client.history(cid)
+    found = client.history_slice(cid, first, size)   # reads this page only, on every store
     after = first + size
-    return HttpResponse(200, {"correlation_id": cid, "history": entries[first:after], "total": len(entries),
-                              "next": str(after) if after < len(entries) else None})
+    return HttpResponse(200, {"correlation_id": cid, "history": found["entries"], "total": found["total"],
+                              "next": str(after) if after < found["total"] else None})
 
 
 def send_event(client: Client, request: HttpRequest, cid: str) -> HttpResponse:

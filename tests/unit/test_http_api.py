@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from protocol_kit import HandBus
 
-from config.loader import load_text
+from config.loader import load_file, load_text
 from config.settings import Settings
 from fsm.app import App
 from fsm.app import http as api
@@ -639,3 +639,19 @@ def test_a_secret_that_cannot_be_read_is_a_500_and_logged(secrets_manager: Any,
         answer = call(application, "GET", "/machines", headers=bearer("anything"))
     assert_error(answer, 500, "internal_error")
     assert SECRET_ARN not in json.dumps(answer.body) and SECRET_ARN in caplog.text
+
+
+def test_an_asl_machine_starts_from_any_json_input_and_shows_its_output(tmp_path: Path) -> None:
+    (tmp_path / "count.asl.json").write_text(json.dumps({"StartAt": "Len", "States": {
+        "Len": {"Type": "Pass", "Parameters": {"n.$": "States.ArrayLength($)"}, "End": True}}}))
+    definitions = load_file(tmp_path / "count.asl.json")
+    settings = Settings(store=["memory://"], api={"auth": "iam"})
+    application = App(definitions, settings, build(definitions.machines, settings))
+    answer = call(application, "POST", "/instances", {"machine": "count", "input": [3, 1, 2]})
+    assert answer.status == 201, answer
+    status = call(application, "GET", f"/instances/{answer.body['correlation_id']}")
+    assert (status.body["status"], status.body["output"]) == ("done", {"n": 3})
+    both = call(application, "POST", "/instances", {"machine": "count", "input": [1], "context": {}})
+    assert both.status == 400 and "not both" in both.body["message"]
+    flat = call(make_app(), "POST", "/instances", {"machine": "pizza", "input": [1]})
+    assert flat.status == 400 and "JSON object" in flat.body["message"]

@@ -320,8 +320,8 @@ class AslCompiler:
             for index, branch in enumerate(branches):
                 self.definition(branch, names[index], f"{where}, branch {index}")
             fields["children"] = names
-            spawn = Spawn(runtime.plan, machines=names, tolerated_failures=None,  # type: ignore[arg-type]
-                          tolerated_percentage=None)  # type: ignore[arg-type]
+            spawn = Spawn(runtime.plan, machines=names, tolerated_failures=None,
+                          tolerated_percentage=None)
         elif kind == "Map":
             fields.update(self.map(machine, name, raw, where))
             spawn = fields.pop("spawn")

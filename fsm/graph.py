@@ -34,6 +34,9 @@ def _state_notes(state: State) -> list[str]:
              if actions]
     if state.invoke is not None:
         notes.append(f"invoke/ {_label(state.invoke.actor)} ({state.invoke.id})")
+    if state.spawn is not None:
+        limit = f", {state.spawn.max_concurrency} at once" if state.spawn.max_concurrency else ""
+        notes.append(f"{'invoke' if state.spawn.single else 'children'}/ {', '.join(state.spawn.machines)}{limit}")
     if state.timeout:
         notes.append(f"timeout {state.timeout:g}s -> {state.timeout_event}")
     return notes

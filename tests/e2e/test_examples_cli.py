@@ -26,6 +26,7 @@ ORDER_JSON = EXAMPLES / "pizza" / "order.json"
 SIGNUP = EXAMPLES / "signup" / "fsm.yaml"
 FLAKY = EXAMPLES / "flaky" / "fsm.yaml"
 APPROVAL = EXAMPLES / "approval" / "fsm.yaml"
+SHOP = EXAMPLES / "shop" / "fsm.yaml"              # loads order.asl.json, a Step Functions definition
 XSTATE_DIR = ROOT / "tests" / "xstate"   # node_modules/xstate: the real XState, for the reference
 OK, FAILED, BAD_INPUT = 0, 1, 2
 # Many processes per test, and real timer waits: the full suite's, not the fast tier's.
@@ -107,7 +108,8 @@ def fast_copy(example: Path, tmp_path: Path, old: str, new: str, name: str | Non
 
 
 @pytest.mark.parametrize("config, machine", [(PIZZA, "pizza"), (PIZZA_XSTATE, "pizza-xstate"),
-                                             (SIGNUP, "signup"), (FLAKY, "flaky"), (APPROVAL, "approval")],
+                                             (SIGNUP, "signup"), (FLAKY, "flaky"), (APPROVAL, "approval"),
+                                             (SHOP, "order")],
                          ids=lambda v: v.relative_to(EXAMPLES).as_posix() if isinstance(v, Path) else None)
 def test_every_example_validates(tmp_path: Path, config: Path, machine: str) -> None:
     out = Fsm(tmp_path, config)("validate", str(config)).stdout
@@ -649,3 +651,22 @@ def test_retry_resumes_a_failed_instance(tmp_path: Path) -> None:
     assert (status["status"], status["state"], status["context"], status["last_error"]) == \
         ("done", "finished", {"worked": True}, None)
     assert "only a failed instance" in fsm("retry", "job-1", expect=FAILED).stderr
+
+
+# -- shop (ASL) -------------------------------------------------------------------------------
+
+
+def test_shop_runs_its_step_functions_definition_to_an_output_or_an_error(tmp_path: Path) -> None:
+    fsm = Fsm(tmp_path, SHOP)
+    lines = [{"sku": "tea", "qty": 2}, {"sku": "mug", "qty": 1}]
+    paid = fsm.json("run", str(SHOP), "--input", json.dumps({"order": "A-1", "card": "4242", "lines": lines}))
+    assert paid["status"] == "done" and paid["output"] == {
+        "order": "A-1", "total": 18.0, "charge": "ch-A-1", "reserved": 3, "summary": "order A-1 paid 18.0 with ch-A-1"}
+    children = fsm("status", paid["correlation_id"], "--children").stdout
+    assert children.count(" done") >= 4 and "order/PriceLines" in children and "order/PayAndReserve/1" in children
+    declined = fsm.json("run", str(SHOP), "--input", json.dumps({"order": "A-2", "card": "4000", "lines": lines}), expect=FAILED)
+    assert (declined["status"], declined["error"], declined["cause"]) == (
+        "failed", "OrderDeclined", "card ending 4000 was declined")
+    unknown = fsm.json("run", str(SHOP), "--input",
+                       json.dumps({"order": "A-3", "card": "4242", "lines": [{"sku": "x", "qty": 1}]}), expect=FAILED)
+    assert (unknown["error"], unknown["cause"]) == ("UnknownSku", "no price for 'x'")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from config.loader import load_text
 from fsm.cli import main
 from fsm.graph import to_dot, to_mermaid
 from fsm.model import Action, Guard, Machine, State, Transition
@@ -411,3 +412,18 @@ def test_a_flat_machine_with_guards_and_eventless_transitions_stays_flat() -> No
     for line in ["  s0 --> s1 : go [Below]", "  s0 --> s0 : go / Inc (internal)", "  s0 --> s1 : always",
                  "  s0 --> s1 : after 1.5s"]:
         assert line in mermaid, line
+
+
+def test_a_state_running_children_names_their_machine() -> None:
+    machines = load_text("""
+machines:
+  - name: item
+    states: [{name: a, initial: true, transitions: [{event: go, target: b}]}, {name: b, final: true}]
+  - name: fan
+    states:
+      - {name: spread, initial: true, map: {items: $.xs, machine: item, max_concurrency: 4},
+         transitions: [{done: true, target: end}]}
+      - {name: end, final: true}
+""").machines
+    assert "children/ item, 4 at once" in to_mermaid(machines["fan"])
+    assert "children/ item, 4 at once" in to_dot(machines["fan"])

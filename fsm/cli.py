@@ -98,6 +98,7 @@ def _json_arg(text: str | None, flag: str) -> dict[str, Any]:
     takes them, but they are not JSON and no other language would read them back."""
     if text is None:
         return {}
+    text = _file_or_text(text, flag)
     shown = text if len(text) <= 60 else text[:57] + "..."
     try:
         value = json.loads(text, parse_constant=_not_json)
@@ -112,12 +113,26 @@ def _json_arg(text: str | None, flag: str) -> dict[str, Any]:
 
 def _json_value(text: str, flag: str) -> Any:
     """Any JSON value from the command line (an object, array, string, number, ...)."""
+    text = _file_or_text(text, flag)
     shown = text if len(text) <= 60 else text[:57] + "..."
     try:
         return json.loads(text, parse_constant=_not_json)
     except ValueError as exc:
         raise UsageError(f"{flag} is not valid JSON: {exc} (got {shown!r}); give a JSON value such as "
                          """'{"key": "value"}', '[1, 2]' or '"text"' (quoted for the shell)""") from None
+
+
+def _file_or_text(text: str, flag: str) -> str:
+    """``file://PATH`` (as the AWS CLI takes it) reads the JSON from a file: a command line
+    holds at most 128 KB per argument."""
+    if not text.startswith("file://"):
+        return text
+    path = text[len("file://"):]
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise UsageError(f"{flag} {text!r}: cannot read {path!r}: {reason}") from None
 
 
 def _not_json(constant: str) -> NoReturn:
@@ -564,10 +579,10 @@ def _definition_commands(command: Callable[..., Parser]) -> None:
 def _start_flags(p: Parser) -> None:
     p.add_argument("--machine", metavar="NAME",
                    help="the machine to start (default: the file's one machine, when it defines one)")
-    p.add_argument("--input", metavar="JSON",
+    p.add_argument("--input", metavar="JSON|file://PATH",
                    help="what the instance starts with: any JSON value, which the machine's start hook makes "
                         "the first context of (ASL machines); otherwise a JSON object, the first context")
-    p.add_argument("--context", metavar="JSON", help="the initial context, a JSON object (or --input)")
+    p.add_argument("--context", metavar="JSON|file://PATH", help="the initial context, a JSON object (or --input)")
 
 
 def _instance_commands(command: Callable[..., Parser]) -> None:
@@ -578,7 +593,7 @@ def _instance_commands(command: Callable[..., Parser]) -> None:
     p = command("send", cmd_send, "send an external event to an instance")
     p.add_argument("id", metavar="ID", help=ID_HELP)
     p.add_argument("event", metavar="EVENT", help="the event, one the instance's state has a transition on")
-    p.add_argument("--data", metavar="JSON", help="event data, a JSON object (YAML machines merge it into the "
+    p.add_argument("--data", metavar="JSON|file://PATH", help="event data, a JSON object (YAML machines merge it into the "
                                                   "context; XState machines give it to their actions)")
     p.add_argument("--event-id", metavar="ID", help="deduplicates retries of the same send (default: a new one)")
     p.add_argument("--wait", metavar="SECONDS", type=float, nargs="?", const=30.0,

@@ -275,3 +275,13 @@ def test_validate_prints_a_choice_without_default_as_a_located_warning(tmp_path:
     assert code == 0 and out.startswith("pick: ")
     assert err.strip() == (f"{flow}:1: warning: asl machine 'pick', state 'C': no `Default`: when no rule matches, "
                            "the execution fails with States.NoChoiceMatched")
+
+
+def test_json_flags_read_file_urls_as_the_aws_cli_does(tmp_path: Path, folder: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    given = tmp_path / "input.json"
+    given.write_text(json.dumps({"name": "Ada"}))
+    code, out, _ = fsm(capsys, "run", "one.yaml", "--input", f"file://{given}", "--json")
+    assert code == 0 and json.loads(out.splitlines()[-1])["context"]["greeting"] == "hello Ada"
+    line = bad_input(capsys, "run", "one.yaml", "--input", f"file://{tmp_path}/missing.json")
+    assert "cannot read" in line and "missing.json" in line and "No such file" in line

@@ -501,3 +501,44 @@ def test_resume_replays_the_checkpointed_kinesis_record_after_the_record_is_lost
     assert status["context"] == {state: n for n, state in enumerate(STATES)}
     assert [e["step"] for e in client.history(cid)] == list(range(4, 11))  # steps 1-3 went with the record
     assert effects(redis_url, cid) == {**dict.fromkeys(STATES, 1), "s3": 2}
+
+
+# ---- a context no bus or table could carry: the payload offload --------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sqs", "sqs-fifo", "kinesis", "sns", "dynamodb-stream"])
+def test_a_300_kb_context_completes_on_every_bus_with_the_offload(
+        kind: str, deploy: Callable[[dict[str, Any]], Deployment], redis_url: str, memcached_url: str) -> None:
+    """300 KB: more than an SQS/SNS message (256 KB) and most of a DynamoDB item (400 KB).
+    With ``offload:`` the context lives in S3 (moto_server), messages and records carry a
+    reference, and the instance runs its ten steps on every bus; each action once."""
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    bus = bus_under_test(kind, endpoint, redis_url, memcached_url)
+    bucket = unique("payloads")
+    deployment = deploy({**bus.settings, "offload": {"store": f"s3://{bucket}/fsm", "threshold": 64 * 1024}})
+    created = deployment.fsm("create-resources").stdout
+    assert f"s3://{bucket}/fsm" in created, created
+    bus.reader()                                     # the SNS subscriber queue, where there is one
+    blob = "x" * 300_000
+    given = deployment.folder / "context.json"      # a command line holds at most 128 KB per argument
+    given.write_text(json.dumps({"blob": blob}))
+    cid = deployment.fsm("start", "--machine", MACHINE, "--context", f"file://{given}").stdout.strip()
+    output = deployment.fsm("worker", "--source", bus.source, "--idle-exit", "2").stdout
+    assert "records (0 failed)" in output, output
+    app = deployment.app()
+    status = Client(wiring=app.wiring).status(cid)
+    assert (status["status"], status["steps"]) == ("done", 10), status
+    assert status["context"]["blob"] == blob and status["context"]["s8"] == 8
+    record = freshest(app, cid)
+    assert len(json.dumps(record["context"])) < 1000   # the record holds a reference, not the context
+    stored = aws_client("s3", endpoint).list_objects_v2(Bucket=bucket, Prefix="fsm/")
+    assert stored.get("KeyCount", 0) >= 2
+    assert_ran_once(redis_url, cid)
+
+
+def freshest(app: App, cid: str) -> dict[str, Any]:
+    from fsm.app.delivery import freshest_record
+
+    found = freshest_record(app.wiring, cid)
+    assert found is not None
+    return found[1]

@@ -24,6 +24,7 @@ from fsm.app import App
 from fsm.app.intake import handle_event
 from fsm.app.wiring import build
 from fsm.app.worker import run_worker
+from fsm import Action
 from fsm.errors import FsmError, RecoverableError
 from fsm.message import Message
 from fsm.ports import Record, Scalar, SwapResult
@@ -410,3 +411,41 @@ def test_create_resources_refuses_one_table_as_stream_and_store() -> None:
     table = "arn:aws:dynamodb:us-east-1:123456789012:table/everything"
     with pytest.raises(InvalidDefinition, match="table of its own"):
         list(create_resources(Settings(store=[table], stream=[table])))
+
+
+# -- per-instance order in a batch -------------------------------------------------------------
+
+
+class Tally(Action):
+    def execute(self, context: Any, obj: dict[str, Any]) -> None:
+        context.setdefault("notes", []).append(obj["event_data"]["n"])
+
+
+TALLY = """
+machines:
+  - name: tally
+    states:
+      - {name: open, initial: true, transitions: [{event: note, action: test_handler.Tally}]}
+"""
+
+
+@pytest.mark.parametrize("shape", ["kinesis", "fifo", "dynamodb"])
+def test_a_batch_of_interleaved_events_keeps_each_instances_order(shape: str) -> None:
+    """Lambda hands over ten records for three instances at once; each instance takes its
+    own events in the order the batch holds them, its sends made together at the end."""
+    definitions = load_text(TALLY)
+    settings = Settings(store=["memory://"])
+    bus = HandBus()
+    app = App(definitions, settings, build(definitions.machines, settings, bus=bus))
+    make = (lambda body, n: sqs(body, n, FIFO)) if shape == "fifo" else SHAPES[shape]
+    cids = [uuid.uuid4().hex for _ in range(3)]
+    starts = [make(Message(machine="tally", correlation_id=cid, context={}).encode(), n) for n, cid in enumerate(cids)]
+    assert handle_event(app, {"Records": starts})["batchItemFailures"] == []
+    events = [Message(machine="tally", correlation_id=cids[i % 3], kind="event", event="note", data={"n": i // 3},
+                      event_id=f"e-{i}").encode() for i in range(9)]
+    answer = handle_event(app, {"Records": [make(body, 10 + n) for n, body in enumerate(events)]})
+    assert answer["batchItemFailures"] == []
+    while (msg := bus.take()) is not None:        # the nudges the batch sent together
+        app.wiring.dispatcher.handle(msg)
+    notes = [app.wiring.stores[0].get(cid)["context"]["notes"] for cid in cids]
+    assert notes == [[0, 1, 2]] * 3

@@ -117,7 +117,6 @@ class StepAction(Action):
         self.spec = spec
 
     def execute(self, context: Context, obj: dict[str, Any]) -> str | None:
-        self.visit = None
         try:
             return self.work(context, obj)
         except AslError as error:

@@ -251,6 +251,21 @@ class _Loader:
             return None
         return target
 
+    def read_entry(self, path: Path, item: Located, key: str) -> tuple[Path, Located] | None:
+        """The JSON file an ``xstate:`` or ``asl:`` entry names, found like an import,
+        read and parsed with its lines (``None``: the problem is reported)."""
+        found = self.find(path, item, key)
+        if found is None:
+            return None
+        try:
+            text = found.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.problem(path, item.line_of(key), f"cannot read {str(found)!r}: {type(exc).__name__}")
+            return None
+        self.result.files.append(str(found))
+        doc = self.parse(found, text)
+        return None if doc is None else (found, doc)
+
     def load_xstate(self, path: Path, item: Located) -> None:
         """``- xstate: order.json`` with ``actions:``, ``guards:`` and ``actors:`` mapping
         the names the JSON uses to classes (see :mod:`config.xstate`)."""
@@ -258,18 +273,10 @@ class _Loader:
 
         if self.check_keys(path, item, schema.XSTATE, "xstate entry", "xstate") & {"xstate"}:
             return
-        found = self.find(path, item, "xstate")
-        if found is None:
+        read = self.read_entry(path, item, "xstate")
+        if read is None:
             return
-        try:
-            text = found.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            self.problem(path, item.line_of("xstate"), f"cannot read {str(found)!r}: {type(exc).__name__}")
-            return
-        self.result.files.append(str(found))
-        doc = self.parse(found, text)
-        if doc is None:
-            return
+        found, doc = read
         name = item.get("name") or (doc.get("id") if isinstance(doc.get("id"), str) else None) or found.stem
         label = f"xstate machine {name!r}"
         tables = {kind: item.get(kind + "s") if isinstance(item.get(kind + "s"), dict) else {}
@@ -303,18 +310,10 @@ class _Loader:
         (see :mod:`config.asl`)."""
         if self.check_keys(path, item, schema.ASL, "asl entry", "asl") & {"asl"}:
             return
-        found = self.find(path, item, "asl")
-        if found is None:
+        read = self.read_entry(path, item, "asl")
+        if read is None:
             return
-        try:
-            text = found.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            self.problem(path, item.line_of("asl"), f"cannot read {str(found)!r}: {type(exc).__name__}")
-            return
-        self.result.files.append(str(found))
-        doc = self.parse(found, text)
-        if doc is None:
-            return
+        found, doc = read
         stem = found.stem[:-4] if found.stem.endswith(".asl") else found.stem
         name = item.get("name") or stem
         table = item.get("resources") if isinstance(item.get("resources"), Located) else Located()

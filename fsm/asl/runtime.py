@@ -125,6 +125,12 @@ class StepAction(Action):
     def work(self, context: Context, obj: dict[str, Any]) -> str | None:
         raise NotImplementedError
 
+    def enter(self, context: Context) -> tuple[dict[str, Any], Any]:
+        """The state's visit recorded; its context object and its input after ``InputPath``."""
+        _visit(context, self.spec)
+        ctx = context_object(context, self.spec)
+        return ctx, data.select(self.spec.flow.input_path, context.get(DOC), ctx, "InputPath")
+
     def done(self, context: Context, document: Any) -> str:
         context[DOC] = document
         _book(context).pop("state", None)
@@ -211,9 +217,7 @@ class PassAction(StepAction):
 class ChoiceAction(StepAction):
     def work(self, context: Context, obj: dict[str, Any]) -> str | None:
         spec = self.spec
-        _visit(context, spec)
-        ctx = context_object(context, spec)
-        given = data.select(spec.flow.input_path, context.get(DOC), ctx, "InputPath")
+        ctx, given = self.enter(context)
         event = next((f"choice.{i}" for i, rule in enumerate(spec.rules) if rule(given, ctx)),
                      "default" if spec.default else None)
         if event is None:
@@ -226,9 +230,7 @@ class ChoiceAction(StepAction):
 class WaitAction(StepAction):
     def work(self, context: Context, obj: dict[str, Any]) -> str | None:
         spec = self.spec
-        _visit(context, spec)
-        ctx = context_object(context, spec)
-        given = data.select(spec.flow.input_path, context.get(DOC), ctx, "InputPath")
+        ctx, given = self.enter(context)
         assert spec.wait is not None
         kind, value = spec.wait
         if kind.endswith("Path"):
@@ -253,9 +255,7 @@ class WaitAction(StepAction):
 class SucceedAction(StepAction):
     def work(self, context: Context, obj: dict[str, Any]) -> str | None:
         spec = self.spec
-        _visit(context, spec)
-        ctx = context_object(context, spec)
-        given = data.select(spec.flow.input_path, context.get(DOC), ctx, "InputPath")
+        ctx, given = self.enter(context)
         return self.done(context, data.select(spec.flow.output_path, given, ctx, "OutputPath"))
 
 

@@ -31,7 +31,7 @@ pages: items ``h#%012d-%012d`` % (n, m) holding entries n to m as one JSON array
 
 A page goes out when a swap finds, from the record as this store last saw it (the
 acquire's reply, in the dispatcher's flow), that the carried entries hold at least
-``PAGE_MIN_BYTES`` (512) and keeping them would put the item past the 1 KB write units
+``PAGE_MIN_BYTES`` (256) and keeping them would put the item past the 1 KB write units
 it needs without them, or that they reach ``CARRY_MAX_BYTES`` (16 KB) or
 ``CARRY_MAX_ENTRIES`` (16). The swap then first PutItems them as the page keyed by their
 first and last numbers (unconditional: an entry's number never changes, so a key always
@@ -43,9 +43,11 @@ So an entry is written once into the record and once into a page, and the extra 
 trip is one PutItem per page (1 write unit), at most every ~4 commits with the
 dispatcher's ~120-byte entries and up to every ~9 when the record's last unit has room.
 Carried entries cost no write unit while they fit that room; a record with less room
-than 512 bytes carries them into its next unit until they make a page, and pays one
-unit more per write meanwhile (on the table, and on the pending index, which projects
-the whole item). ``PAGE_MIN_BYTES = 0`` never does that, at the price of a PutItem at
+than 256 bytes carries them into its next unit until they make a page, and pays one
+unit more per write meanwhile. (512 until issue #12: ``fsm cost``, SQS + DynamoDB, 1 KB
+context, ``concurrency: optimistic``: 2.4 table write units per transition with 256,
+2.8 with 512; with a 200-byte context 2.1 and 1.9: 256 pages more often when the record
+is small, and is kept for the common case of a context near 1 KB.) ``PAGE_MIN_BYTES = 0`` never does that, at the price of a PutItem at
 every commit when the room holds one entry and not two (``fsm cost``, SQS + DynamoDB,
 empty context: 2.8 write units and 0.8 PutItem per transition on the table instead of
 3.7 and 0.1; the previous layout's transaction: 5). A swap appends without a page-out only while the record carries fewer than
@@ -75,29 +77,60 @@ whose ``checkpoint`` names a shard (a message read from Kinesis: the only kind o
 ``fsm resume`` can read from) do that. ``write_checkpoints=False``: the dispatcher writes
 the checkpoint items itself, as for another table.
 
-Pending index: a record whose ``pending`` is > 0 also gets ``pending_shard`` (PREFIX +
-``pending#`` + shard), which puts it in the sparse GSI ``pending-by-time`` (partition
-``pending_shard``, sort ``pending``, projection ALL); a swap that sets ``pending`` to 0
-removes ``pending_shard`` in the same update, which takes the item out of the index.
-``pending`` itself stays a plain N attribute (``null`` is removed instead: an index key
-attribute cannot hold NULL). ``pending()`` queries every shard and needs no second read.
+What a transition pays (issue #12): DynamoDB bills an UpdateItem by the larger of the
+item before and after it (1 KB units), and each global index whose entry it changes:
+one write per index entry put, updated or removed, two when an index key moves, none
+when nothing the index projects changes. So the indexes are laid out for commits that
+change none of them: all KEYS_ONLY (an entry changes only with its keys), keyed by
+values that a running chain of commits does not change. An ordinary transition then
+writes no index at all; an instance pays 8 index writes over its life (its pending
+entry put and removed, its two listing entries put, then moved once when it finishes).
+``fsm cost`` counts by those rules (:mod:`fsm.app.cost_meter`).
 
-Listing: a record also carries ``list_at`` (its ``updated_at`` as
-:func:`~sources.memory.time_key`, ``|``, its id) and ``list_s``, ``list_m``, ``list_x``
-(see ``dynamodb_tables.list_partitions``: the prefix, a shard of ``list_shards``, and its
-status; machine and status; machine, state and status), the keys of three sparse GSIs
-with projection KEYS_ONLY (``instances-by-status``, ``-by-machine``, ``-by-state``, all
-sorted by ``list_at``). They are set by the same UpdateItem as the fields they come from,
-so a transition costs no extra call; the indexes hold keys only, so moving a record in
-them costs a write unit each however large the record. A swap that changes the status or
-the state must name the record's other listing values too, and a commit does not name
-the machine: the adapter remembers each record's machine, status and state from the last
-reply that carried them (the acquire's, in the dispatcher's flow) and makes the values
-it takes from there conditions of the write, so a stale memory fails the write (which
-is then sent again with the values its failure returned) instead of misfiling the record;
-a record it has seen nothing of is read first. ``list_instances`` queries the filter's
-index per status and shard, ``limit + 1`` keys deep, merges them and reads the page's
-records with BatchGetItem.
+Pending index: while a record's ``pending`` is > 0 it also has ``owed_shard`` (PREFIX +
+``pending#`` + shard) and ``owed_at``, the keys of the sparse GSI ``owed-since``
+(KEYS_ONLY). Both are set with ``if_not_exists``: ``owed_at`` is the time the record
+started owing, and the commits that follow (each moving ``pending`` to its own time)
+leave the entry where it is; a swap that sets ``pending`` to 0 (or null) removes both,
+which takes the record out. ``owed_at <= pending`` always holds, so the entries before a
+time are a superset of the records overdue then: ``pending()`` reads the candidates'
+records (BatchGetItem, only at sweep time), returns those really overdue, and moves a
+candidate that is not (a long chain, still running) up to its ``pending`` (one
+conditional UpdateItem per such instance per ``resend_after``, not per transition). The
+previous index, ``pending-by-time`` (``pending_shard``, ``pending``; projection ALL, so
+that every running commit moved the whole item in it: two writes of the record's size),
+is no longer written: every swap that sets ``pending`` removes ``pending_shard``, and
+``pending()`` still reads that index on a table that has it, for records an earlier
+version left there.
+
+Listing: a record carries ``list_s`` and ``list_m`` (see
+``dynamodb_tables.list_partitions``: the prefix, a shard of ``list_shards``, and its
+status; its machine and status) and ``list_at`` (``TIME|ID``, TIME the record's
+``updated_at`` as :func:`~sources.memory.time_key` when its status last changed), the
+keys of two sparse KEYS_ONLY GSIs, ``instances-by-status`` and ``instances-by-machine``,
+sorted by ``list_at``. They are written only by a swap that creates the record or
+changes its status (or machine): a listing is therefore ordered by the last change of
+status, not by every update, and ``since`` applies to that time. A swap naming the status
+the record already has writes none of them; to know, the adapter takes the current
+status from the swap's ``expect`` when it names it (``concurrency: optimistic`` commits
+do), else from the last reply that carried the record (the acquire's, in the dispatcher's
+flow), and makes a value taken from there a condition of the write, so a stale memory
+fails the write (which is then sent again with the values its failure returned) instead
+of misfiling the record; a record it has seen nothing of is read first. A state filter
+is served by the by-machine index, the records read a chunk at a time and kept when in
+that state (a read cost, paid by listing only). The previous ``instances-by-state``
+index (its key changed at every commit) is no longer written: a record's entry there
+goes when its status next changes. ``list_instances`` queries the filter's index per
+status and shard, ``limit + 1`` keys deep, merges them and reads the page's records with
+BatchGetItem; a record whose ``list_at`` is no longer its entry's is left off.
+
+Packed fields: ``outbox``, ``consumed`` and ``checkpoint`` (``PACKED``), which the
+dispatcher writes at every commit in shapes it knows, are stored as B, raw deflate with a
+preset dictionary behind a version byte (``PACK_DICTIONARIES``), when that is smaller
+than their JSON text: an outbox of one step message goes from ~310 bytes to ~90, which
+with the rest keeps a running record with a 1 KB context and its carried history within
+two write units. The context and everything a condition or a reader of the table looks
+at stay as they were.
 
 The adapter remembers, per record (the 1,024 last seen), its ``history_len``, carried
 entries, attribute sizes and ``ttl`` from the last reply that carried the item: what the
@@ -137,7 +170,7 @@ import math
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -156,6 +189,9 @@ from .dynamodb_tables import (
     LIST_BY_STATE,
     LIST_BY_STATUS,
     LIST_INDEXES,
+    OWED_AT,
+    OWED_INDEX,
+    OWED_SHARD,
     PENDING,
     PENDING_INDEX,
     PENDING_SHARD,
@@ -176,8 +212,8 @@ HISTORY_TAIL = "history_tail"   # List of S: the latest history entries, carried
 HISTORY_SK = "h#"               # + "%012d-%012d" % the numbers of a history page's first and last entries
 INBOX_IDS = "inbox_ids"     # String Set: the ids waiting in the inbox (see the module docstring)
 INBOX_TAIL = "inbox_tail"   # how many entries at the inbox's end were appended without their pos
-RESERVED = frozenset({"pk", "sk", HISTORY_LEN, HISTORY_TAIL, TTL, PENDING_SHARD, LIST_AT, INBOX_IDS, INBOX_TAIL,
-                      *LIST_INDEXES})
+RESERVED = frozenset({"pk", "sk", HISTORY_LEN, HISTORY_TAIL, TTL, PENDING_SHARD, OWED_SHARD, OWED_AT, LIST_AT,
+                      LIST_BY_STATE, INBOX_IDS, INBOX_TAIL, *LIST_INDEXES})
 # Paging out the carried history (see the module docstring): a page goes out at the first
 # swap where keeping it would put the record item in one more write unit (1 KB), once it
 # holds PAGE_MIN_BYTES; always once it holds CARRY_MAX_BYTES or CARRY_MAX_ENTRIES. Every
@@ -185,19 +221,35 @@ RESERVED = frozenset({"pk", "sk", HISTORY_LEN, HISTORY_TAIL, TTL, PENDING_SHARD,
 # CARRY_MAX_ENTRIES (a condition of its write), which bounds what a swap that has not seen
 # the record (nothing to decide on) lets it carry. PAGE_MIN_BYTES trades round trips for
 # write units: 0 never lets carried entries cost a unit, but pages out at every commit
-# when the record's last unit has room for one entry and not two; 512 makes a page at
-# least ~4 of the dispatcher's entries (at most one PutItem per ~4 commits), carrying
+# when the record's last unit has room for one entry and not two; 256 makes a page at
+# least ~2 of the dispatcher's entries (at most one PutItem per ~2 commits), carrying
 # them across a unit boundary meanwhile (see the module docstring for the figures).
 WRITE_UNIT = 1024
-PAGE_MIN_BYTES = 512
+PAGE_MIN_BYTES = 256
 CARRY_MAX_BYTES = 16 * 1024
 CARRY_MAX_ENTRIES = 16
 REMEMBERED_TAILS = 1024     # records whose carried entries a store keeps in memory
 NULL_REMOVED = frozenset({PENDING, INBOX, INBOX_END})   # fields whose null is stored as no attribute
-LISTED = ("machine", "status", "state")     # the values listing partitions are made of
+LISTED = ("machine", "status")     # the values listing partitions are made of
 STALE_GUESS_ATTEMPTS = 4
 BATCH_GET_ATTEMPTS = 8
 _deserialize = TypeDeserializer().deserialize
+# Fields the framework writes at every commit in a shape it knows (the outbox's lean step
+# message, ``consumed``, a Kinesis ``checkpoint``): stored as B, raw deflate with this
+# preset dictionary behind a version byte, when that is smaller than their JSON text (an
+# outbox of one step message: ~310 bytes of text, ~90 packed). Never edit a dictionary
+# that has been used: a new one gets the next version byte, and decode keeps the old.
+PACKED = frozenset({"outbox", "consumed", "checkpoint"})
+PACK_DICTIONARIES = {1: (
+    b'{"arn":"arn:aws:kinesis:us-east-1:123456789012:stream/","shard":"shardId-000000000000",'
+    b'"sequence":"49590000000000000000000000000000000000000000000000000000"}{"kind":"event","event_id":"'
+    b'[{"message":{"machine":"","correlation_id":"","kind":"timer","step":0,"retries":0,"event":null,"data":{},'
+    b'"fence":1,"state":null,"event_id":null,"store":0,"copy":false,"busy":0,"reason":null,"version":"",'
+    b'"sent_at":17,"parent":null,"v":1,"context":{},"chart":null},"delay":0.0}]{"kind":"step","step":1,"retries":0}'
+    b'[{"message":{"machine":"","correlation_id":"","kind":"step","step":1,"retries":0,"event":"next","data":{},'
+    b'"fence":1,"state":"","event_id":null,"store":0,"copy":false,"busy":0,"reason":null,"version":"",'
+    b'"sent_at":17,"parent":null,"v":1},"delay":0.0}]')}
+PACK_VERSION = 1
 
 
 # ---- attribute values -------------------------------------------------------------------
@@ -211,7 +263,8 @@ def encode(name: str, value: Any) -> dict[str, Any]:
     if name == INBOX and isinstance(value, list):    # a List, so that append can add to it
         return {"L": [{"S": dumps(entry)} for entry in value]}
     if kind == "json":
-        return {"S": dumps(value)}
+        text = dumps(value)
+        return pack(text) if name in PACKED else {"S": text}
     if isinstance(value, str):
         return {"S": value}
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -221,10 +274,28 @@ def encode(name: str, value: Any) -> dict[str, Any]:
     raise BackendError(f"record field {name!r} is a {kind} field but holds a {type(value).__name__}")
 
 
+def pack(text: str) -> dict[str, Any]:
+    """JSON text as S, or as B packed with the current dictionary when that is smaller."""
+    raw = text.encode()
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, PACK_DICTIONARIES[PACK_VERSION])
+    packed = bytes([PACK_VERSION]) + packer.compress(raw) + packer.flush()
+    return {"B": packed} if len(packed) < len(raw) else {"S": text}
+
+
+def unpack(data: bytes) -> str:
+    dictionary = PACK_DICTIONARIES.get(data[0]) if data else None
+    if dictionary is None:
+        raise BackendError(f"a packed attribute starts with version {data[:1]!r}, which this version cannot read")
+    unpacker = zlib.decompressobj(-15, dictionary)
+    return (unpacker.decompress(data[1:]) + unpacker.flush()).decode()
+
+
 def decode(name: str, attr: Mapping[str, Any]) -> Any:
     kind = RECORD_FIELDS.get(name, "json")
     if "NULL" in attr:
         return None
+    if "B" in attr and kind == "json":
+        return json.loads(unpack(bytes(attr["B"])))
     if "S" in attr:
         return json.loads(attr["S"]) if kind == "json" else attr["S"]
     if "N" in attr:
@@ -367,7 +438,7 @@ class DynamoStore:
     pending index over several GSI partitions, for write rates one index partition cannot
     take; ``pending()`` then queries each. ``list_shards`` (default 1) does the same for
     the listing indexes, whose busiest partition (every instance with one status) takes
-    two index writes per commit.
+    a write per instance that enters or leaves that status.
     """
 
     # Commits carry the instance's checkpoint (see the module docstring): a dispatcher whose
@@ -389,7 +460,8 @@ class DynamoStore:
         self._owns_client = client is None
         self.client = make_client("dynamodb", region, endpoint_url, aws, client)
         self._seen: dict[str, _Seen] = {}   # the last record item seen per correlation id, see module doc
-        self._listed: dict[str, dict[str, Any]] = {}   # its machine, status and state, likewise
+        self._listed: dict[str, dict[str, Any]] = {}   # its machine, status and updated_at, likewise
+        self._legacy_pending = True     # the table may still have the previous pending index (see pending())
         self._owed: dict[str, bool] = {}    # whether it owes a message (pending), likewise
         self._lock = threading.Lock()
 
@@ -452,7 +524,79 @@ class DynamoStore:
         self._remember(cid, item)
         return decode_record(item)
 
-    def history(self, cid: str) -> list[dict[str, Any]]:
+    def history(self, cid: str, start: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Entries ``start`` to ``start + limit`` (0-based; ``limit`` None: to the end),
+        each once, in order.
+
+        The whole history is one Query of the instance's partition (see
+        :meth:`_whole_history`). A range reads the record's ``history_len`` and carried
+        entries first (GetItem), which say which entry numbers are carried and which are
+        in pages, then only the pages that can hold the range's paged numbers: a Query
+        newest first of the items whose first number is at most the range's last, which
+        stops once it holds every number it needs (pages are immutable and a page always
+        goes out before the swap that stops carrying its entries, so the pages a record
+        counts as paged are there when the record says so)."""
+        start = max(0, start)
+        if start == 0 and limit is None:
+            return self._whole_history(cid)
+        carried = self._history_head(cid)
+        if carried is None:     # no record: what the pages hold
+            kept = self._whole_history(cid)
+            return kept[start:] if limit is None else kept[start:start + max(0, limit)]
+        total, tail = carried
+        paged = total - len(tail)
+        first = start + 1                                                   # entry numbers, from 1
+        last = total if limit is None else min(total, start + max(0, limit))
+        if first > last:
+            return []
+        wanted = range(first, min(last, paged) + 1)
+        found = self._paged_entries(cid, wanted) if wanted else {}
+        return ([found[n] for n in wanted if n in found]
+                + [json.loads(text) for text in tail[max(0, first - paged - 1):max(0, last - paged)]])
+
+    def history_len(self, cid: str) -> int:
+        """Entries ever written: the record's ``history_len`` (one GetItem); without a
+        record, how many its history items hold."""
+        carried = self._history_head(cid)
+        return carried[0] if carried is not None else len(self._whole_history(cid))
+
+    def _history_head(self, cid: str) -> tuple[int, list[str]] | None:
+        """The record's ``history_len`` and carried entries' texts; None without a record."""
+        try:
+            item = self.client.get_item(TableName=self.table, Key=self._key(cid, RECORD_SK), ConsistentRead=True,
+                                        ProjectionExpression="#len, #tail",
+                                        ExpressionAttributeNames={"#len": HISTORY_LEN, "#tail": HISTORY_TAIL}
+                                        ).get("Item")
+        except (BotoCoreError, ClientError) as exc:
+            raise classify(exc, self.url) from exc
+        return None if item is None else (_count(item, HISTORY_LEN), _tail(item))
+
+    def _paged_entries(self, cid: str, wanted: range) -> dict[int, Any]:
+        """The paged entries numbered in ``wanted`` (see :meth:`history`)."""
+        query: dict[str, Any] = {
+            "TableName": self.table, "ConsistentRead": True, "ScanIndexForward": False,
+            "KeyConditionExpression": "#pk = :pk AND #sk BETWEEN :low AND :high",
+            "ProjectionExpression": "#sk, #entries",
+            "ExpressionAttributeNames": {"#pk": "pk", "#sk": "sk", "#entries": "entries"},
+            # ``h#N`` (the previous layout) and ``h#N-M`` sort before ``h#N-~``, and after it
+            # every key whose first number is above N.
+            "ExpressionAttributeValues": {":pk": {"S": self.prefix + cid}, ":low": {"S": HISTORY_SK},
+                                          ":high": {"S": f"{HISTORY_SK}{wanted[-1]:012d}-~"}},
+            "Limit": self.page_size or max(2, min(100, len(wanted) // CARRY_MAX_ENTRIES + 2)),
+        }
+        found: dict[int, Any] = {}
+        for item in self._pages("query", query):
+            first = _first_number(item["sk"]["S"])
+            if not first or "S" not in item.get("entries", {}):
+                continue
+            for offset, entry in enumerate(json.loads(item["entries"]["S"])):
+                if first + offset in wanted:
+                    found.setdefault(first + offset, entry)
+            if len(found) == len(wanted):
+                break
+        return found
+
+    def _whole_history(self, cid: str) -> list[dict[str, Any]]:
         """Every entry once, in order: one Query of the instance's partition reads its
         history items (``h#`` sorts before ``record``) and then the record, whose
         ``history_len`` and carried entries say which numbers the items must supply (see
@@ -484,11 +628,100 @@ class DynamoStore:
         return [paged[n] for n in sorted(paged) if n <= paged_up_to] + [json.loads(text) for text in tail]
 
     def pending(self, before: float, limit: int = 100) -> list[Record]:
-        """Records whose ``0 < pending < before``, oldest first, from the sparse GSI
-        (eventually consistent: a commit of a moment ago may show up on the next call)."""
+        """Records whose ``0 < pending < before``, oldest first.
+
+        The ``owed-since`` index holds keys only, sorted by the time each record started
+        owing (``owed_at``, never later than its ``pending``): its entries before
+        ``before`` are candidates, whose records are read (BatchGetItem, consistent).
+        A candidate that is not overdue (a chain still running, whose ``pending`` moved
+        on) gets ``owed_at`` raised to its ``pending`` (one conditional UpdateItem, so
+        the next sweeps skip it until it is really overdue), one that owes nothing is
+        taken out. Candidates are read in ``owed_at`` order until no later one can be
+        older than the ``limit`` oldest found. A table made by an earlier version is
+        also read through its ``pending-by-time`` index while that has entries."""
         if limit <= 0:
             return []
-        found: list[tuple[float, str, Record]] = []
+        found: dict[str, tuple[float, Record]] = {}
+        for shard in range(self.pending_shards):
+            self._owed_candidates(self._pending_shard(shard), before, limit, found)
+        if self._legacy_pending:
+            self._legacy_candidates(before, limit, found)
+        ordered = sorted(found.items(), key=lambda entry: (entry[1][0], entry[0]))
+        return [record for _, (_, record) in ordered[:limit]]
+
+    def _owed_candidates(self, shard: str, before: float, limit: int, found: dict[str, tuple[float, Record]]) -> None:
+        query = {
+            "TableName": self.table, "IndexName": OWED_INDEX, "Limit": min(100, limit + 1),
+            "KeyConditionExpression": "#shard = :shard AND #at < :before",
+            "ExpressionAttributeNames": {"#shard": OWED_SHARD, "#at": OWED_AT},
+            "ExpressionAttributeValues": {":shard": {"S": shard}, ":before": {"N": repr(float(before))}},
+        }
+        chunk: list[dict[str, Any]] = []
+        try:
+            for entry in paginate(self.client, "query", query, self.url):
+                chunk.append(entry)
+                if len(chunk) == 100:
+                    if self._owed_chunk(chunk, before, limit, found):
+                        return
+                    chunk = []
+            if chunk:
+                self._owed_chunk(chunk, before, limit, found)
+        except BackendError as exc:
+            if not _missing_index(exc):
+                raise
+            raise BackendError(f"{self.url}: the table has no {OWED_INDEX!r} index (made by an earlier version): "
+                               "run `fsm create-resources` to add it") from exc
+
+    def _owed_chunk(self, chunk: list[dict[str, Any]], before: float, limit: int,
+                    found: dict[str, tuple[float, Record]]) -> bool:
+        """Check up to 100 candidates against their records; True when no later
+        candidate can be among the ``limit`` oldest."""
+        items = self._items([entry["pk"]["S"] for entry in chunk])
+        for entry in chunk:
+            pk, owed_at = entry["pk"]["S"], entry[OWED_AT]
+            item = items.get(pk)
+            if item is None:
+                continue    # gone (its index entry with it, a moment later)
+            pending = float(Decimal(item[PENDING]["N"])) if "N" in item.get(PENDING, {}) else 0.0
+            if 0 < pending < before:
+                record = self._decode(item)
+                if record is not None:
+                    found[pk] = (pending, record)
+            elif item.get(OWED_AT) == owed_at:
+                self._reindex_owed(pk, owed_at, item.get(PENDING), pending > 0)
+        if len(found) < limit:
+            return False
+        cutoff = sorted(pending for pending, _ in found.values())[limit - 1]
+        return float(Decimal(chunk[-1][OWED_AT]["N"])) >= cutoff
+
+    def _reindex_owed(self, pk: str, owed_at: Mapping[str, Any], pending: Mapping[str, Any] | None,
+                      owes: bool) -> None:
+        """Move a candidate's ``owed_at`` up to its ``pending`` (it owes, not yet
+        overdue), or take it out of the index (it owes nothing); on condition that
+        neither changed since it was read."""
+        names = {"#at": OWED_AT, "#pending": PENDING, "#shard": OWED_SHARD}
+        values: dict[str, Any] = {":at": owed_at}
+        if owes and pending is not None:
+            update, values[":pending"] = "SET #at = :pending", pending
+            condition = "#at = :at AND #pending = :pending"
+            del names["#shard"]
+        else:
+            update, values[":zero"] = "REMOVE #shard, #at", _number(0)
+            condition = "#at = :at AND (attribute_not_exists(#pending) OR #pending = :zero)"
+        try:
+            self.client.update_item(TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": RECORD_SK}},
+                                    UpdateExpression=update, ConditionExpression=condition,
+                                    ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise classify(exc, self.url) from exc
+        except BotoCoreError as exc:
+            raise classify(exc, self.url) from exc
+
+    def _legacy_candidates(self, before: float, limit: int, found: dict[str, tuple[float, Record]]) -> None:
+        """Records written by an earlier version into ``pending-by-time`` (projection
+        ALL, sorted by ``pending``) and not committed since; a table without that index
+        is not asked again."""
         for shard in range(self.pending_shards):
             query = {
                 "TableName": self.table, "IndexName": PENDING_INDEX, "Limit": limit,
@@ -497,34 +730,82 @@ class DynamoStore:
                 "ExpressionAttributeValues": {":shard": {"S": self._pending_shard(shard)},
                                               ":before": {"N": repr(float(before))}},
             }
-            for item in paginate(self.client, "query", query, self.url, limit=limit):
-                record = decode_record(item)
+            try:
+                items = list(paginate(self.client, "query", query, self.url, limit=limit))
+            except BackendError as exc:
+                if _missing_index(exc):
+                    self._legacy_pending = False
+                    return
+                raise
+            for item in items:
+                record = self._decode(item)
                 if record is not None:
-                    found.append((float(item[PENDING]["N"]), item["pk"]["S"], record))
-        found.sort(key=lambda entry: entry[:2])
-        return [record for _, _, record in found[:limit]]
+                    found.setdefault(item["pk"]["S"], (float(Decimal(item[PENDING]["N"])), record))
 
     def list_instances(self, *, machine: str | None = None, status: str | None = None,
                        state: str | None = None, since: float | None = None, limit: int = 50,
                        cursor: str | None = None) -> tuple[list[Record], str | None]:
-        """One page, most recently updated first: a Query of the filter's index per status
-        and shard, ``limit + 1`` keys deep, then BatchGetItem of the page's records.
+        """One page, most recent change of status first (``list_at``): a Query of the
+        filter's index per status and shard, ``limit + 1`` keys deep, then BatchGetItem
+        of the page's records. With ``state``, the by-machine index is read further,
+        its records a chunk at a time, until ``limit + 1`` of them are in that state.
 
-        The indexes are eventually consistent and the records are read afresh: one that
-        changed after its index entry was read is left off the page (it now sorts before
-        the cursor, or no longer matches), so a page can come up short."""
+        The indexes are eventually consistent and the records are read afresh: one whose
+        ``list_at`` is no longer the entry's (its status changed since) or that no longer
+        matches is left off the page, which can then come up short."""
         query = list_query(machine=machine, status=status, state=state, since=since, limit=limit, cursor=cursor)
-        attribute = LIST_BY_STATE if state is not None else LIST_BY_MACHINE if machine is not None else LIST_BY_STATUS
-        found: list[tuple[str, str]] = []
-        for each in query.statuses:
-            values = {LIST_BY_STATUS: [each], LIST_BY_MACHINE: [machine, each],
-                      LIST_BY_STATE: [machine, state, each]}[attribute]
-            for shard in range(self.list_shards):
-                found += self._list_range(attribute, list_partition(self.prefix, shard, *values), query)
-        page, after = page_of(((key, cid, (key, cid)) for key, cid in found), query.limit)
-        records = self._records([self.prefix + cid for _, cid in page])
-        return [record for key, cid in page if (record := records.get(self.prefix + cid)) is not None
-                and query.admits(cid, record) and time_key(record.get("updated_at")) == key], after
+        attribute = LIST_BY_MACHINE if machine is not None else LIST_BY_STATUS
+        ranges = [list_partition(self.prefix, shard, *([machine, each] if machine is not None else [each]))
+                  for each in query.statuses for shard in range(self.list_shards)]
+        if state is not None:
+            found = [entry for partition in ranges for entry in self._list_in_state(attribute, partition, query)]
+            return page_of(found, query.limit)
+        keys = [key for partition in ranges for key in self._list_range(attribute, partition, query)]
+        page, after = page_of(((key, cid, (key, cid)) for key, cid in keys), query.limit)
+        items = self._items([self.prefix + cid for _, cid in page])
+        records = [self._listed_record(items.get(self.prefix + cid), key, cid, query) for key, cid in page]
+        return [record for record in records if record is not None], after
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    # -- listing -------------------------------------------------------------------------
+
+    def _listed_record(self, item: Mapping[str, Any] | None, key: str, cid: str, query: ListQuery) -> Record | None:
+        """The record of an index entry, if it still sorts there and matches the filters."""
+        if item is None or item.get(LIST_AT, {}).get("S") != f"{key}|{cid}":
+            return None
+        record = self._decode(item)
+        if record is None or record.get("status") not in query.statuses:
+            return None
+        if (query.machine is not None and record.get("machine") != query.machine) or \
+                (query.state is not None and record.get("state") != query.state):
+            return None
+        return record
+
+    def _list_in_state(self, attribute: str, partition: str, query: ListQuery) -> list[tuple[str, str, Record]]:
+        """Up to ``limit + 1`` records of one by-machine partition in the query's state,
+        newest first: the partition's entries read a chunk at a time, each chunk's
+        records read and filtered (the read cost of a state filter, paid by listing)."""
+        found: list[tuple[str, str, Record]] = []
+        chunk: list[tuple[str, str]] = []
+        for key, cid in self._list_entries(attribute, partition, query, None):
+            chunk.append((key, cid))
+            if len(chunk) < max(query.limit + 1, 25) and len(chunk) < 100:
+                continue
+            found += self._in_state(chunk, query)
+            chunk = []
+            if len(found) > query.limit:
+                break
+        if chunk and len(found) <= query.limit:
+            found += self._in_state(chunk, query)
+        return found[: query.limit + 1]
+
+    def _in_state(self, chunk: list[tuple[str, str]], query: ListQuery) -> list[tuple[str, str, Record]]:
+        items = self._items([self.prefix + cid for _, cid in chunk])
+        return [(key, cid, record) for key, cid in chunk
+                if (record := self._listed_record(items.get(self.prefix + cid), key, cid, query)) is not None]
 
     def close(self) -> None:
         if self._owns_client:
@@ -535,30 +816,39 @@ class DynamoStore:
     def _list_range(self, attribute: str, partition: str, query: ListQuery) -> list[tuple[str, str]]:
         """``(time key, id)`` of up to ``limit + 1`` entries of one index partition,
         newest first, after the cursor and from ``since``."""
+        return list(self._list_entries(attribute, partition, query, query.limit + 1))
+
+    def _list_entries(self, attribute: str, partition: str, query: ListQuery,
+                      wanted: int | None) -> Iterator[tuple[str, str]]:
+        """The entries of one index partition, newest first, after the cursor and from
+        ``since``: up to ``wanted`` (None: all, read a Query page at a time)."""
         high = f"{query.after[0]}|{query.after[1]}" if query.after else None
         low = query.since_key
         values = {":p": {"S": partition}, **({":high": {"S": high}} if high else {}),
                   **({":low": {"S": low}} if low else {})}
         if high and low:        # BETWEEN includes the cursor's own entry: it is dropped below
             if high < low:
-                return []       # a cursor older than ``since``: nothing lies between them
+                return          # a cursor older than ``since``: nothing lies between them
             condition = "#p = :p AND #at BETWEEN :low AND :high"
         else:
             condition = "#p = :p AND #at < :high" if high else "#p = :p AND #at >= :low" if low else "#p = :p"
         request = {"TableName": self.table, "IndexName": LIST_INDEXES[attribute], "ScanIndexForward": False,
-                   "KeyConditionExpression": condition, "Limit": query.limit + 2,
+                   "KeyConditionExpression": condition, "Limit": min(1000, query.limit + 2),
                    "ExpressionAttributeNames": {"#p": attribute, **({"#at": LIST_AT} if high or low else {})},
                    "ExpressionAttributeValues": values}
-        entries = []
-        for item in paginate(self.client, "query", request, self.url, limit=query.limit + 2):
+        given = 0
+        for item in paginate(self.client, "query", request, self.url,
+                             limit=None if wanted is None else wanted + 1):
             key = item[LIST_AT]["S"]
             if key != high:
-                entries.append((key[:20], key[21:]))
-        return entries[: query.limit + 1]
+                yield key[:20], key[21:]
+                given += 1
+                if wanted is not None and given >= wanted:
+                    return
 
-    def _records(self, pks: list[str]) -> dict[str, Record]:
-        """Records by ``pk``, read consistently with BatchGetItem (100 keys a call)."""
-        found: dict[str, Record] = {}
+    def _items(self, pks: list[str]) -> dict[str, dict[str, Any]]:
+        """Record items by ``pk``, read consistently with BatchGetItem (100 keys a call)."""
+        found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(pks), 100):
             keys = [{"pk": {"S": pk}, "sk": {"S": RECORD_SK}} for pk in pks[start:start + 100]]
             request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
@@ -568,7 +858,7 @@ class DynamoStore:
                 except (BotoCoreError, ClientError) as exc:
                     raise classify(exc, self.url) from exc
                 for item in reply.get("Responses", {}).get(self.table, []):
-                    found[item["pk"]["S"]] = decode_record(item) or {}
+                    found[item["pk"]["S"]] = item
                 request = reply.get("UnprocessedKeys") or {}
                 if not request:
                     break
@@ -624,7 +914,7 @@ class DynamoStore:
             if PENDING in fields:
                 self._owed[cid] = _positive(fields[PENDING])
             if expect is None or cid in self._listed:
-                self._listed[cid] = {**self._listed.get(cid, {}), **{n: fields.get(n) for n in LISTED
+                self._listed[cid] = {**self._listed.get(cid, {}), **{n: fields.get(n) for n in (*LISTED, "updated_at")
                                                                      if n in fields or expect is None}}
         return SwapResult(True, None)
 
@@ -825,11 +1115,20 @@ class DynamoStore:
     # -- helpers ---------------------------------------------------------------------------
 
     def _index_pending(self, ex: _Expression, cid: str, pending: Any, sets: list[str], removes: list[str]) -> None:
-        """Keep the record in the sparse pending index exactly while ``pending`` > 0."""
+        """Keep the record in the sparse ``owed-since`` index exactly while ``pending`` >
+        0, under the time it started owing: its keys are set only if absent, so the
+        commits of a running chain leave its entry alone (see the module docstring). Out
+        of the previous ``pending-by-time`` index (a no-op once it is out)."""
+        shard, at = ex.name(OWED_SHARD), ex.name(OWED_AT)
         if _positive(pending):
-            sets.append(f"{ex.name(PENDING_SHARD)} = {ex.value({'S': self._pending_shard_of(cid)})}")
+            sets.append(f"{shard} = if_not_exists({shard}, {ex.value({'S': self._pending_shard_of(cid)})})")
+            sets.append(f"{at} = if_not_exists({at}, {ex.value(encode(PENDING, pending))})")
         else:
-            removes.append(ex.name(PENDING_SHARD))
+            removes += [shard, at]
+        removes.append(ex.name(PENDING_SHARD))
+
+    def _decode(self, item: Mapping[str, Any] | None) -> Record | None:
+        return decode_record(item)
 
     def _key(self, cid: str, sk: str) -> dict[str, Any]:
         return {"pk": {"S": self.prefix + cid}, "sk": {"S": sk}}
@@ -866,29 +1165,47 @@ class DynamoStore:
                 if len(self._seen) > REMEMBERED_TAILS:
                     del self._seen[next(iter(self._seen))]
             self._owed[cid] = _owes(item)
-            self._listed[cid] = {name: decode(name, item[name]) if name in item else None for name in LISTED}
+            self._listed[cid] = {name: decode(name, item[name]) if name in item else None
+                                 for name in (*LISTED, "updated_at")}
 
     def _listing(self, cid: str, expect: Mapping[str, Scalar] | None,
                  fields: Mapping[str, Any]) -> tuple[dict[str, str | None], dict[str, Any]]:
         """The listing attributes this swap sets (``None``: removes), and the values it
         took from what this store last saw of the record rather than from the swap
-        (``guesses``, made conditions of the write: see the module docstring)."""
-        attributes: dict[str, str | None] = {}
-        if "updated_at" in fields or expect is None:
-            attributes[LIST_AT] = list_sort_key(fields.get("updated_at"), cid)
-        if expect is not None and not any(name in fields for name in LISTED):
-            return attributes, {}
-        guesses: dict[str, Any] = {}
-        if expect is not None:
-            missing = [name for name in LISTED if name not in fields and name not in expect]
-            if any(name not in self._listed.get(cid, {}) for name in missing):
-                self.get(cid)       # nothing seen of it yet: one read (a commit's acquire has seen it)
+        (``guesses``, made conditions of the write: see the module docstring).
+
+        The record moves in the listing indexes only when its status or machine changes
+        (and when it is created): ``list_at`` is then the time of that change. A swap
+        naming the status it already has writes nothing of the listing."""
+        if expect is None:
+            return self._list_attributes(cid, fields.get("machine"), fields.get("status"), fields, {}), {}
+        named = [name for name in LISTED if name in fields]
+        if not named:
+            return {}, {}
+        seen = self._listed.get(cid, {})
+        wanted = LISTED if any(fields[name] != expect.get(name, seen.get(name)) for name in named) else named
+        if any(name not in fields and name not in expect and name not in seen for name in wanted) or \
+                any(name not in expect and name not in seen for name in named):
+            self.get(cid)       # nothing seen of it yet: one read (a commit's acquire has seen it)
             seen = self._listed.get(cid, {})
-            guesses = {name: seen.get(name) for name in missing}
-        known = {**guesses, **(expect or {}), **fields}
+        current = {name: expect[name] if name in expect else seen.get(name) for name in LISTED}
+        guesses = {name: seen.get(name) for name in wanted if name not in expect and
+                   (name in named or name not in fields)}
+        if all(fields[name] == current[name] for name in named):
+            return {}, guesses      # the record stays where it is listed
+        return self._list_attributes(cid, fields.get("machine", current["machine"]),
+                                     fields.get("status", current["status"]), fields, seen), guesses
+
+    def _list_attributes(self, cid: str, machine: Any, status: Any, fields: Mapping[str, Any],
+                         seen: Mapping[str, Any]) -> dict[str, str | None]:
+        """Where a record with this machine and status is listed, from now on."""
         shard = zlib.crc32(cid.encode()) % self.list_shards
-        attributes.update(list_partitions(self.prefix, shard, *(known.get(name) for name in LISTED)))
-        return attributes, guesses
+        attributes: dict[str, str | None] = {**list_partitions(self.prefix, shard, machine, status),
+                                             LIST_BY_STATE: None}      # out of the previous by-state index
+        listed = isinstance(status, str)
+        at = fields.get("updated_at", seen.get("updated_at"))
+        attributes[LIST_AT] = list_sort_key(time.time() if at is None else at, cid) if listed else None
+        return attributes
 
     def _pages(self, operation: str, request: dict[str, Any]) -> Iterable[dict[str, Any]]:
         return paginate(self.client, operation, request, self.url)
@@ -897,6 +1214,13 @@ class DynamoStore:
 def _with(expect: Mapping[str, Scalar] | None, guesses: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The swap's condition plus the guesses it relies on (a creation has none)."""
     return expect if expect is None or not guesses else {**expect, **guesses}
+
+
+def _missing_index(exc: BaseException) -> bool:
+    """Whether a query failed because the table has no such index."""
+    cause = exc.__cause__
+    return isinstance(cause, ClientError) and error_code(cause) in ("ValidationException", "ResourceNotFoundException") \
+        and "index" in str(cause).lower()
 
 
 def _positive(value: Any) -> bool:

@@ -471,8 +471,8 @@ def test_dynamodb_keeps_its_inbox_attributes_out_of_records(store: Any) -> None:
     appended(store, "cid-1", event("e1"))
     item = store.client.get_item(TableName=store.table, Key={"pk": {"S": "cid-1"}, "sk": {"S": "record"}})["Item"]
     assert item["inbox_ids"] == {"SS": ["e1"]} and item["inbox_tail"] == {"N": "1"}
-    assert "L" in item["inbox"] and item["pending_shard"]["S"].startswith("pending#")
-    assert not {"inbox_ids", "inbox_tail", "pending_shard"} & set(store.get("cid-1"))
+    assert "L" in item["inbox"] and item["owed_shard"]["S"].startswith("pending#")
+    assert not {"inbox_ids", "inbox_tail", "pending_shard", "owed_shard", "owed_at"} & set(store.get("cid-1"))
     assert store.swap("cid-1", {"inbox_end": 1}, {"inbox": []}).ok     # a set cannot be empty
     item = store.client.get_item(TableName=store.table, Key={"pk": {"S": "cid-1"}, "sk": {"S": "record"}})["Item"]
     assert "inbox_ids" not in item and "inbox_tail" not in item and item["inbox"] == {"L": []}

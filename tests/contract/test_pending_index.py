@@ -180,14 +180,14 @@ def test_dynamodb_pending_across_shards_is_in_order(dynamo: tuple[str, Any]) -> 
     expected = sorted(times, key=times.__getitem__)
     assert ids(store.pending(2000.0)) == expected
     assert ids(store.pending(2000.0, limit=5)) == expected[:5]
-    shards = {item["pending_shard"]["S"] for item in client.scan(TableName=url.rsplit("/", 1)[1])["Items"]
-              if "pending_shard" in item}
+    shards = {item["owed_shard"]["S"] for item in client.scan(TableName=url.rsplit("/", 1)[1])["Items"]
+              if "owed_shard" in item}
     assert len(shards) == 3                        # really spread over the shards
 
 
 def test_dynamodb_settled_records_leave_the_sparse_index(dynamo: tuple[str, Any]) -> None:
     from sources.dynamodb import DynamoStore
-    from sources.dynamodb_tables import PENDING_INDEX
+    from sources.dynamodb_tables import OWED_INDEX
     url, client = dynamo
     store = DynamoStore(url, client=client)
     fresh(store, "a", pending=10.0)
@@ -195,9 +195,71 @@ def test_dynamodb_settled_records_leave_the_sparse_index(dynamo: tuple[str, Any]
     assert store.swap("a", {}, {"pending": 0.0}).ok
     assert store.swap("b", {}, {"pending": None}, history=[{"n": 1}]).ok
     table = url.rsplit("/", 1)[1]
-    assert client.scan(TableName=table, IndexName=PENDING_INDEX)["Items"] == []
+    assert client.scan(TableName=table, IndexName=OWED_INDEX)["Items"] == []
     assert store.get("a")["pending"] == 0.0 and "pending" not in store.get("b")   # null: removed
-    assert "pending_shard" not in store.get("a")
+    assert not {"owed_shard", "owed_at", "pending_shard"} & set(store.get("a"))
+
+
+def test_dynamodb_a_running_chain_leaves_its_index_entry_alone(dynamo: tuple[str, Any]) -> None:
+    """The index entry keeps the time the record started owing: the commits of a running
+    chain move ``pending`` but not the entry, and the sweep reads the records to decide."""
+    from sources.dynamodb import DynamoStore
+    from sources.dynamodb_tables import OWED_INDEX
+    url, client = dynamo
+    table = url.rsplit("/", 1)[1]
+    store = DynamoStore(url, client=client)
+    fresh(store, "a", pending=10.0)
+    for at in (20.0, 30.0, 40.0):
+        assert store.swap("a", {}, {"pending": at}).ok
+    (entry,) = client.scan(TableName=table, IndexName=OWED_INDEX)["Items"]
+    assert entry["owed_at"] == {"N": "10.0"} and set(entry) == {"pk", "sk", "owed_shard", "owed_at"}
+    assert ids(store.pending(35.0)) == []                   # a candidate, not overdue: its entry moves up
+    (entry,) = client.scan(TableName=table, IndexName=OWED_INDEX)["Items"]
+    assert entry["owed_at"] == {"N": "40.0"}
+    assert ids(store.pending(40.5)) == ["a"] and store.pending(40.5)[0]["pending"] == 40.0
+    assert store.swap("a", {}, {"pending": 0.0}).ok
+    assert client.scan(TableName=table, IndexName=OWED_INDEX)["Items"] == []
+
+
+def test_dynamodb_pending_is_oldest_first_by_the_records_own_pending(dynamo: tuple[str, Any]) -> None:
+    """Entries sort by when each record started owing, the answer by its ``pending``."""
+    from sources.dynamodb import DynamoStore
+    url, client = dynamo
+    store = DynamoStore(url, client=client)
+    fresh(store, "early-start", pending=1.0)
+    fresh(store, "late-start", pending=5.0)
+    assert store.swap("early-start", {}, {"pending": 9.0}).ok       # its chain went on
+    assert ids(store.pending(100.0)) == ["late-start", "early-start"]
+    assert ids(store.pending(100.0, limit=1)) == ["late-start"]
+    assert ids(store.pending(6.0)) == ["late-start"]
+
+
+def test_dynamodb_reads_the_previous_pending_index_of_an_older_table(dynamo: tuple[str, Any]) -> None:
+    """A record an earlier version left in ``pending-by-time`` is still found, and its
+    next commit takes it out of that index and into ``owed-since``."""
+    from sources.dynamodb import DynamoStore
+    from sources.dynamodb_tables import OWED_INDEX, PENDING_INDEX, create_tables
+    _, client = dynamo
+    name = f"fsm-old-{uuid.uuid4().hex[:8]}"
+    client.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": n, "AttributeType": t}
+                              for n, t in [("pk", "S"), ("sk", "S"), ("pending_shard", "S"), ("pending", "N")]],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        GlobalSecondaryIndexes=[{"IndexName": PENDING_INDEX, "Projection": {"ProjectionType": "ALL"},
+                                 "KeySchema": [{"AttributeName": "pending_shard", "KeyType": "HASH"},
+                                               {"AttributeName": "pending", "KeyType": "RANGE"}]}])
+    client.put_item(TableName=name, Item={
+        "pk": {"S": "old"}, "sk": {"S": "record"}, "id": {"S": "old"}, "step": {"N": "1"}, "fence": {"N": "1"},
+        "lease_owner": {"S": ""}, "pending": {"N": "5"}, "pending_shard": {"S": "pending#0"}})
+    create_tables(url_of(name), client=client, index_wait=5)
+    store = DynamoStore(url_of(name), client=client)
+    fresh(store, "new", pending=7.0)
+    assert ids(store.pending(100.0)) == ["old", "new"]
+    assert store.swap("old", {}, {"pending": 8.0}).ok
+    assert client.scan(TableName=name, IndexName=PENDING_INDEX)["Items"] == []
+    assert len(client.scan(TableName=name, IndexName=OWED_INDEX)["Items"]) == 2
+    assert ids(store.pending(100.0)) == ["new", "old"]
 
 
 def test_dynamodb_create_tables_adds_the_index_to_an_older_table(dynamo: tuple[str, Any]) -> None:
@@ -205,7 +267,8 @@ def test_dynamodb_create_tables_adds_the_index_to_an_older_table(dynamo: tuple[s
     from sources.dynamodb import DynamoStore
     from sources.dynamodb_tables import (
         INDEXES,
-        PENDING_INDEX,
+        LEGACY_INDEXES,
+        OWED_INDEX,
         TIMER_INDEX,
         create_tables,
     )
@@ -223,7 +286,7 @@ def test_dynamodb_create_tables_adds_the_index_to_an_older_table(dynamo: tuple[s
     create_tables(url, client=client, index_wait=5)
     create_tables(url, client=client, index_wait=5)
     indexes = {i["IndexName"] for i in client.describe_table(TableName=name)["Table"]["GlobalSecondaryIndexes"]}
-    assert indexes == set(INDEXES) >= {TIMER_INDEX, PENDING_INDEX}
+    assert indexes == set(INDEXES) - LEGACY_INDEXES >= {TIMER_INDEX, OWED_INDEX}   # none nothing writes
     store = DynamoStore(url, client=client)
     fresh(store, "a", pending=10.0)
     assert ids(store.pending(100.0)) == ["a"]

@@ -311,10 +311,12 @@ class Dispatcher:
             return leases.commit(store, lease, fields, history, seen=record, consume=consume,
                                  now=now, lease_ms=self.lease_ms, position=position)
         except RecoverableError as exc:
-            cid = lease.record["id"]
+            cid, began = lease.record["id"], time.monotonic()
             for attempt in range(_COMMIT_CHECKS):
                 if attempt:
-                    time.sleep(0.02 * 2 ** attempt)
+                    if time.monotonic() - began > _COMMIT_CHECK_TIME:
+                        break
+                    time.sleep(min(0.2, 0.01 * 2 ** attempt))
                 try:
                     current = store.get(cid)
                 except RecoverableError:
@@ -866,8 +868,9 @@ def _sending() -> Iterator[None]:
         raise SendFailed(str(exc)) from exc
 
 
-# Reads of the record after a commit whose answer was lost (see Dispatcher._commit).
-_COMMIT_CHECKS = 3
+# Reads of the record after a commit whose answer was lost (see Dispatcher._commit): up
+# to 8, none started after 1.5 s (a store that is down fails over with little delay).
+_COMMIT_CHECKS, _COMMIT_CHECK_TIME = 8, 1.5
 # The fields that tell a commit apart from the record before it and from another copy's
 # commit of the same step (``updated_at`` is the committing attempt's own time).
 _MARKS = ("step", "retries", "status", "state", "consumed", "event_ids", "updated_at")

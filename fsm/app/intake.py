@@ -53,14 +53,17 @@ def handle_records(application: App, records: list[Any]) -> dict[str, Any]:
     wiring = application.wiring
     failures: list[dict[str, str]] = []
     retry_soon: dict[str, tuple[Any, list[Any]]] = {}
-    done: list[str] = []
+    done: list[tuple[str, Any, Any]] = []   # (item id, record, its reader)
     try:
         with wiring.dispatcher.batched():
             asynchronous = _each_record(wiring, records, failures, retry_soon, done)
     except Exception as exc:  # noqa: BLE001 - the batch's send: every record it was for comes back
         log(logging.ERROR, "sending the batch's messages failed; its records will be redelivered",
             error=f"{type(exc).__name__}: {exc}", records=len(done))
-        failures += [{"itemIdentifier": item} for item in done]
+        failures += [{"itemIdentifier": item} for item, _, _ in done]
+        for _, record, reader in done:   # soon, as any failed record of an unordered source
+            if not reader.ordered(record) and hasattr(reader, "retry_later"):
+                retry_soon.setdefault(record.get("eventSource") or "", (reader, []))[1].append(record)
         asynchronous = any((r.get("EventSource") == "aws:sns") for r in records if isinstance(r, Mapping))
     if failures and asynchronous:
         raise FsmError(f"{len(failures)} SNS records failed; raising so Lambda retries the invocation")
@@ -70,7 +73,7 @@ def handle_records(application: App, records: list[Any]) -> dict[str, Any]:
 
 
 def _each_record(wiring: Wiring, records: list[Any], failures: list[dict[str, str]],
-                 retry_soon: dict[str, tuple[Any, list[Any]]], done: list[str]) -> bool:
+                 retry_soon: dict[str, tuple[Any, list[Any]]], done: list[tuple[str, Any, Any]]) -> bool:
     """Process each record; a failed one is listed, and on an ordered source the ones
     after it too; ``done`` gets the ones processed. Returns whether the source is
     asynchronous (SNS)."""
@@ -93,7 +96,7 @@ def _each_record(wiring: Wiring, records: list[Any], failures: list[dict[str, st
             delivery = reader.read_record(record)
             if delivery is not None:
                 process(wiring, delivery.body, delivery.source)
-            done.append(item)
+            done.append((item, record, reader))
         except Exception as exc:  # noqa: BLE001 - one bad record must not fail the others
             log(logging.ERROR, "record failed; it will be redelivered", source=kind, item=item,
                 error=f"{type(exc).__name__}: {exc}")

@@ -449,3 +449,25 @@ def test_a_batch_of_interleaved_events_keeps_each_instances_order(shape: str) ->
         app.wiring.dispatcher.handle(msg)
     notes = [app.wiring.stores[0].get(cid)["context"]["notes"] for cid in cids]
     assert notes == [[0, 1, 2]] * 3
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_a_failed_batch_send_brings_every_record_back_soon_on_unordered_queues(
+        h: Harness, ordered: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch's one send fails after its commits: every record is redelivered (the
+    commits re-send from their outboxes), and on an unordered queue after a short
+    backoff rather than the whole visibility timeout."""
+    backed_off: list[str] = []
+    monkeypatch.setattr("sources.sqs.retry_later", lambda records, **_: backed_off.extend(
+        r["messageId"] for r in records))
+
+    def refuse(envelopes: Any) -> None:
+        raise RecoverableError("the queue is unreachable")
+
+    h.bus.send_batch = refuse  # type: ignore[method-assign]
+    arn = "arn:aws:sqs:us-east-1:123456789012:q" + (".fifo" if ordered else "")
+    started = [h.start() for _ in range(3)]
+    answer = handle_event(h.app, {"Records": [sqs(body, n, arn) for n, (_, body) in enumerate(started)]})
+    assert [f["itemIdentifier"] for f in answer["batchItemFailures"]] == ["m-0", "m-1", "m-2"]
+    assert backed_off == ([] if ordered else ["m-0", "m-1", "m-2"])
+    assert [h.step(cid) for cid, _ in started] == [1, 1, 1]      # committed: the redelivery re-sends

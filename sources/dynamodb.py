@@ -44,7 +44,7 @@ trip is one PutItem per page (1 write unit), at most every ~4 commits with the
 dispatcher's ~120-byte entries and up to every ~9 when the record's last unit has room.
 Carried entries cost no write unit while they fit that room; a record with less room
 than 256 bytes carries them into its next unit until they make a page, and pays one
-unit more per write meanwhile. (512 until issue #12: ``fsm cost``, SQS + DynamoDB, 1 KB
+unit more per write meanwhile. (512 in the earlier layout: ``fsm cost``, SQS + DynamoDB, 1 KB
 context, ``concurrency: optimistic``: 2.4 table write units per transition with 256,
 2.8 with 512; with a 200-byte context 2.1 and 1.9: 256 pages more often when the record
 is small, and is kept for the common case of a context near 1 KB.) ``PAGE_MIN_BYTES = 0`` never does that, at the price of a PutItem at
@@ -77,7 +77,7 @@ whose ``checkpoint`` names a shard (a message read from Kinesis: the only kind o
 ``fsm resume`` can read from) do that. ``write_checkpoints=False``: the dispatcher writes
 the checkpoint items itself, as for another table.
 
-What a transition pays (issue #12): DynamoDB bills an UpdateItem by the larger of the
+What a transition pays: DynamoDB bills an UpdateItem by the larger of the
 item before and after it (1 KB units), and each global index whose entry it changes:
 one write per index entry put, updated or removed, two when an index key moves, none
 when nothing the index projects changes. So the indexes are laid out for commits that

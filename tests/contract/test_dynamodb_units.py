@@ -5,7 +5,7 @@ projection, two for a moved key, none when nothing projected changed), on the sa
 
 An instance pays once for being created and for finishing (its first record, the index
 entries put then and moved at the end); every transition in between pays its own writes.
-The budgets of issue #12 are about those: measured here as the difference between two
+The write-unit budgets are about those: measured here as the difference between two
 samples whose chains differ only in length, divided by the transitions that adds.
 """
 

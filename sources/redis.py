@@ -136,6 +136,7 @@ for _ = 1, n do
 end
 local updates = {'@', '1'}
 local pending = nil
+local wrote_context = false   -- the caller has the context it wrote: the reply leaves it out
 local listed = nil      -- the listed values this swap sets, if any (all of them for a new record)
 if not exists then listed = {} end
 local nf = tonumber(ARGV[i])
@@ -144,6 +145,7 @@ for _ = 1, nf do
   table.insert(updates, ARGV[i])
   table.insert(updates, ARGV[i + 1])
   if ARGV[i] == 'pending' then pending = ARGV[i + 1] end
+  if ARGV[i] == 'context' then wrote_context = true end
   if LISTED[ARGV[i]] then
     listed = listed or {}
     listed[ARGV[i]] = ARGV[i + 1]
@@ -174,7 +176,12 @@ for k = 1, 2 do         -- the record's own keys; the index is shared and never 
   if expires > 0 then redis.call('EXPIREAT', KEYS[k], math.floor(expires)) else redis.call('PERSIST', KEYS[k]) end
 end
 exists = true
-return current(1)
+if not wrote_context then return current(1) end
+local out, all = {1}, redis.call('HGETALL', KEYS[1])
+for k = 1, #all, 2 do
+  if all[k] ~= 'context' then table.insert(out, all[k]); table.insert(out, all[k + 1]) end
+end
+return out
 """
 
 # KEYS: record, pending index. ARGV: event id, the entry as JSON text without "pos", its "at"
@@ -363,7 +370,11 @@ class RedisStore:
         args += [dumps(entry) for entry in history]
         keys = [*self._keys(cid), self._index, *self._listing]
         reply = call(self.where, lambda: self._swap(keys=keys, args=args))
-        return SwapResult(int(reply[0]) == 1, record_of(reply[1:]))
+        record = record_of(reply[1:])
+        if int(reply[0]) == 1 and record is not None and "context" in fields:
+            # A large context is not sent back to the writer, which has it.
+            record["context"] = fields["context"]
+        return SwapResult(int(reply[0]) == 1, record)
 
     def append(self, cid: str, entry: Mapping[str, Any]) -> SwapResult:
         """See :meth:`fsm.ports.InstanceStore.append`: one EVALSHA of ``APPEND_LUA``,

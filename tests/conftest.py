@@ -42,7 +42,7 @@ ACCOUNT = "123456789012"
 
 SERVER_FIXTURES = frozenset({"redis_url", "memcached_url", "moto_url", "fresh_moto_url", "private_redis",
                              "private_moto"})
-MOTO_FIXTURES = frozenset({"moto_url", "fresh_moto_url"})   # one shared moto_server, reset by tests
+MOTO_FIXTURES = frozenset({"moto_url", "fresh_moto_url"})   # the shared moto_server, or a module's own
 SERVER_KINDS = frozenset({"redis", "memcached"})    # parameters of the store and timer fixtures
 # Also slow, though in-process: DynamoDB on moto (seconds per contract case; memory,
 # sqlite and fakeredis give the fast tier the same contract) and the tests that drive the
@@ -77,10 +77,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 or any(name in item.name.lower() for name in SLOW_NAMES)):
             item.add_marker(pytest.mark.slow)
         if MOTO_FIXTURES & fixtures or integration in item.path.parents:
-            # Run in parallel (pytest -n 2 --dist loadgroup), the tests that share moto_server
-            # (and reset it, or reach it through getfixturevalue) stay on one worker; the
-            # rest spread over the others.
-            item.add_marker(pytest.mark.xdist_group("moto"))
+            # Run in parallel (pytest -n 3 --dist loadgroup), a file's server tests stay on
+            # one worker (its module-scoped servers start once) and the files spread over
+            # the workers. Tests that reset moto_server reset one of their module's own
+            # (``fresh_moto_url``), never the shared one the other workers are using.
+            item.add_marker(pytest.mark.xdist_group(f"servers:{item.path.name}"))
 
 
 # ---- servers ----------------------------------------------------------------------------
@@ -256,13 +257,24 @@ def moto_url(server_logs: Path) -> Iterator[str]:
                              lambda: start_moto(server_logs, command or []), stack).rstrip("/")
 
 
+@pytest.fixture(scope="module")
+def module_moto(server_logs: Path) -> Iterator[str]:
+    """A moto_server of the test module's own, which its tests may reset."""
+    command = moto_command()
+    if command is None:
+        unavailable("moto_server", "it is not installed")
+    with contextlib.ExitStack() as stack:
+        yield session_server("moto_server", "", True, lambda: start_moto(server_logs, command or []), stack)
+
+
 @pytest.fixture
-def fresh_moto_url(moto_url: str) -> str:
-    """``moto_url`` after ``POST /moto-api/reset``: no tables, queues or streams left over."""
-    request = urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST", data=b"")
+def fresh_moto_url(module_moto: str) -> str:
+    """A moto_server after ``POST /moto-api/reset``: no tables, queues or streams left
+    over. The module's own, so that a reset wipes nothing another test is using."""
+    request = urllib.request.Request(f"{module_moto}/moto-api/reset", method="POST", data=b"")
     with urllib.request.urlopen(request, timeout=10):
         pass
-    return moto_url
+    return module_moto
 
 
 @pytest.fixture

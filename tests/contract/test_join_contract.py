@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from protocol_kit import EFFECTS, HandBus, dispatcher, start
+from protocol_kit import EFFECTS, Clock, HandBus, dispatcher, run_to_end, start
 
 from config.loader import load_file, load_text
 from fsm import Action
@@ -171,3 +171,44 @@ def test_an_asl_parallel_of_a_map_joins_once_under_duplicates(store_factory: Cal
     assert record["status"] == "done" and record["output"] == [[2, 4, 6, 8, 10], "side"]
     runs = [n for (kind, child), n in EFFECTS.items() if kind == "asl" and child.startswith(cid)]
     assert sorted(runs) == [1] * 5                  # each item's task ran once
+
+
+class DiesAtTheJoin:
+    """Kills the worker at the parent's commit of a child's result, after the acquire."""
+
+    def __init__(self, inner: Any, parent: str):
+        self.inner, self.url, self.parent, self.armed = inner, inner.url, parent, True
+
+    def swap(self, cid: str, expect: Any, fields: Any, history: Any = ()) -> Any:
+        if self.armed and cid == self.parent and history and fields.get("step", 0) >= 2:
+            self.armed = False
+            raise SystemExit("worker killed while joining a child's result")
+        return self.inner.swap(cid, expect, fields, history)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_worker_killed_while_joining_a_result_loses_nothing_and_counts_once(
+        store_factory: Callable[[], Any]) -> None:
+    machines, bus, clock = load_text(MACHINES).machines, HandBus(), Clock()
+    cid = uuid.uuid4().hex
+    dying = dispatcher(machines, DiesAtTheJoin(store_factory(), cid), bus, lease_timeout=30, clock=clock)
+    survivor = dispatcher(machines, store_factory(), bus, lease_timeout=30, clock=clock)
+    start(bus, "fan", cid, {"items": [{"k": 0}, {"k": 1}]})
+    killed = None
+    while (msg := bus.take()) is not None:
+        if killed is None:
+            try:
+                dying.handle(msg)
+            except SystemExit:
+                killed = msg
+        else:
+            survivor.handle(msg)
+    assert killed is not None and survivor.stores[0].get(cid)["status"] == "waiting"   # stuck on a held lease
+    clock.now += 31                                                  # the lease expires; SQS redelivers
+    survivor.handle(killed)
+    run_to_end(survivor, bus)
+    record = survivor.stores[0].get(cid)
+    assert record["status"] == "done" and record["step"] == 3        # the start and two results, once each
+    assert all(EFFECTS[(f"{cid}:1.0:{i}", "work")] == 1 for i in range(2))

@@ -24,7 +24,14 @@ run twice (raw runs against distinct (instance, step)) and compares the ``Transi
 metric with the transitions committed. Exit 0 only when no instance was lost, no step
 committed twice and the counter is exact; 1 otherwise. Servers: redis-server and
 moto_server (when used) are started on free ports (``--shared-servers`` takes
-FSM_TEST_REDIS_URL / FSM_TEST_MOTO_URL instead). ``tests/soak`` runs it at 20 x 20.
+FSM_TEST_REDIS_URL / FSM_TEST_MOTO_URL instead). With ``--store dynamodb --bus sqs``
+two moto_servers are started, one for DynamoDB and one for SQS, each ARN sent to its
+own by the settings' per-ARN ``endpoints`` (``--no-moto-per-service``: one for both;
+one moto_server is a single Python process, and both services on it make it the
+soak's bottleneck). moto_server is ``bench/soak_moto.py``: moto as installed, less the
+walks over the whole queue its SQS makes for every message sent or received (0.6 s a
+ReceiveMessage at 300 messages deep; ``--stock-moto`` to keep them). ``tests/soak`` runs
+it at 20 x 20.
 """
 
 from __future__ import annotations
@@ -118,6 +125,7 @@ class Options:
     retry_cap: float = 5.0           # the redis queue's longest backoff of a failed record
     timeout: float = 900.0
     every: float = 5.0               # seconds between progress lines (0: none)
+    sqs_moto: str | None = None      # a moto_server for SQS alone (None: the one DynamoDB uses)
 
 
 @dataclass
@@ -270,6 +278,11 @@ def plan_for(opts: Options, moto_url: str | None, redis_url: str) -> dict[str, A
     settings: dict[str, Any] = {"store": [store], "stream": streams, "lease_timeout": opts.lease_timeout,
                                 "resend_after": opts.resend_after, "concurrency": opts.concurrency,
                                 "aws": {"connect_timeout": 1, "read_timeout": 5, "max_attempts": 1}}
+    if opts.sqs_moto and opts.bus == "sqs":
+        # One moto_server per service, each ARN sent to its own by the settings' per-ARN
+        # `endpoints` (AWS_ENDPOINT_URL, the DynamoDB one, answers anything unnamed).
+        settings["endpoints"] = {name: opts.sqs_moto if name.startswith("arn:aws:sqs:") else moto_url
+                                 for name in [store, *streams] if name.startswith("arn:")}
     chaos = {name: opts.chaos for name in [store, *streams]} if opts.chaos else {}
     return {"run": run, "redis": redis_url, "moto": moto_url, "settings": settings, "chaos": chaos,
             "steps": opts.steps, "duplicates": opts.duplicates, "visibility": opts.visibility,
@@ -489,7 +502,7 @@ def _remover(plan: Mapping[str, Any]) -> Callable[[], str]:
         if primary.startswith("arn:aws:sqs:"):
             from sources.aws import make_client
 
-            sqs = make_client("sqs", "us-east-1")
+            sqs = make_client("sqs", "us-east-1", endpoint_url=plan["settings"].get("endpoints", {}).get(primary))
             name = primary.rsplit(":", 1)[1]
             url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
             depth = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
@@ -541,9 +554,14 @@ def _soak(opts: Options, moto_url: str | None, redis_url: str, out: Callable[[st
     clean, _ = open_app(plan, chaos=False)     # the checks read without injected faults
     store = clean.wiring.stores[0]
     ids = [f"{plan['run']}-{n}" for n in range(instances)]
+    servers = ""
+    if plan["moto"]:
+        sqs_moto = plan["settings"].get("endpoints", {}).get(plan["settings"]["stream"][0])
+        servers = (f", moto_server {plan['moto']} (DynamoDB) and {sqs_moto} (SQS)" if sqs_moto
+                   else f", moto_server {plan['moto']}")
     out(f"soak {plan['run']}: {instances:,} instances x {steps} steps, store {opts.store}, bus {opts.bus}, "
         f"chaos {chaos:g}, duplicates {opts.duplicates:g}, "
-        f"{opts.workers or 'no'} worker processes, {opts.kill} kills; logs in {logs}")
+        f"{opts.workers or 'no'} worker processes, {opts.kill} kills{servers}; logs in {logs}")
     began = time.monotonic()
     _start_all(app, ids)
     out(f"[{time.monotonic() - began:6.1f}s] {instances:,} instances started")
@@ -608,26 +626,31 @@ def _describe(cid: str, record: Mapping[str, Any] | None) -> str:
             f"outbox {len(record.get('outbox') or [])} message(s)){f', last error: {error}' if error else ''}")
 
 
-def private_servers(kinds: Sequence[str], log_dir: Path) -> tuple[dict[str, str], list[Any]]:
-    """redis-server / moto_server of this run's own, on free ports."""
+def private_servers(kinds: Sequence[str], log_dir: Path, stock_moto: bool = False) -> tuple[dict[str, str], list[Any]]:
+    """redis-server / moto_server of this run's own, on free ports; ``moto-sqs`` (any
+    ``KIND-SUFFIX``) is a second server of that kind, under its own name. moto_server is
+    ``bench/soak_moto.py`` (moto's SQS without its per-message walks over the whole queue)
+    unless ``stock_moto``."""
+    import soak_moto
     from servers import STARTERS, free_port  # bench/servers.py
 
+    starters = dict(STARTERS) if stock_moto else {**STARTERS, "moto": soak_moto.start}
     urls, started = {}, []
-    for kind in kinds:
-        error = ""
+    for name in kinds:
+        kind, error = name.split("-", 1)[0], ""
         for _ in range(3):
             try:
-                url, process = STARTERS[kind](free_port(), log_dir)
+                url, process = starters[kind](free_port(), log_dir)
             except RuntimeError as exc:
                 error = str(exc)
                 continue
-            urls[kind] = url
+            urls[name] = url
             started.append(process)
             break
         else:
             for process in started:
                 process.stop()
-            raise RuntimeError(f"{kind} could not be started: {error}")
+            raise RuntimeError(f"{name} could not be started: {error}")
     return urls, started
 
 
@@ -654,6 +677,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=5.0, help="seconds between progress lines")
     parser.add_argument("--shared-servers", action="store_true",
                         help="use FSM_TEST_REDIS_URL / FSM_TEST_MOTO_URL instead of servers of its own")
+    parser.add_argument("--moto-per-service", action=argparse.BooleanOptionalAction, default=None,
+                        help="one moto_server for SQS and another for DynamoDB, each ARN routed to its own "
+                             "by the settings' endpoints (default: on for --store dynamodb --bus sqs, "
+                             "off with --shared-servers)")
+    parser.add_argument("--stock-moto", action="store_true",
+                        help="moto_server as installed, not bench/soak_moto.py (whose SQS does not walk the "
+                             "whole queue for every message: at 300 messages a ReceiveMessage took 0.6 s)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -666,14 +696,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.instances, args.steps) < 1 or min(args.workers, args.kill) < 0:
         parser.error("--instances and --steps must be at least 1, --workers and --kill not negative")
     kinds = ["redis"] + (["moto"] if "dynamodb" in (args.store,) or args.bus == "sqs" else [])
+    per_service = args.moto_per_service
+    if per_service is None:
+        per_service = args.store == "dynamodb" and args.bus == "sqs" and not args.shared_servers
+    if per_service:
+        if args.store != "dynamodb" or args.bus != "sqs":
+            parser.error("--moto-per-service splits DynamoDB and SQS: it needs --store dynamodb --bus sqs")
+        kinds.append("moto-sqs")    # started here even with --shared-servers (moto's is then DynamoDB's)
     log_dir = Path(tempfile.mkdtemp(prefix="fsm-soak-"))
     if args.shared_servers:
         from servers import running_servers
 
-        with running_servers(*kinds) as urls:
-            report = _run(args, urls, log_dir)
+        shared = [kind for kind in kinds if "-" not in kind]
+        urls, started = private_servers([kind for kind in kinds if "-" in kind], log_dir, args.stock_moto)
+        try:
+            with running_servers(*shared) as found:
+                report = _run(args, {**found, **urls}, log_dir)
+        finally:
+            for process in started:
+                process.stop()
     else:
-        urls, started = private_servers(kinds, log_dir)
+        urls, started = private_servers(kinds, log_dir, args.stock_moto)
         try:
             report = _run(args, urls, log_dir)
         finally:
@@ -688,7 +731,7 @@ def _run(args: argparse.Namespace, urls: Mapping[str, str], log_dir: Path) -> Re
                     args.timeout, log_dir=log_dir, store=args.store, bus=args.bus, duplicates=args.duplicates,
                     workers=args.workers, kill=args.kill, remove_primary=not args.keep_primary,
                     concurrency=args.concurrency, resend_after=args.resend_after, visibility=args.visibility,
-                    retry_cap=args.retry_cap, every=args.every)
+                    retry_cap=args.retry_cap, every=args.every, sqs_moto=urls.get("moto-sqs"))
 
 
 if __name__ == "__main__":

@@ -129,27 +129,29 @@ clients_built: Counter[str] = Counter()   # service -> boto3 clients built in th
 
 
 def shared_session() -> Any:
-    """The process's boto3 session.
+    """The process's botocore session.
 
     A session copies botocore's built-in event handlers when it is made; a library that
     adds one later (moto's in-process mock does, when imported) gets a new session, so
     clients built afterwards see it.
     """
     global _session, _session_handlers
-    import boto3.session
+    import botocore.session
     from botocore.handlers import BUILTIN_HANDLERS
 
     with _lock:
         if _session is None or _session_handlers != len(BUILTIN_HANDLERS):
-            _session = boto3.session.Session()
+            # botocore's own session: boto3's adds nothing a client needs, and importing
+            # boto3 (s3transfer with it) costs a cold start some 100 ms.
+            _session = botocore.session.Session()
             _session_handlers = len(BUILTIN_HANDLERS)
         return _session
 
 
 def _build(service: str, region: str | None, endpoint_url: str | None, aws: Mapping[str, Any] | None) -> Any:
     with _lock:
-        client = shared_session().client(service, region_name=region, endpoint_url=endpoint_url,
-                                         config=aws_config(aws))
+        client = shared_session().create_client(service, region_name=region, endpoint_url=endpoint_url,
+                                                config=aws_config(aws))
         clients_built[service] += 1
         watchers = list(_watchers)
     for watch in watchers:

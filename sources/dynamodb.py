@@ -172,10 +172,10 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+import base64
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fsm.errors import BackendError, RecoverableError
@@ -233,7 +233,6 @@ NULL_REMOVED = frozenset({PENDING, INBOX, INBOX_END})   # fields whose null is s
 LISTED = ("machine", "status")     # the values listing partitions are made of
 STALE_GUESS_ATTEMPTS = 4
 BATCH_GET_ATTEMPTS = 8
-_deserialize = TypeDeserializer().deserialize
 # Fields the framework writes at every commit in a shape it knows (the outbox's lean step
 # message, ``consumed``, a Kinesis ``checkpoint``): stored as B, raw deflate with this
 # preset dictionary behind a version byte, when that is smaller than their JSON text (an
@@ -303,8 +302,29 @@ def decode(name: str, attr: Mapping[str, Any]) -> Any:
         if kind == "float" or number != number.to_integral_value():
             return float(number)
         return int(number)
-    value = _deserialize(attr)   # written by someone else: best effort, Decimals as numbers
-    return json.loads(json.dumps(value, default=float))
+    return _plain(attr)   # written by someone else: best effort
+
+
+def _plain(attr: Mapping[str, Any]) -> Any:
+    """A DynamoDB attribute value as JSON data (numbers as int or float, sets as lists,
+    binary as base64 text), without boto3's deserializer (importing boto3 costs a cold
+    start some 100 ms)."""
+    (kind, value), = attr.items()
+    if kind == "N":
+        number = Decimal(value)
+        return int(number) if number == number.to_integral_value() else float(number)
+    if kind == "NS":
+        return [_plain({"N": n}) for n in value]
+    if kind in ("B", "BS"):
+        encode = (lambda raw: base64.b64encode(bytes(raw)).decode())
+        return encode(value) if kind == "B" else [encode(raw) for raw in value]
+    if kind == "M":
+        return {k: _plain(v) for k, v in value.items()}
+    if kind == "L":
+        return [_plain(v) for v in value]
+    if kind == "NULL":
+        return None
+    return list(value) if kind == "SS" else value   # S, BOOL
 
 
 def decode_record(item: Mapping[str, Any] | None) -> Record | None:

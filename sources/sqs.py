@@ -51,10 +51,15 @@ class SqsBus(AwsBus):
 
     @property
     def queue_url(self) -> str:
-        """Built from the endpoint when one is given, else asked for once and cached."""
+        """Built from the ARN: on the endpoint when one is given (settings or
+        ``AWS_ENDPOINT_URL[_SQS]``), in the ``aws`` partition as SQS writes it; else asked
+        for once and cached. Building it saves a cold container a GetQueueUrl per queue."""
         if self._queue_url is None:
-            if self.endpoint_url:
-                self._queue_url = f"{self.endpoint_url.rstrip('/')}/{self.account}/{self.name}"
+            endpoint = self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_SQS") or os.environ.get("AWS_ENDPOINT_URL")
+            if endpoint:
+                self._queue_url = f"{endpoint.rstrip('/')}/{self.account}/{self.name}"
+            elif self.url.startswith("arn:aws:sqs:") and self.region:
+                self._queue_url = f"https://sqs.{self.region}.amazonaws.com/{self.account}/{self.name}"
             else:
                 reply = self.call("get_queue_url", QueueName=self.name,
                                   QueueOwnerAWSAccountId=self.account)

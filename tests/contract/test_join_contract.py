@@ -96,17 +96,15 @@ def test_children_finishing_at_the_same_moment_on_four_workers_join_once(store_f
     cid = uuid.uuid4().hex
     start(bus, "fan", cid, {"items": [{"k": i} for i in range(16)]})
     errors: list[BaseException] = []
+    finished = threading.Event()
 
     def work(d: Any) -> None:
-        idle = 0
-        while idle < 200:
+        while not finished.is_set():
             try:
                 envelope = bus.sent.pop(0)
             except IndexError:
-                idle += 1
                 time.sleep(0.002)
                 continue
-            idle = 0
             try:
                 msg = decode(envelope.body)
                 d.handle(msg)
@@ -117,8 +115,12 @@ def test_children_finishing_at_the_same_moment_on_four_workers_join_once(store_f
     threads = [threading.Thread(target=work, args=(d,)) for d in workers]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (workers[0].stores[0].get(cid) or {}).get("status") != "done":
+        time.sleep(0.05)
+    finished.set()
     for t in threads:
-        t.join(60)
+        t.join(10)
     assert not errors
     record = workers[0].stores[0].get(cid)
     assert record["status"] == "done" and record["step"] == 1 + 16

@@ -854,6 +854,10 @@ class Dispatcher:
             record["chart"] = msg.chart
         if msg.parent:
             record["parent"] = msg.parent
+        # Until its first commit the record owes the message that made it: a worker lost
+        # before that commit, with the message lost from the bus too (a queue deleted),
+        # leaves an instance the re-send sweep finds and continues.
+        record.update(outbox=entries([(msg.evolve(copy=False, busy=0), 0.0)], msg.correlation_id), pending=now)
         return record
 
 

@@ -335,3 +335,31 @@ def test_behind_a_backlog_the_sweep_resends_an_owed_message_once_per_resend_afte
     assert d.handle(owed).result == "committed"
     assert [d.handle(c).result for c in sent] == ["duplicate", "duplicate"]
     assert [m.step for m in iter(bus.take, None)] == [2]   # the copies re-sent nothing
+
+
+def test_a_start_lost_with_its_worker_and_its_queue_is_found_by_the_sweep(store_factory: Callable[[], Any]) -> None:
+    """The first acquire made the record, the worker died before its commit, and the queue
+    holding the start message was deleted: the record owes that message, so the re-send
+    sweep finds it once the lease has expired and the instance runs to its end."""
+    from fsm.ports import PendingIndex
+
+    machines, bus, clock = linear(3), HandBus(), Clock()
+    store = store_factory()
+    if not isinstance(store, PendingIndex):
+        pytest.skip("no pending index: the store cannot be swept (memcached; see healing_gaps)")
+    cid = _cid()
+    start(bus, "linear", cid)
+    msg = bus.take()
+    try:
+        dispatcher(machines, CrashingStore(store_factory()), bus, lease_timeout=30, clock=clock).handle(msg)
+    except SystemExit:
+        pass
+    assert bus.sent == [] and store.get(cid)["step"] == 0     # the message is gone with the queue
+    sweeper = dispatcher(machines, store_factory(), bus, lease_timeout=30, resend_after=60, clock=clock)
+    assert sweeper.resend_overdue() == 0                     # not overdue yet, and the lease is live
+    clock.now += 61
+    assert sweeper.resend_overdue() == 1
+    run_to_end(sweeper, bus)
+    record = store.get(cid)
+    assert record["status"] == "done" and record["step"] == 3
+    assert EFFECTS[(cid, "s1")] == 1 and EFFECTS[(cid, "s0")] == 2   # s0 ran in the dead worker too

@@ -204,7 +204,7 @@ from .dynamodb_tables import (
     paginate,
     table_of,
 )
-from .listing import ListQuery, list_query, page_of, time_key
+from .listing import ListQuery, list_query, page_of
 
 RECORD_SK = "record"
 HISTORY_LEN = "history_len"
@@ -826,12 +826,6 @@ class DynamoStore:
         items = self._items([self.prefix + cid for _, cid in chunk])
         return [(key, cid, record) for key, cid in chunk
                 if (record := self._listed_record(items.get(self.prefix + cid), key, cid, query)) is not None]
-
-    def close(self) -> None:
-        if self._owns_client:
-            self.client.close()
-
-    # -- listing -------------------------------------------------------------------------
 
     def _list_range(self, attribute: str, partition: str, query: ListQuery) -> list[tuple[str, str]]:
         """``(time key, id)`` of up to ``limit + 1`` entries of one index partition,

@@ -190,7 +190,10 @@ def result_message(record: Mapping[str, Any], result: dict[str, Any], now: float
 
 def visits(record: Mapping[str, Any], snapshot_joins: Mapping[str, Any], starts: list[Start],
            keep: int = 50) -> list[dict[str, Any]] | None:
-    """The record's ``children`` after a step that started some: one entry per visit."""
+    """The record's ``children`` after a step that started some: one entry per visit
+    (``None``: no new visit, the field stays as it is)."""
+    if not starts:
+        return None
     known = list(record.get("children") or ())
     seen = {v["prefix"] for v in known}
     added = False

@@ -144,7 +144,10 @@ class Flow:
 
     def effective_input(self, raw_input: Any, context_object: Any) -> Any:
         """``InputPath`` then ``Parameters``: what the work gets."""
-        data = select(self.input_path, raw_input, context_object, "InputPath")
+        return self.parameterised(select(self.input_path, raw_input, context_object, "InputPath"), context_object)
+
+    def parameterised(self, data: Any, context_object: Any) -> Any:
+        """``Parameters`` applied to the input after ``InputPath``."""
         return self.parameters(data, context_object) if self.parameters is not None else data
 
     def output(self, raw_input: Any, result: Any, context_object: Any) -> Any:

@@ -125,11 +125,15 @@ class StepAction(Action):
     def work(self, context: Context, obj: dict[str, Any]) -> str | None:
         raise NotImplementedError
 
-    def enter(self, context: Context) -> tuple[dict[str, Any], Any]:
-        """The state's visit recorded; its context object and its input after ``InputPath``."""
+    def begin(self, context: Context) -> tuple[Any, dict[str, Any]]:
+        """The state's visit recorded; its raw input and its context object."""
         _visit(context, self.spec)
-        ctx = context_object(context, self.spec)
-        return ctx, data.select(self.spec.flow.input_path, context.get(DOC), ctx, "InputPath")
+        return context.get(DOC), context_object(context, self.spec)
+
+    def enter(self, context: Context) -> tuple[dict[str, Any], Any]:
+        """:meth:`begin`, then the input after ``InputPath``: the context object and it."""
+        raw, ctx = self.begin(context)
+        return ctx, data.select(self.spec.flow.input_path, raw, ctx, "InputPath")
 
     def done(self, context: Context, document: Any) -> str:
         context[DOC] = document
@@ -180,11 +184,9 @@ class RaiseFailure(Action):
 class TaskAction(StepAction):
     def work(self, context: Context, obj: dict[str, Any]) -> str | None:
         spec = self.spec
-        _visit(context, spec)
-        raw = context.get(DOC)
-        ctx = context_object(context, spec)
-        given = spec.flow.effective_input(raw, ctx)
+        raw, ctx = self.begin(context)
         effective = data.select(spec.flow.input_path, raw, ctx, "InputPath")
+        given = spec.flow.parameterised(effective, ctx)
         timeout, heartbeat = (self.seconds(s, effective, ctx, f) for s, f in
                               ((spec.timeout, "TimeoutSecondsPath"), (spec.heartbeat, "HeartbeatSecondsPath")))
         assert spec.resource is not None
@@ -206,9 +208,7 @@ class TaskAction(StepAction):
 class PassAction(StepAction):
     def work(self, context: Context, obj: dict[str, Any]) -> str | None:
         spec = self.spec
-        _visit(context, spec)
-        raw = context.get(DOC)
-        ctx = context_object(context, spec)
+        raw, ctx = self.begin(context)
         given = spec.flow.effective_input(raw, ctx)
         result = given if spec.result is data.ABSENT else spec.result
         return self.done(context, spec.flow.output(raw, result, ctx))
@@ -262,8 +262,7 @@ class SucceedAction(StepAction):
 class FailAction(StepAction):
     def work(self, context: Context, obj: dict[str, Any]) -> str | None:
         spec = self.spec
-        _visit(context, spec)
-        ctx = context_object(context, spec)
+        raw, ctx = self.begin(context)
         texts = []
         for part in (spec.error, spec.cause):
             if part is None:
@@ -271,9 +270,9 @@ class FailAction(StepAction):
                 continue
             kind, value = part
             if isinstance(value, data.Template):  # an intrinsic function
-                value = value(context.get(DOC), ctx)["v"]
+                value = value(raw, ctx)["v"]
             elif kind.endswith("Path"):
-                value = data.select(value, context.get(DOC), ctx, kind)
+                value = data.select(value, raw, ctx, kind)
                 if not isinstance(value, str):
                     raise AslError("States.Runtime", f"Fail {kind} must select a string, got {value!r}")
             texts.append(value)

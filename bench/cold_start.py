@@ -57,14 +57,6 @@ class Next(Action):
     def execute(self, context, obj):
         return "next"
 """
-SQS_RECORD = {"messageId": "059f36b4-87a3-44ab-83d2-661975830a7d", "receiptHandle": "AQEBwJnKyrHigUMZj6rYigCgxlaS3",
-              "body": "", "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1545082649183",
-                                         "SenderId": "AIDAIENQZJOLO23YVJ4VO",
-                                         "ApproximateFirstReceiveTimestamp": "1545082649185"},
-              "messageAttributes": {}, "md5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3", "eventSource": "aws:sqs",
-              "eventSourceARN": "", "awsRegion": "us-east-1"}
-
-
 # -- the child: one cold container ------------------------------------------------------
 
 
@@ -91,7 +83,9 @@ def child(queue_arn: str) -> None:
     cid = uuid.uuid4().hex
     body = Message(machine="cold", correlation_id=cid, context={}, version=machine.version,
                    sent_at=time.time()).encode()
-    event = {"Records": [{**SQS_RECORD, "body": body, "eventSourceARN": queue_arn}]}
+    from lambda_records import sqs_record  # beside this script, standard library only
+
+    event = {"Records": [sqs_record(body, queue_arn)]}
     begun = time.perf_counter()
     reply = handler.lambda_handler(event)
     handled = time.perf_counter()

@@ -77,6 +77,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from lambda_records import kinesis_record
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 ALF_SCRIPT = HERE / "versus_alf.py"         # aws-lambda-fsm's side (its own interpreter)
@@ -179,17 +181,6 @@ class SinkBus:
 
     def close(self) -> None:
         pass
-
-
-def kinesis_record(body: str, stream_arn: str, sequence: int) -> dict[str, Any]:
-    import base64
-
-    return {"kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "p", "sequenceNumber": str(sequence),
-                        "data": base64.b64encode(body.encode("utf-8")).decode("ascii"),
-                        "approximateArrivalTimestamp": time.time()},
-            "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": f"shardId-000000000000:{sequence}",
-            "eventName": "aws:kinesis:record", "invokeIdentityArn": f"arn:aws:iam::{ACCOUNT}:role/bench",
-            "awsRegion": REGION, "eventSourceARN": stream_arn}
 
 
 def ours_worker(folder: str, redis_url: str) -> None:

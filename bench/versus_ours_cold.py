@@ -14,17 +14,9 @@ import json
 import sys
 import time
 
+from lambda_records import sqs_record
+
 MARKER = "VERSUS_RESULT "
-
-
-def sqs_record(body, queue_arn):
-    """A record as Lambda's SQS event source mapping delivers it (tests/events/sqs.json)."""
-    return {"messageId": "059f36b4-87a3-44ab-83d2-661975830a7d", "receiptHandle": "AQEBwJnKyrHigUMZj6rYigCgxlaS3",
-            "body": body, "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1545082649183",
-                                         "SenderId": "AIDAIENQZJOLO23YVJ4VO",
-                                         "ApproximateFirstReceiveTimestamp": "1545082649185"},
-            "messageAttributes": {}, "md5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3", "eventSource": "aws:sqs",
-            "eventSourceARN": queue_arn, "awsRegion": "us-east-1"}
 
 
 def cold(queue_arn, cid, parent_t0):

@@ -244,7 +244,7 @@ class WriteUnits:
     ceil(max(size before, size after) / 1 KB) per item written, twice in a transaction,
     and the same for a write refused by its condition (``table``); each index entry put,
     changed or removed costs ceil(entry size / 1 KB), two when its key moves (``index``).
-    Sizes as DynamoDB reckons them (``sources.dynamodb.item_size``)."""
+    Sizes as DynamoDB reckons them (``sources.dynamodb_items.item_size``)."""
 
     WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"})
 
@@ -306,14 +306,14 @@ class WriteUnits:
         context["bench_items"] = [(table, key, times, self._read(table, key)) for table, key, times in targets]
 
     def _after(self, context: Any = None, **_: Any) -> None:
-        from sources.dynamodb import item_size
+        from sources.dynamodb_items import item_size
         for table, key, times, before in (context or {}).pop("bench_items", ()):
             after = self._read(table, key)
             self.meter.spend("table", times * units_of(max(item_size(before), item_size(after))))
             self.meter.spend("index", self._index_units(table, before, after))
 
     def _index_units(self, table: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> int:
-        from sources.dynamodb import item_size
+        from sources.dynamodb_items import item_size
         spent = 0
         for keys, projected in self._schema(table)[1]:
             before, after = _index_entry(old, keys, projected), _index_entry(new, keys, projected)

@@ -149,7 +149,7 @@ class _Loader:
         if doc is None:
             return
         if path.suffix == ".json" and "StartAt" in doc and "States" in doc:  # one ASL definition, by itself
-            stem = path.stem[:-4] if path.stem.endswith(".asl") else path.stem
+            stem = path.stem.removesuffix(".asl")
             self.add_asl(path, doc, doc, stem, {}, path)
             return
         self.check_keys(path, doc, schema.TOP_LEVEL, "top level")
@@ -314,7 +314,7 @@ class _Loader:
         if read is None:
             return
         found, doc = read
-        stem = found.stem[:-4] if found.stem.endswith(".asl") else found.stem
+        stem = found.stem.removesuffix(".asl")
         name = item.get("name") or stem
         table = item.get("resources") if isinstance(item.get("resources"), Located) else Located()
         resources: dict[str, Any] = {}

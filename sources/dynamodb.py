@@ -166,23 +166,44 @@ with the record; a history page gets the ``ttl`` of the swap that pages it out (
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-import base64
 from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fsm.errors import BackendError, RecoverableError
-from fsm.ports import RECORD_FIELDS, Record, Scalar, SwapResult
+from fsm.ports import Record, Scalar, SwapResult
 
 from .aws import classify, error_code, make_client
 from .base import INBOX, INBOX_END, checked_entry, dumps, expect_holds, is_duplicate
+from .dynamodb_items import (
+    HISTORY_LEN,
+    HISTORY_SK,
+    HISTORY_TAIL,
+    INBOX_IDS,
+    INBOX_TAIL,
+    NULL_REMOVED,
+    RECORD_SK,
+    RESERVED,
+    Expression,
+    Page,
+    Seen,
+    attr_size,
+    count_of,
+    decode,
+    decode_inbox,
+    decode_record,
+    encode,
+    number_attr,
+    owes,
+    tail_of,
+    texts_size,
+    units,
+)
 from .dynamodb_tables import (
     LIST_AT,
     LIST_BY_MACHINE,
@@ -206,14 +227,6 @@ from .dynamodb_tables import (
 )
 from .listing import ListQuery, list_query, page_of
 
-RECORD_SK = "record"
-HISTORY_LEN = "history_len"
-HISTORY_TAIL = "history_tail"   # List of S: the latest history entries, carried in the record
-HISTORY_SK = "h#"               # + "%012d-%012d" % the numbers of a history page's first and last entries
-INBOX_IDS = "inbox_ids"     # String Set: the ids waiting in the inbox (see the module docstring)
-INBOX_TAIL = "inbox_tail"   # how many entries at the inbox's end were appended without their pos
-RESERVED = frozenset({"pk", "sk", HISTORY_LEN, HISTORY_TAIL, TTL, PENDING_SHARD, OWED_SHARD, OWED_AT, LIST_AT,
-                      LIST_BY_STATE, INBOX_IDS, INBOX_TAIL, *LIST_INDEXES})
 # Paging out the carried history (see the module docstring): a page goes out at the first
 # swap where keeping it would put the record item in one more write unit (1 KB), once it
 # holds PAGE_MIN_BYTES; always once it holds CARRY_MAX_BYTES or CARRY_MAX_ENTRIES. Every
@@ -224,224 +237,14 @@ RESERVED = frozenset({"pk", "sk", HISTORY_LEN, HISTORY_TAIL, TTL, PENDING_SHARD,
 # when the record's last unit has room for one entry and not two; 256 makes a page at
 # least ~2 of the dispatcher's entries (at most one PutItem per ~2 commits), carrying
 # them across a unit boundary meanwhile (see the module docstring for the figures).
-WRITE_UNIT = 1024
 PAGE_MIN_BYTES = 256
 CARRY_MAX_BYTES = 16 * 1024
 CARRY_MAX_ENTRIES = 16
 REMEMBERED_TAILS = 1024     # records whose carried entries a store keeps in memory
-NULL_REMOVED = frozenset({PENDING, INBOX, INBOX_END})   # fields whose null is stored as no attribute
 LISTED = ("machine", "status")     # the values listing partitions are made of
 STALE_GUESS_ATTEMPTS = 4
 BATCH_GET_ATTEMPTS = 8
-# Fields the framework writes at every commit in a shape it knows (the outbox's lean step
-# message, ``consumed``, a Kinesis ``checkpoint``): stored as B, raw deflate with this
-# preset dictionary behind a version byte, when that is smaller than their JSON text (an
-# outbox of one step message: ~310 bytes of text, ~90 packed). Never edit a dictionary
-# that has been used: a new one gets the next version byte, and decode keeps the old.
-PACKED = frozenset({"outbox", "consumed", "checkpoint"})
-PACK_DICTIONARIES = {1: (
-    b'{"arn":"arn:aws:kinesis:us-east-1:123456789012:stream/","shard":"shardId-000000000000",'
-    b'"sequence":"49590000000000000000000000000000000000000000000000000000"}{"kind":"event","event_id":"'
-    b'[{"message":{"machine":"","correlation_id":"","kind":"timer","step":0,"retries":0,"event":null,"data":{},'
-    b'"fence":1,"state":null,"event_id":null,"store":0,"copy":false,"busy":0,"reason":null,"version":"",'
-    b'"sent_at":17,"parent":null,"v":1,"context":{},"chart":null},"delay":0.0}]{"kind":"step","step":1,"retries":0}'
-    b'[{"message":{"machine":"","correlation_id":"","kind":"step","step":1,"retries":0,"event":"next","data":{},'
-    b'"fence":1,"state":"","event_id":null,"store":0,"copy":false,"busy":0,"reason":null,"version":"",'
-    b'"sent_at":17,"parent":null,"v":1},"delay":0.0}]')}
-PACK_VERSION = 1
 
-
-# ---- attribute values -------------------------------------------------------------------
-
-
-def encode(name: str, value: Any) -> dict[str, Any]:
-    """One record field as a DynamoDB attribute value, by its kind in ``RECORD_FIELDS``."""
-    if value is None:
-        return {"NULL": True}
-    kind = RECORD_FIELDS.get(name, "json")
-    if name == INBOX and isinstance(value, list):    # a List, so that append can add to it
-        return {"L": [{"S": dumps(entry)} for entry in value]}
-    if kind == "json":
-        text = dumps(value)
-        return pack(text) if name in PACKED else {"S": text}
-    if isinstance(value, str):
-        return {"S": value}
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise BackendError(f"record field {name!r} holds {value}, which DynamoDB cannot store")
-        return {"N": repr(value) if isinstance(value, float) else str(value)}
-    raise BackendError(f"record field {name!r} is a {kind} field but holds a {type(value).__name__}")
-
-
-def pack(text: str) -> dict[str, Any]:
-    """JSON text as S, or as B packed with the current dictionary when that is smaller."""
-    raw = text.encode()
-    packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, PACK_DICTIONARIES[PACK_VERSION])
-    packed = bytes([PACK_VERSION]) + packer.compress(raw) + packer.flush()
-    return {"B": packed} if len(packed) < len(raw) else {"S": text}
-
-
-def unpack(data: bytes) -> str:
-    dictionary = PACK_DICTIONARIES.get(data[0]) if data else None
-    if dictionary is None:
-        raise BackendError(f"a packed attribute starts with version {data[:1]!r}, which this version cannot read")
-    unpacker = zlib.decompressobj(-15, dictionary)
-    return (unpacker.decompress(data[1:]) + unpacker.flush()).decode()
-
-
-def decode(name: str, attr: Mapping[str, Any]) -> Any:
-    kind = RECORD_FIELDS.get(name, "json")
-    if "NULL" in attr:
-        return None
-    if "B" in attr and kind == "json":
-        return json.loads(unpack(bytes(attr["B"])))
-    if "S" in attr:
-        return json.loads(attr["S"]) if kind == "json" else attr["S"]
-    if "N" in attr:
-        number = Decimal(attr["N"])
-        if kind == "float" or number != number.to_integral_value():
-            return float(number)
-        return int(number)
-    return _plain(attr)   # written by someone else: best effort
-
-
-def _plain(attr: Mapping[str, Any]) -> Any:
-    """A DynamoDB attribute value as JSON data (numbers as int or float, sets as lists,
-    binary as base64 text), without boto3's deserializer (importing boto3 costs a cold
-    start some 100 ms)."""
-    (kind, value), = attr.items()
-    if kind == "N":
-        number = Decimal(value)
-        return int(number) if number == number.to_integral_value() else float(number)
-    if kind == "NS":
-        return [_plain({"N": n}) for n in value]
-    if kind in ("B", "BS"):
-        encode = (lambda raw: base64.b64encode(bytes(raw)).decode())
-        return encode(value) if kind == "B" else [encode(raw) for raw in value]
-    if kind == "M":
-        return {k: _plain(v) for k, v in value.items()}
-    if kind == "L":
-        return [_plain(v) for v in value]
-    if kind == "NULL":
-        return None
-    return list(value) if kind == "SS" else value   # S, BOOL
-
-
-def decode_record(item: Mapping[str, Any] | None) -> Record | None:
-    if not item:
-        return None
-    return {name: decode_inbox(item) if name == INBOX else decode(name, attr)
-            for name, attr in item.items() if name not in RESERVED}
-
-
-def decode_inbox(item: Mapping[str, Any]) -> Any:
-    """The inbox of a record item: the entries' texts, the last ``inbox_tail`` of them
-    given their positions, counted back from ``inbox_end`` (see the module docstring)."""
-    attr = item[INBOX]
-    if "L" not in attr:
-        return decode(INBOX, attr)
-    entries = [json.loads(element["S"]) if "S" in element else decode(INBOX, element) for element in attr["L"]]
-    tail = min(len(entries), _count(item, INBOX_TAIL))
-    end = _count(item, INBOX_END)
-    for back in range(tail):
-        entries[len(entries) - 1 - back]["pos"] = end - back
-    return entries
-
-
-def _count(item: Mapping[str, Any], name: str) -> int:
-    """A numeric attribute of an item as an int; 0 when absent."""
-    attr = item.get(name)
-    return int(Decimal(attr["N"])) if attr and "N" in attr else 0
-
-
-def _owes(item: Mapping[str, Any]) -> bool:
-    """Whether the record item owes a message (``pending`` set and not 0)."""
-    attr = item.get(PENDING)
-    return bool(attr) and "N" in attr and Decimal(attr["N"]) != 0
-
-
-class _Expression:
-    """Placeholders for one request, so field names never clash with reserved words."""
-
-    def __init__(self) -> None:
-        self.names: dict[str, str] = {}
-        self.values: dict[str, Any] = {}
-
-    def name(self, name: str) -> str:
-        key = f"#n{len(self.names)}"
-        self.names[key] = name
-        return key
-
-    def value(self, attr: dict[str, Any]) -> str:
-        key = f":v{len(self.values)}"
-        self.values[key] = attr
-        return key
-
-
-def _number(n: int) -> dict[str, str]:
-    return {"N": str(n)}
-
-
-# ---- item sizes (what DynamoDB bills a write by) ------------------------------------------
-
-
-def attr_size(attr: Mapping[str, Any]) -> int:
-    """DynamoDB's size of one attribute value in wire format (its name not included)."""
-    (kind, data), = attr.items()
-    if kind == "S":
-        return len(data.encode())
-    if kind == "B":
-        return len(data)
-    if kind == "N":
-        digits = data.lstrip("-").replace(".", "").strip("0") or "0"
-        return (len(digits) + 1) // 2 + 1
-    if kind in ("SS", "NS", "BS"):
-        return sum(attr_size({kind[0]: part}) for part in data)
-    if kind == "L":
-        return 3 + sum(1 + attr_size(part) for part in data)
-    if kind == "M":
-        return 3 + sum(len(key.encode()) + 1 + attr_size(part) for key, part in data.items())
-    return 1    # NULL, BOOL
-
-
-def item_size(item: Mapping[str, Any] | None) -> int:
-    """DynamoDB's size of an item: its attributes' names and values."""
-    return sum(len(name.encode()) + attr_size(value) for name, value in (item or {}).items())
-
-
-def _units(size: int) -> int:
-    return max(1, math.ceil(size / WRITE_UNIT))
-
-
-def _texts_size(texts: Sequence[str]) -> int:
-    """The share of a List of S elements in an item's size (the list's own 3 bytes apart)."""
-    return sum(1 + len(text.encode()) for text in texts)
-
-
-def _tail(item: Mapping[str, Any]) -> list[str]:
-    """The texts of the history entries a record item carries, oldest first."""
-    attr = item.get(HISTORY_TAIL) or {}
-    return [element["S"] for element in attr.get("L", ()) if "S" in element]
-
-
-@dataclass
-class _Seen:
-    """What a store last saw of a record item: enough to decide a page-out without a read."""
-
-    history_len: int
-    tail: list[str]             # the carried entries' texts, oldest first
-    sizes: dict[str, int]       # attribute -> its share of the item's size (the tail apart)
-    ttl: int                    # the item's ttl, 0 for none
-
-
-@dataclass(frozen=True)
-class _Page:
-    """Carried entries going out into a history item of their own, before the swap that
-    drops them from the record."""
-
-    first: int                  # the number of the first entry
-    texts: list[str]
-    known: int                  # the record's history_len they were seen with
 
 
 class DynamoStore:
@@ -479,7 +282,7 @@ class DynamoStore:
         self.checkpoint_items = checkpoint_items
         self._owns_client = client is None
         self.client = make_client("dynamodb", region, endpoint_url, aws, client)
-        self._seen: dict[str, _Seen] = {}   # the last record item seen per correlation id, see module doc
+        self._seen: dict[str, Seen] = {}   # the last record item seen per correlation id, see module doc
         self._listed: dict[str, dict[str, Any]] = {}   # its machine, status and updated_at, likewise
         self._legacy_pending = True     # the table may still have the previous pending index (see pending())
         self._owed: dict[str, bool] = {}    # whether it owes a message (pending), likewise
@@ -589,7 +392,7 @@ class DynamoStore:
                                         ).get("Item")
         except (BotoCoreError, ClientError) as exc:
             raise classify(exc, self.url) from exc
-        return None if item is None else (_count(item, HISTORY_LEN), _tail(item))
+        return None if item is None else (count_of(item, HISTORY_LEN), tail_of(item))
 
     def _paged_entries(self, cid: str, wanted: range) -> dict[int, Any]:
         """The paged entries numbered in ``wanted`` (see :meth:`history`)."""
@@ -643,8 +446,8 @@ class DynamoStore:
                     paged.setdefault(first + offset, entry)    # a page written twice holds the same entries
         if record is None:
             return [paged[n] for n in sorted(paged)]
-        tail = _tail(record)
-        paged_up_to = _count(record, HISTORY_LEN) - len(tail)   # the carried entries come after
+        tail = tail_of(record)
+        paged_up_to = count_of(record, HISTORY_LEN) - len(tail)   # the carried entries come after
         return [paged[n] for n in sorted(paged) if n <= paged_up_to] + [json.loads(text) for text in tail]
 
     def pending(self, before: float, limit: int = 100) -> list[Record]:
@@ -726,7 +529,7 @@ class DynamoStore:
             condition = "#at = :at AND #pending = :pending"
             del names["#shard"]
         else:
-            update, values[":zero"] = "REMOVE #shard, #at", _number(0)
+            update, values[":zero"] = "REMOVE #shard, #at", number_attr(0)
             condition = "#at = :at AND (attribute_not_exists(#pending) OR #pending = :zero)"
         try:
             self.client.update_item(TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": RECORD_SK}},
@@ -884,12 +687,12 @@ class DynamoStore:
     # -- the write of a swap, and paging history out ---------------------------------------
 
     def _write(self, cid: str, expect: Mapping[str, Scalar] | None, fields: Mapping[str, Any],
-               entries: Sequence[str], page: _Page | None, listing: Mapping[str, str | None],
+               entries: Sequence[str], page: Page | None, listing: Mapping[str, str | None],
                guesses: Mapping[str, Any]) -> SwapResult | None:
         """One conditional UpdateItem of the record (history entries included); with a
         checkpoint item to write (``checkpoint_items``), a TransactWriteItems of both.
         ``None`` when only a guess made it fail."""
-        ex = _Expression()
+        ex = Expression()
         settled = _moves_inbox_end(expect, fields)
         update = self._update_expression(ex, cid, fields, entries, page, listing)
         condition = self._condition(ex, _with(expect, guesses), settled=settled, entries=entries, page=page)
@@ -936,28 +739,28 @@ class DynamoStore:
         """The Put of the checkpoint item DynamoCheckpoints reads. It outlives a deleted
         record; with a retention it expires with the record of this commit."""
         expires = fields.get("expires_at")
-        ttl = {TTL: _number(int(expires))} if _positive(expires) else {}
+        ttl = {TTL: number_attr(int(expires))} if _positive(expires) else {}
         position = {**checkpoint_key(self.prefix, cid), "value": {"S": dumps(checkpoint)}, **ttl}
         return {"Put": {"TableName": self.table, "Item": position}}
 
     def _page_out(self, cid: str, fields: Mapping[str, Any], entries: Sequence[str],
-                  listing: Mapping[str, str | None]) -> _Page | None:
+                  listing: Mapping[str, str | None]) -> Page | None:
         """The carried entries to move out before this swap, if it is time (see the
         module docstring); decided on the record as this store last saw it, which the
         swap then makes a condition of its write."""
         seen = self._seen.get(cid)
         if seen is None or not seen.tail:
             return None
-        carried, new = _texts_size(seen.tail), _texts_size(entries)
+        carried, new = texts_size(seen.tail), texts_size(entries)
         if len(seen.tail) < CARRY_MAX_ENTRIES and carried + new <= CARRY_MAX_BYTES:
             if carried < PAGE_MIN_BYTES:
                 return None
             base = self._size_after(seen, fields, listing) + len(HISTORY_TAIL) + 3
-            if _units(base + carried + new) <= _units(base + new):
+            if units(base + carried + new) <= units(base + new):
                 return None     # carrying them costs this write (and the next ones) no extra unit
-        return _Page(seen.history_len - len(seen.tail) + 1, list(seen.tail), seen.history_len)
+        return Page(seen.history_len - len(seen.tail) + 1, list(seen.tail), seen.history_len)
 
-    def _size_after(self, seen: _Seen, fields: Mapping[str, Any], listing: Mapping[str, str | None]) -> int:
+    def _size_after(self, seen: Seen, fields: Mapping[str, Any], listing: Mapping[str, str | None]) -> int:
         """The size of the record item after this swap, its carried history left out
         (close enough: it only decides when a page goes out)."""
         sizes = dict(seen.sizes)
@@ -973,7 +776,7 @@ class DynamoStore:
                 sizes[name] = len(name.encode()) + len(value.encode())
         return sum(sizes.values())
 
-    def _put_page(self, cid: str, page: _Page, fields: Mapping[str, Any]) -> None:
+    def _put_page(self, cid: str, page: Page, fields: Mapping[str, Any]) -> None:
         """Write carried entries as the history page keyed by their first and last
         numbers: an unconditional PutItem. An entry's number never changes, so the same
         key always holds the same entries: writing it again (a retry, a crash before the
@@ -990,7 +793,7 @@ class DynamoStore:
         item = {**self._key(cid, f"{HISTORY_SK}{page.first:012d}-{last:012d}"),
                 "entries": {"S": "[" + ",".join(page.texts) + "]"}}
         if ttl > 0:
-            item[TTL] = _number(ttl)
+            item[TTL] = number_attr(ttl)
         try:
             self.client.put_item(TableName=self.table, Item=item)
         except (BotoCoreError, ClientError) as exc:
@@ -998,11 +801,11 @@ class DynamoStore:
 
     # -- expressions -----------------------------------------------------------------------
 
-    def _update_expression(self, ex: _Expression, cid: str, fields: Mapping[str, Any], entries: Sequence[str],
-                           page: _Page | None, listing: Mapping[str, str | None]) -> str:
+    def _update_expression(self, ex: Expression, cid: str, fields: Mapping[str, Any], entries: Sequence[str],
+                           page: Page | None, listing: Mapping[str, str | None]) -> str:
         # history_len is always set, so the expression is never empty and every record has it.
         length = ex.name(HISTORY_LEN)
-        sets = [f"{length} = if_not_exists({length}, {ex.value(_number(0))}) + {ex.value(_number(len(entries)))}"]
+        sets = [f"{length} = if_not_exists({length}, {ex.value(number_attr(0))}) + {ex.value(number_attr(len(entries)))}"]
         if entries:     # carried in the record: appended, or in place of the entries paged out
             tail = ex.name(HISTORY_TAIL)
             added = ex.value({"L": [{"S": text} for text in entries]})
@@ -1031,14 +834,14 @@ class DynamoStore:
         if "expires_at" in fields:
             expires = fields["expires_at"]
             if isinstance(expires, (int, float)) and expires > 0:
-                sets.append(f"{ex.name(TTL)} = {ex.value(_number(int(expires)))}")
+                sets.append(f"{ex.name(TTL)} = {ex.value(number_attr(int(expires)))}")
             else:
                 removes.append(ex.name(TTL))
         return "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
 
     @staticmethod
-    def _condition(ex: _Expression, expect: Mapping[str, Scalar] | None, settled: bool = False,
-                   entries: Sequence[str] = (), page: _Page | None = None) -> str:
+    def _condition(ex: Expression, expect: Mapping[str, Scalar] | None, settled: bool = False,
+                   entries: Sequence[str] = (), page: Page | None = None) -> str:
         """The swap's condition; ``settled``: the inbox must have no entries counted back
         from ``inbox_end`` (a swap moving it alone, see the module docstring). A swap
         appending history without a page-out may do so only while the record carries
@@ -1063,10 +866,10 @@ class DynamoStore:
         if entries:
             tail = ex.name(HISTORY_TAIL)
             if page is None:
-                parts.append(f"(attribute_not_exists({tail}) OR size({tail}) < {ex.value(_number(CARRY_MAX_ENTRIES))})")
+                parts.append(f"(attribute_not_exists({tail}) OR size({tail}) < {ex.value(number_attr(CARRY_MAX_ENTRIES))})")
             else:
-                parts.append(f"{ex.name(HISTORY_LEN)} = {ex.value(_number(page.known))}")
-                parts.append(f"size({tail}) = {ex.value(_number(len(page.texts)))}")
+                parts.append(f"{ex.name(HISTORY_LEN)} = {ex.value(number_attr(page.known))}")
+                parts.append(f"size({tail}) = {ex.value(number_attr(len(page.texts)))}")
         return " AND ".join(parts)
 
     # -- the inbox -------------------------------------------------------------------------
@@ -1074,9 +877,9 @@ class DynamoStore:
     def _append_request(self, cid: str, entry: Mapping[str, Any], owed: bool) -> dict[str, Any]:
         """The UpdateItem of one append (see the module docstring); ``owed``: the guess
         that the record owes a message already, which leaves ``pending`` as it is."""
-        ex = _Expression()
+        ex = Expression()
         inbox, end, pending = ex.name(INBOX), ex.name(INBOX_END), ex.name(PENDING)
-        zero, one = ex.value(_number(0)), ex.value(_number(1))
+        zero, one = ex.value(number_attr(0)), ex.value(number_attr(1))
         text = dumps({name: value for name, value in entry.items() if name != "pos"})
         added = ex.value({"L": [{"S": text}]})
         sets = [f"{inbox} = list_append(if_not_exists({inbox}, {ex.value({'L': []})}), {added})",
@@ -1112,7 +915,7 @@ class DynamoStore:
             raise classify(exc, self.url) from exc
         if not item or not {INBOX_TAIL, INBOX, INBOX_END} <= item.keys():
             return      # nothing counted back (a tail always comes with both, see append)
-        ex = _Expression()
+        ex = Expression()
         tail, end = ex.name(INBOX_TAIL), ex.name(INBOX_END)
         try:
             self.client.update_item(
@@ -1128,7 +931,7 @@ class DynamoStore:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _index_pending(self, ex: _Expression, cid: str, pending: Any, sets: list[str], removes: list[str]) -> None:
+    def _index_pending(self, ex: Expression, cid: str, pending: Any, sets: list[str], removes: list[str]) -> None:
         """Keep the record in the sparse ``owed-since`` index exactly while ``pending`` >
         0, under the time it started owing: its keys are set only if absent, so the
         commits of a running chain leave its entry alone (see the module docstring). Out
@@ -1173,12 +976,12 @@ class DynamoStore:
                 self._owed.clear()
             self._seen.pop(cid, None)   # least recently seen first out: each holds a few KB
             if HISTORY_LEN in item:
-                self._seen[cid] = _Seen(_count(item, HISTORY_LEN), _tail(item),
+                self._seen[cid] = Seen(count_of(item, HISTORY_LEN), tail_of(item),
                                         {name: len(name.encode()) + attr_size(value) for name, value in item.items()
-                                         if name != HISTORY_TAIL}, _count(item, TTL))
+                                         if name != HISTORY_TAIL}, count_of(item, TTL))
                 if len(self._seen) > REMEMBERED_TAILS:
                     del self._seen[next(iter(self._seen))]
-            self._owed[cid] = _owes(item)
+            self._owed[cid] = owes(item)
             self._listed[cid] = {name: decode(name, item[name]) if name in item else None
                                  for name in (*LISTED, "updated_at")}
 
@@ -1260,14 +1063,14 @@ def _first_number(sk: str) -> int:
     return int(first) if first.isdigit() else 0
 
 
-def _stale_tail(item: Mapping[str, Any], entries: Sequence[str], page: _Page | None) -> bool:
+def _stale_tail(item: Mapping[str, Any], entries: Sequence[str], page: Page | None) -> bool:
     """Whether what a failed swap assumed of the record's carried history was wrong."""
     if not entries:
         return False
-    carried = len(_tail(item))
+    carried = len(tail_of(item))
     if page is None:
         return carried >= CARRY_MAX_ENTRIES
-    return _count(item, HISTORY_LEN) != page.known or carried != len(page.texts)
+    return count_of(item, HISTORY_LEN) != page.known or carried != len(page.texts)
 
 
 def _guessed_wrong(record: Record | None, expect: Mapping[str, Scalar] | None, guesses: Mapping[str, Any],

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sources.dynamodb import (
+from sources.dynamodb_items import (
     item_size,  # what DynamoDB bills a write by, as the store counts it
 )
 

@@ -425,7 +425,7 @@ def start_instance(client: Client, request: HttpRequest, _: str) -> HttpResponse
             return HttpResponse(200, {"correlation_id": cid}, {"location": f"/instances/{cid}"})
     try:
         if "input" in body or getattr(client.machines.get(machine), "start", None) is not None:
-            cid = client.start(machine, None, cid, input=body["input"] if "input" in body else context)
+            cid = client.start(machine, None, cid, input=body.get("input", context))
         else:
             cid = client.start(machine, context, cid)
     except ValueError as exc:  # an input the machine cannot start from

@@ -105,7 +105,8 @@ def test_dynamodb_record_size_with_a_1kb_context(tmp_path: Any) -> None:
     carried history apart; every write of a running chain within 2 KB (2 write units)."""
     from conftest import in_process_dynamodb
 
-    from sources.dynamodb import HISTORY_TAIL, DynamoStore, item_size
+    from sources.dynamodb import DynamoStore
+    from sources.dynamodb_items import HISTORY_TAIL, item_size
 
     with in_process_dynamodb() as (url, client):
         store = DynamoStore(url, client=client)

@@ -135,7 +135,8 @@ def test_dynamodb_2500_transitions_one_update_each_and_history_complete(dynamo: 
     goes out as one PutItem every few commits; the record item never carries more than
     its write units allow; the history reads back whole. (Commits only: the dispatcher's
     acquire before each is a swap without history, which the other tests make.)"""
-    from sources.dynamodb import WRITE_UNIT, DynamoStore, item_size
+    from sources.dynamodb import DynamoStore
+    from sources.dynamodb_items import WRITE_UNIT, item_size
     url, client = dynamo
     calls = Calls(client)
     store = DynamoStore(url, client=calls, page_size=50)

@@ -340,7 +340,12 @@ def test_dynamodb_create_tables_adds_listing_to_an_older_table(dynamo: tuple[str
     from conftest import table_arn
 
     from sources.dynamodb import DynamoStore
-    from sources.dynamodb_tables import INDEXES, LEGACY_INDEXES, LIST_FILLED, create_tables
+    from sources.dynamodb_tables import (
+        INDEXES,
+        LEGACY_INDEXES,
+        LIST_FILLED,
+        create_tables,
+    )
     _, client = dynamo
     name = f"fsm-old-{uuid.uuid4().hex[:8]}"
     client.create_table(

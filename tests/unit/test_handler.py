@@ -20,11 +20,11 @@ from protocol_kit import HandBus
 
 from config.loader import load_text
 from config.settings import Settings
+from fsm import Action
 from fsm.app import App
 from fsm.app.intake import handle_event
 from fsm.app.wiring import build
 from fsm.app.worker import run_worker
-from fsm import Action
 from fsm.errors import FsmError, RecoverableError
 from fsm.message import Message
 from fsm.ports import Record, Scalar, SwapResult

@@ -469,6 +469,8 @@ class Dispatcher:
         """What a step owes its family: its new children's first steps, cancels for the
         children it no longer waits for, and, when it finished the instance, its output
         to its parent."""
+        if not (run.starts or run.stops or (run.status == Status.DONE and record.get("parent"))):
+            return []       # the common step: nothing owed to any other instance
         sent: list[Message] = []
         parent = {"id": msg.correlation_id, "machine": machine.name, "version": machine.version, "store": msg.store}
         for start in run.starts:

@@ -227,15 +227,17 @@ class Site:
 
 
 @pytest.fixture
-def deploy(moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Site]]:
+def deploy(module_moto: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Site]]:
     """``deploy(example, config=None)``: the example on its own queue and table, resources
     created by ``fsm create-resources``; the test process works in the site's folder (the
-    signup example writes its mail there) with boto3 pointed at moto_server."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    signup example writes its mail there) with boto3 pointed at moto_server: the module's
+    own, which no other test file loads while these run (moto's conditional writes are not
+    atomic, and the pizza test races two senders on one item)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", module_moto)
     sites: list[Site] = []
 
     def make(example: str, config: Path | None = None) -> Site:
-        site = Site(tmp_path / f"site-{len(sites)}", example, config or EXAMPLES / example / "fsm.yaml", moto_url)
+        site = Site(tmp_path / f"site-{len(sites)}", example, config or EXAMPLES / example / "fsm.yaml", module_moto)
         sites.append(site)
         monkeypatch.syspath_prepend(str(site.example_dir))
         monkeypatch.chdir(site.folder)

@@ -149,11 +149,12 @@ that), so positions never change once given. Duplicates are refused by the condi
 ``event_ids`` is JSON text, and an event id (no quotes or backslashes) occurs in it as
 ``"ID"`` only as a whole item, so ``NOT contains(event_ids, '"ID"')`` is exact; the ids
 waiting in the inbox are a String Set, ``inbox_ids``, which ``append`` adds to (``ADD``)
-and a swap rewriting the inbox sets (or removes: a set cannot be empty). ``pending`` is set only
-when nothing is owed, which an update expression cannot test: the request guesses it (from
-the last reply that carried the record, else "nothing owed", the case of a waiting
-instance) and makes the guess a condition, so a wrong guess costs one more UpdateItem, and
-puts the record in the pending index as a swap setting ``pending`` does. ``inbox_ids`` and
+and a swap rewriting the inbox sets (or removes: a set cannot be empty). ``pending`` 0
+("nothing owed") is stored as no ``pending`` and ``owes_nothing`` true (null: neither), so
+``append`` sets ``pending`` with ``if_not_exists`` and removes ``owes_nothing``: it needs
+no knowledge of the record, however busy, and puts it in the pending index as a swap
+setting ``pending`` does. A record still holding the stored 0 of an older version takes
+one more UpdateItem, once. ``owes_nothing``, ``inbox_ids`` and
 ``inbox_tail`` never show in a record. ``null`` in ``inbox`` or ``inbox_end`` is removed,
 as for ``pending``: ``list_append`` and ``+`` cannot take it.
 
@@ -187,6 +188,7 @@ from .dynamodb_items import (
     INBOX_IDS,
     INBOX_TAIL,
     NULL_REMOVED,
+    OWES_NOTHING,
     RECORD_SK,
     RESERVED,
     Expression,
@@ -285,7 +287,6 @@ class DynamoStore:
         self._seen: dict[str, Seen] = {}   # the last record item seen per correlation id, see module doc
         self._listed: dict[str, dict[str, Any]] = {}   # its machine, status and updated_at, likewise
         self._legacy_pending = True     # the table may still have the previous pending index (see pending())
-        self._owed: dict[str, bool] = {}    # whether it owes a message (pending), likewise
         self._lock = threading.Lock()
 
     def create(self) -> None:
@@ -315,28 +316,43 @@ class DynamoStore:
 
     def append(self, cid: str, entry: Mapping[str, Any]) -> SwapResult:
         """See :meth:`fsm.ports.InstanceStore.append`: one conditional UpdateItem (see the
-        module docstring), two when this store guessed ``pending`` wrong."""
+        module docstring), two on a record that still stores "nothing owed" as 0."""
         entry = checked_entry(entry)
-        for _ in range(STALE_GUESS_ATTEMPTS):
-            try:
-                reply = self.client.update_item(**self._append_request(cid, entry, self._owed.get(cid, False)))
-            except ClientError as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
-                    raise classify(exc, self.url) from exc
-                item = exc.response.get("Item")
-                if not item:
-                    return SwapResult(False, None)
-                self._remember(cid, item)
-                record = decode_record(item)
-                if record is not None and is_duplicate(record, entry["id"]):
-                    return SwapResult(False, record)
-                continue    # only the guess of ``pending`` was wrong: _remember now has the truth
-            except BotoCoreError as exc:
+        try:
+            reply = self.client.update_item(**self._append_request(cid, entry))
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
                 raise classify(exc, self.url) from exc
-            self._remember(cid, reply["Attributes"])
-            return SwapResult(True, decode_record(reply["Attributes"]))
-        raise RecoverableError(f"{self.url}: record {cid!r} kept changing under this store's guesses of "
-                               f"its pending mark during {STALE_GUESS_ATTEMPTS} attempts to append to it")
+            item = exc.response.get("Item")
+            self._remember(cid, item)
+            return SwapResult(False, decode_record(item))    # no record, or the event is there already
+        except BotoCoreError as exc:
+            raise classify(exc, self.url) from exc
+        item = reply["Attributes"]
+        if not owes(item):      # an older version's 0: the append owes a message all the same
+            item = self._owe_since(cid, entry["at"]) or item
+        self._remember(cid, item)
+        return SwapResult(True, decode_record(item))
+
+    def _owe_since(self, cid: str, at: float) -> dict[str, Any] | None:
+        """Set a record's stored 0 ``pending`` to ``at`` (a no-op once something else did)."""
+        ex = Expression()
+        pending, zero = ex.name(PENDING), ex.value(number_attr(0))
+        sets = [f"{pending} = {ex.value(encode(PENDING, at))}"]
+        removes: list[str] = []
+        self._index_pending(ex, cid, at, sets, removes)
+        try:
+            return self.client.update_item(
+                TableName=self.table, Key=self._key(cid, RECORD_SK),
+                UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
+                ConditionExpression=f"{pending} = {zero}", ExpressionAttributeNames=ex.names,
+                ExpressionAttributeValues=ex.values, ReturnValues="ALL_NEW")["Attributes"]
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise classify(exc, self.url) from exc
+            return None
+        except BotoCoreError as exc:
+            raise classify(exc, self.url) from exc
 
     def get(self, cid: str) -> Record | None:
         try:
@@ -728,8 +744,6 @@ class DynamoStore:
             return SwapResult(True, decode_record(reply["Attributes"]))
         with self._lock:    # a transaction returns nothing: keep what the write itself tells
             self._seen.pop(cid, None)
-            if PENDING in fields:
-                self._owed[cid] = _positive(fields[PENDING])
             if expect is None or cid in self._listed:
                 self._listed[cid] = {**self._listed.get(cid, {}), **{n: fields.get(n) for n in (*LISTED, "updated_at")
                                                                      if n in fields or expect is None}}
@@ -813,11 +827,19 @@ class DynamoStore:
                         else f"{tail} = list_append(if_not_exists({tail}, {ex.value({'L': []})}), {added})")
         removes: list[str] = []
         for name, value in fields.items():
-            if name in NULL_REMOVED and value is None:
+            if name == PENDING and not _positive(value):    # see the module docstring
+                removes.append(ex.name(name))
+                if value is None:
+                    removes.append(ex.name(OWES_NOTHING))
+                else:
+                    sets.append(f"{ex.name(OWES_NOTHING)} = {ex.value({'BOOL': True})}")
+            elif name in NULL_REMOVED and value is None:
                 removes.append(ex.name(name))    # see NULL_REMOVED
             else:
                 sets.append(f"{ex.name(name)} = {ex.value(encode(name, value))}")
         if PENDING in fields:
+            if _positive(fields[PENDING]):
+                removes.append(ex.name(OWES_NOTHING))
             self._index_pending(ex, cid, fields[PENDING], sets, removes)
         if INBOX in fields:     # rewritten whole: every entry carries its pos, its ids are these
             ids = _inbox_ids(fields[INBOX])
@@ -854,7 +876,12 @@ class DynamoStore:
             parts = [f"attribute_exists({pk})"]
             for name, value in expect.items():
                 field = ex.name(name)
-                if value is None:   # as in base.matches: a missing field equals None
+                if name == PENDING and not _positive(value):    # see the module docstring
+                    nothing = ex.name(OWES_NOTHING)
+                    parts.append(f"attribute_not_exists({field}) AND attribute_not_exists({nothing})" if value is None
+                                 else f"((attribute_not_exists({field}) AND attribute_exists({nothing})) OR "
+                                      f"{field} = {ex.value(encode(name, value))})")
+                elif value is None:   # as in base.matches: a missing field equals None
                     parts.append(f"(attribute_not_exists({field}) OR attribute_type({field}, "
                                  f"{ex.value({'S': 'NULL'})}))")
                 elif name == INBOX_END and value == 0 and not isinstance(value, bool):    # absent reads as 0
@@ -874,29 +901,25 @@ class DynamoStore:
 
     # -- the inbox -------------------------------------------------------------------------
 
-    def _append_request(self, cid: str, entry: Mapping[str, Any], owed: bool) -> dict[str, Any]:
-        """The UpdateItem of one append (see the module docstring); ``owed``: the guess
-        that the record owes a message already, which leaves ``pending`` as it is."""
+    def _append_request(self, cid: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """The UpdateItem of one append (see the module docstring): it owes a message
+        since ``entry["at"]`` unless it owed one already."""
         ex = Expression()
         inbox, end, pending = ex.name(INBOX), ex.name(INBOX_END), ex.name(PENDING)
         zero, one = ex.value(number_attr(0)), ex.value(number_attr(1))
         text = dumps({name: value for name, value in entry.items() if name != "pos"})
         added = ex.value({"L": [{"S": text}]})
         sets = [f"{inbox} = list_append(if_not_exists({inbox}, {ex.value({'L': []})}), {added})",
-                f"{end} = if_not_exists({end}, {zero}) + {one}"]
-        removes: list[str] = []
+                f"{end} = if_not_exists({end}, {zero}) + {one}",
+                f"{pending} = if_not_exists({pending}, {ex.value(encode(PENDING, entry['at']))})"]
+        removes = [ex.name(OWES_NOTHING)]
+        self._index_pending(ex, cid, entry["at"], sets, removes)
         quoted = '"' + entry["id"] + '"'
         conditions = [f"attribute_exists({ex.name('pk')})",
                       f"NOT contains({ex.name('event_ids')}, {ex.value({'S': quoted})})",
                       f"NOT contains({ex.name(INBOX_IDS)}, {ex.value({'S': entry['id']})})"]
-        if owed:
-            conditions.append(f"attribute_exists({pending}) AND {pending} <> {zero}")
-        else:
-            conditions.append(f"(attribute_not_exists({pending}) OR {pending} = {zero})")
-            sets.append(f"{pending} = {ex.value(encode(PENDING, entry['at']))}")
-            self._index_pending(ex, cid, entry["at"], sets, removes)
         update = (f"SET {', '.join(sets)} ADD {ex.name(INBOX_IDS)} {ex.value({'SS': [entry['id']]})}, "
-                  f"{ex.name(INBOX_TAIL)} {one}" + (" REMOVE " + ", ".join(removes) if removes else ""))
+                  f"{ex.name(INBOX_TAIL)} {one} REMOVE {', '.join(removes)}")
         return {"TableName": self.table, "Key": self._key(cid, RECORD_SK), "UpdateExpression": update,
                 "ConditionExpression": " AND ".join(conditions), "ExpressionAttributeNames": ex.names,
                 "ExpressionAttributeValues": ex.values, "ReturnValues": "ALL_NEW",
@@ -971,9 +994,8 @@ class DynamoStore:
         if not item:
             return
         with self._lock:
-            if len(self._listed) > 10_000 or len(self._owed) > 10_000:
-                self._listed.clear()    # caches: a miss costs one extra round trip
-                self._owed.clear()
+            if len(self._listed) > 10_000:
+                self._listed.clear()    # a cache: a miss costs one extra round trip
             self._seen.pop(cid, None)   # least recently seen first out: each holds a few KB
             if HISTORY_LEN in item:
                 self._seen[cid] = Seen(count_of(item, HISTORY_LEN), tail_of(item),
@@ -981,7 +1003,6 @@ class DynamoStore:
                                          if name != HISTORY_TAIL}, count_of(item, TTL))
                 if len(self._seen) > REMEMBERED_TAILS:
                     del self._seen[next(iter(self._seen))]
-            self._owed[cid] = owes(item)
             self._listed[cid] = {name: decode(name, item[name]) if name in item else None
                                  for name in (*LISTED, "updated_at")}
 

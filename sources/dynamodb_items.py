@@ -34,8 +34,9 @@ HISTORY_TAIL = "history_tail"   # List of S: the latest history entries, carried
 HISTORY_SK = "h#"               # + "%012d-%012d" % the numbers of a history page's first and last entries
 INBOX_IDS = "inbox_ids"     # String Set: the ids waiting in the inbox (see the module docstring)
 INBOX_TAIL = "inbox_tail"   # how many entries at the inbox's end were appended without their pos
+OWES_NOTHING = "owes_nothing"   # BOOL true: ``pending`` is 0, stored as no ``pending`` (see the store's docstring)
 RESERVED = frozenset({"pk", "sk", HISTORY_LEN, HISTORY_TAIL, TTL, PENDING_SHARD, OWED_SHARD, OWED_AT, LIST_AT,
-                      LIST_BY_STATE, INBOX_IDS, INBOX_TAIL, *LIST_INDEXES})
+                      LIST_BY_STATE, INBOX_IDS, INBOX_TAIL, OWES_NOTHING, *LIST_INDEXES})
 WRITE_UNIT = 1024
 NULL_REMOVED = frozenset({PENDING, INBOX, INBOX_END})   # fields whose null is stored as no attribute
 # Fields the framework writes at every commit in a shape it knows (the outbox's lean step
@@ -135,8 +136,11 @@ def _plain(attr: Mapping[str, Any]) -> Any:
 def decode_record(item: Mapping[str, Any] | None) -> Record | None:
     if not item:
         return None
-    return {name: decode_inbox(item) if name == INBOX else decode(name, attr)
-            for name, attr in item.items() if name not in RESERVED}
+    record = {name: decode_inbox(item) if name == INBOX else decode(name, attr)
+              for name, attr in item.items() if name not in RESERVED}
+    if OWES_NOTHING in item and PENDING not in item:
+        record[PENDING] = 0.0
+    return record
 
 
 def decode_inbox(item: Mapping[str, Any]) -> Any:

@@ -21,17 +21,19 @@ condition), history or not: never a transaction, unless ``checkpoint_items`` ask
 
 History is carried in the record and paged out. The record item holds ``history_len``
 (entries ever written) and ``history_tail``, a List of the latest entries' JSON texts
-(S), numbered ``history_len - len + 1`` to ``history_len``; a swap appends its entries
+(S, or B packed with the history dictionary when smaller: ~48 bytes for the dispatcher's
+~114), numbered ``history_len - len + 1`` to ``history_len``; a swap appends its entries
 with ``list_append`` and adds their count to ``history_len`` in the same UpdateItem, so
 appending needs no knowledge of the record and no condition. Older entries are in history
 pages: items ``h#%012d-%012d`` % (n, m) holding entries n to m as one JSON array
-(``entries``, S). The previous version wrote each swap's entries as such an item, keyed
-``h#%012d`` % n, in a transaction with the record, and carried none: its records
-(``history_len`` and no ``history_tail``) need nothing done, their items read as pages.
+(``entries``, S or packed B). The previous version wrote each swap's entries as such an
+item, keyed ``h#%012d`` % n, in a transaction with the record, and carried none: its
+records (``history_len`` and no ``history_tail``) need nothing done, their items read as
+pages.
 
 A page goes out when a swap finds, from the record as this store last saw it (the
 acquire's reply, in the dispatcher's flow), that the carried entries hold at least
-``PAGE_MIN_BYTES`` (256) and keeping them would put the item past the 1 KB write units
+``PAGE_MIN_BYTES`` (200) and keeping them would put the item past the 1 KB write units
 it needs without them, or that they reach ``CARRY_MAX_BYTES`` (16 KB) or
 ``CARRY_MAX_ENTRIES`` (16). The swap then first PutItems them as the page keyed by their
 first and last numbers (unconditional: an entry's number never changes, so a key always
@@ -40,17 +42,13 @@ entries alone, on condition that the record still has the ``history_len`` and th
 of carried entries it saw (a stale view fails, and the swap is made again with the
 values the failure returned).
 So an entry is written once into the record and once into a page, and the extra round
-trip is one PutItem per page (1 write unit), at most every ~4 commits with the
-dispatcher's ~120-byte entries and up to every ~9 when the record's last unit has room.
-Carried entries cost no write unit while they fit that room; a record with less room
-than 256 bytes carries them into its next unit until they make a page, and pays one
-unit more per write meanwhile. (512 in the earlier layout: ``fsm cost``, SQS + DynamoDB, 1 KB
-context, ``concurrency: optimistic``: 2.4 table write units per transition with 256,
-2.8 with 512; with a 200-byte context 2.1 and 1.9: 256 pages more often when the record
-is small, and is kept for the common case of a context near 1 KB.) ``PAGE_MIN_BYTES = 0`` never does that, at the price of a PutItem at
-every commit when the room holds one entry and not two (``fsm cost``, SQS + DynamoDB,
-empty context: 2.8 write units and 0.8 PutItem per transition on the table instead of
-3.7 and 0.1; the previous layout's transaction: 5). A swap appends without a page-out only while the record carries fewer than
+trip is one PutItem per page (1 write unit). Carried entries cost no write unit while
+they fit the room left in the record's last unit; a record with less room than
+``PAGE_MIN_BYTES`` carries them into its next unit until they make a page, and pays one
+unit more per write meanwhile (so a page is never a PutItem per commit). ``fsm cost``,
+SQS + DynamoDB, ``concurrency: optimistic``, table write units per transition with
+``PAGE_MIN_BYTES`` 0 / 100 / 200 / 256: 200-byte context 1.2 / 1.2 / 1.2 / 1.4, 1 KB 2.2
+at each, 4 KB 2.3 / 2.3 / 2.3 / 2.38. A swap appends without a page-out only while the record carries fewer than
 ``CARRY_MAX_ENTRIES`` (a condition of its write): a swap that has seen nothing of the
 record (a commit in ``concurrency: optimistic`` on a container that did not make the
 instance's previous one) lets the record carry up to ~2 KB of typical entries, and the
@@ -202,6 +200,8 @@ from .dynamodb_items import (
     encode,
     number_attr,
     owes,
+    entry_attr,
+    page_entries,
     tail_of,
     texts_size,
     units,
@@ -236,10 +236,10 @@ from .listing import ListQuery, list_query, page_of
 # CARRY_MAX_ENTRIES (a condition of its write), which bounds what a swap that has not seen
 # the record (nothing to decide on) lets it carry. PAGE_MIN_BYTES trades round trips for
 # write units: 0 never lets carried entries cost a unit, but pages out at every commit
-# when the record's last unit has room for one entry and not two; 256 makes a page at
-# least ~2 of the dispatcher's entries (at most one PutItem per ~2 commits), carrying
-# them across a unit boundary meanwhile (see the module docstring for the figures).
-PAGE_MIN_BYTES = 256
+# when the record's last unit has room for one entry and not two; 200 makes a page at
+# least ~4 of the dispatcher's packed entries, carrying them across a unit boundary
+# meanwhile (see the module docstring for the figures).
+PAGE_MIN_BYTES = 200
 CARRY_MAX_BYTES = 16 * 1024
 CARRY_MAX_ENTRIES = 16
 REMEMBERED_TAILS = 1024     # records whose carried entries a store keeps in memory
@@ -425,10 +425,10 @@ class DynamoStore:
         }
         found: dict[int, Any] = {}
         for item in self._pages("query", query):
-            first = _first_number(item["sk"]["S"])
-            if not first or "S" not in item.get("entries", {}):
+            first, entries = _first_number(item["sk"]["S"]), page_entries(item)
+            if not first or entries is None:
                 continue
-            for offset, entry in enumerate(json.loads(item["entries"]["S"])):
+            for offset, entry in enumerate(entries):
                 if first + offset in wanted:
                     found.setdefault(first + offset, entry)
             if len(found) == len(wanted):
@@ -456,9 +456,9 @@ class DynamoStore:
             sk = item["sk"]["S"]
             if sk == RECORD_SK:
                 record = item
-            elif sk.startswith(HISTORY_SK) and _first_number(sk) and "S" in item.get("entries", {}):
+            elif sk.startswith(HISTORY_SK) and _first_number(sk) and page_entries(item) is not None:
                 first = _first_number(sk)
-                for offset, entry in enumerate(json.loads(item["entries"]["S"])):
+                for offset, entry in enumerate(page_entries(item) or ()):
                     paged.setdefault(first + offset, entry)    # a page written twice holds the same entries
         if record is None:
             return [paged[n] for n in sorted(paged)]
@@ -805,7 +805,7 @@ class DynamoStore:
             ttl = seen.ttl if seen is not None else 0
         last = page.first + len(page.texts) - 1
         item = {**self._key(cid, f"{HISTORY_SK}{page.first:012d}-{last:012d}"),
-                "entries": {"S": "[" + ",".join(page.texts) + "]"}}
+                "entries": entry_attr("[" + ",".join(page.texts) + "]")}
         if ttl > 0:
             item[TTL] = number_attr(ttl)
         try:
@@ -822,7 +822,7 @@ class DynamoStore:
         sets = [f"{length} = if_not_exists({length}, {ex.value(number_attr(0))}) + {ex.value(number_attr(len(entries)))}"]
         if entries:     # carried in the record: appended, or in place of the entries paged out
             tail = ex.name(HISTORY_TAIL)
-            added = ex.value({"L": [{"S": text} for text in entries]})
+            added = ex.value({"L": [entry_attr(text) for text in entries]})
             sets.append(f"{tail} = {added}" if page is not None
                         else f"{tail} = list_append(if_not_exists({tail}, {ex.value({'L': []})}), {added})")
         removes: list[str] = []

@@ -39,12 +39,15 @@ RESERVED = frozenset({"pk", "sk", HISTORY_LEN, HISTORY_TAIL, TTL, PENDING_SHARD,
                       LIST_BY_STATE, INBOX_IDS, INBOX_TAIL, OWES_NOTHING, *LIST_INDEXES})
 WRITE_UNIT = 1024
 NULL_REMOVED = frozenset({PENDING, INBOX, INBOX_END})   # fields whose null is stored as no attribute
-# Fields the framework writes at every commit in a shape it knows (the outbox's lean step
-# message, ``consumed``, a Kinesis ``checkpoint``): stored as B, raw deflate with this
-# preset dictionary behind a version byte, when that is smaller than their JSON text (an
-# outbox of one step message: ~310 bytes of text, ~90 packed). Never edit a dictionary
-# that has been used: a new one gets the next version byte, and decode keeps the old.
-PACKED = frozenset({"outbox", "consumed", "checkpoint"})
+# JSON fields stored as B, raw deflate with a preset dictionary behind a version byte,
+# when that is smaller than their JSON text: the ones the framework writes at every commit
+# in a shape it knows (the outbox's lean step message, ``consumed``, a Kinesis
+# ``checkpoint``: an outbox of one step message is ~310 bytes of text, ~90 packed), and
+# the user's data (``context``, ``output``), which typical JSON halves at 1 KB (a write
+# unit less per commit) and shrinks 3-5 times from a few KB. Never edit a dictionary that
+# has been used: a new one gets the next version byte, and decode keeps the old.
+PACKED = frozenset({"outbox", "consumed", "checkpoint", "context", "output", "chart"})
+PACK_FAST_BYTES = 64 * 1024     # larger texts are packed at level 6, not 9 (a few ms per 100 KB less)
 PACK_DICTIONARIES = {1: (
     b'{"arn":"arn:aws:kinesis:us-east-1:123456789012:stream/","shard":"shardId-000000000000",'
     b'"sequence":"49590000000000000000000000000000000000000000000000000000"}{"kind":"event","event_id":"'
@@ -55,6 +58,12 @@ PACK_DICTIONARIES = {1: (
     b'"fence":1,"state":"","event_id":null,"store":0,"copy":false,"busy":0,"reason":null,"version":"",'
     b'"sent_at":17,"parent":null,"v":1},"delay":0.0}]')}
 PACK_VERSION = 1
+# History entries (each carried entry, and a page's array): ~114 bytes of text, ~48 packed.
+PACK_DICTIONARIES[2] = (
+    b'{"step":2,"from":"","event":"","to":"","time":"2026-01-01T00:00:00.000Z","duration":0.0,'
+    b'"retries":0,"rejected":true,"error":"","cancelled":"","pos":1,"value":{},"event_id":"",'
+    b'"status":"running","parent":"","children":[]},{"step":1,"from":null,"event":null,"to":"","time":"2026-')
+HISTORY_PACK_VERSION = 2
 
 
 # ---- attribute values -------------------------------------------------------------------
@@ -79,11 +88,14 @@ def encode(name: str, value: Any) -> dict[str, Any]:
     raise BackendError(f"record field {name!r} is a {kind} field but holds a {type(value).__name__}")
 
 
-def pack(text: str) -> dict[str, Any]:
-    """JSON text as S, or as B packed with the current dictionary when that is smaller."""
+def pack(text: str, version: int = PACK_VERSION) -> dict[str, Any]:
+    """JSON text as S, or as B packed with that dictionary when that is smaller."""
     raw = text.encode()
-    packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, PACK_DICTIONARIES[PACK_VERSION])
-    packed = bytes([PACK_VERSION]) + packer.compress(raw) + packer.flush()
+    if len(raw) < 64:
+        return {"S": text}      # nothing to gain
+    level = 9 if len(raw) <= PACK_FAST_BYTES else 6
+    packer = zlib.compressobj(level, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, PACK_DICTIONARIES[version])
+    packed = bytes([version]) + packer.compress(raw) + packer.flush()
     return {"B": packed} if len(packed) < len(raw) else {"S": text}
 
 
@@ -222,15 +234,37 @@ def units(size: int) -> int:
     return max(1, math.ceil(size / WRITE_UNIT))
 
 
+def text_of(attr: Mapping[str, Any]) -> str | None:
+    """The JSON text an S or packed B attribute holds (None: neither)."""
+    if "S" in attr:
+        return attr["S"]
+    if "B" in attr:
+        return unpack(bytes(attr["B"]))
+    return None
+
+
+def entry_attr(text: str) -> dict[str, Any]:
+    """A history entry's text as stored: in the record's ``history_tail`` or as a page's
+    ``entries`` (a JSON array of entries)."""
+    return pack(text, HISTORY_PACK_VERSION)
+
+
 def texts_size(texts: Sequence[str]) -> int:
-    """The share of a List of S elements in an item's size (the list's own 3 bytes apart)."""
-    return sum(1 + len(text.encode()) for text in texts)
+    """The share of history entries in an item's size, as ``entry_attr`` stores them in a
+    List (the list's own 3 bytes apart)."""
+    return sum(1 + attr_size(entry_attr(text)) for text in texts)
 
 
 def tail_of(item: Mapping[str, Any]) -> list[str]:
     """The texts of the history entries a record item carries, oldest first."""
     attr = item.get(HISTORY_TAIL) or {}
-    return [element["S"] for element in attr.get("L", ()) if "S" in element]
+    return [text for text in map(text_of, attr.get("L", ())) if text is not None]
+
+
+def page_entries(item: Mapping[str, Any]) -> list[Any] | None:
+    """The entries a history page holds (None: not a page this version can read)."""
+    text = text_of(item.get("entries") or {})
+    return None if text is None else json.loads(text)
 
 
 @dataclass

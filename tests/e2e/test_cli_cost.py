@@ -105,7 +105,8 @@ def test_a_bigger_context_costs_more_dynamodb_write_units(folder: Path) -> None:
     small = cost_json(folder, "--settings", "dynamodb-sqs.yaml", "--context-bytes", "100", *SMALL)
     big = cost_json(folder, "--settings", "dynamodb-sqs.yaml", "--context-bytes", "20000", *SMALL)
     item = "DynamoDB write request units (table)"
-    assert per_transition(big, item) >= per_transition(small, item) + 20   # each write carries 20 KB more
+    # each write carries ~20 KB more of order-like JSON, packed to ~5 KB
+    assert per_transition(big, item) >= per_transition(small, item) + 4
     assert big["total_usd_per_million"] > small["total_usd_per_million"]
 
 

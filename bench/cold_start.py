@@ -2,6 +2,7 @@
 """Cold start of the Lambda handler (not a timed test: it prints figures).
 
     python bench/cold_start.py [--quick] [--runs N] [--configs memory,redis-sqs,dynamodb-sqs]
+                               [--python PATH]
 
 Each run is a fresh Python process, as a new Lambda container is. It imports
 ``fsm.handler``, loads the machines and backends (the handler's ``app()``, what the first
@@ -20,7 +21,14 @@ Configurations, all with ``AWS_LAMBDA_FUNCTION_NAME`` set:
 Servers come from ``FSM_TEST_MOTO_URL`` and ``FSM_TEST_REDIS_URL`` when set, else
 ``bench/servers.py`` starts them; one that cannot be had skips its configuration. Queues
 and tables get fresh names per run of the script and are deleted at the end; moto_server
-is never reset. The figures are medians (and minimum) over ``--runs`` processes.
+is never reset. The figures are medians (and minimum) over ``--runs`` processes, after
+one warm-up process per configuration that fills a bytecode cache of the run
+(``PYTHONPYCACHEPREFIX``, whatever ``PYTHONDONTWRITEBYTECODE`` says): a Lambda package
+ships its ``.pyc`` files, and a process compiling every module would measure the compiler.
+
+``--python`` (else ``$OURS_PYTHON``, else this interpreter) runs the processes under
+another interpreter, a virtualenv as lean as a Lambda's (bench/README.rst), with this
+checkout on ``PYTHONPATH``: a development environment's site-packages slow the start.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +50,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 MARKER = "COLD_START_RESULT "
 CONFIGS = ("memory", "redis-sqs", "dynamodb-sqs")
+PYTHON = sys.executable             # the children's interpreter (--python)
 MACHINES = """\
 machines:
   - name: cold
@@ -101,9 +111,9 @@ def child(queue_arn: str) -> None:
 # -- the parent: set up, spawn, print -------------------------------------------------------
 
 
-def spawn(folder: Path, env: dict[str, str], queue_arn: str) -> dict[str, Any]:
+def spawn(folder: Path, env: dict[str, str], queue_arn: str, python: str = sys.executable) -> dict[str, Any]:
     begun = time.perf_counter()
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", queue_arn], cwd=folder,
+    done = subprocess.run([python, str(Path(__file__).resolve()), "--child", queue_arn], cwd=folder,
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     wall = (time.perf_counter() - begun) * 1000
     lines = [line for line in done.stdout.splitlines() if line.startswith(MARKER)]
@@ -117,10 +127,12 @@ def spawn(folder: Path, env: dict[str, str], queue_arn: str) -> dict[str, Any]:
 
 
 def base_env(folder: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FSM_", "AWS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FSM_", "AWS_", "PYTHONDONTWRITEBYTECODE"))}
     env.update(FSM_CONFIG=str(folder / "fsm.yaml"), AWS_LAMBDA_FUNCTION_NAME="cold-start-bench",
                FSM_LOG_LEVEL="ERROR", AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_DEFAULT_REGION="us-east-1")
+               AWS_DEFAULT_REGION="us-east-1", PYTHONPYCACHEPREFIX=str(folder / "pycache"))
+    if PYTHON != sys.executable:        # a lean interpreter: the checkout, as a Lambda package's root
+        env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), *filter(None, [env.get("PYTHONPATH")])])
     return env
 
 
@@ -185,6 +197,7 @@ class Setup:
                 undo()
             except Exception as exc:  # noqa: BLE001 - cleanup is best effort
                 print(f"  (cleanup of {self.name}: {type(exc).__name__}: {exc})")
+        shutil.rmtree(self.folder, ignore_errors=True)     # its machines, actions and bytecode cache
 
 
 def summarise(name: str, runs: list[dict[str, Any]]) -> None:
@@ -211,11 +224,16 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="fresh processes per configuration (default 5)")
     parser.add_argument("--quick", action="store_true", help="two runs per configuration")
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of {', '.join(CONFIGS)}")
+    parser.add_argument("--python", default=os.environ.get("OURS_PYTHON") or sys.executable,
+                        help="interpreter of the cold processes, with this checkout on PYTHONPATH "
+                             "(default $OURS_PYTHON, else this one)")
     parser.add_argument("--child", metavar="QUEUE_ARN", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         child(args.child)
         return 0
+    global PYTHON
+    PYTHON = args.python
     sys.path.insert(0, str(HERE))
     from servers import Servers
 
@@ -224,8 +242,8 @@ def main() -> int:
     unknown = sorted(set(wanted) - set(CONFIGS))
     if unknown:
         parser.error(f"unknown configuration(s) {', '.join(unknown)}; known: {', '.join(CONFIGS)}")
-    print(f"Cold start of fsm.handler: {runs} fresh processes per configuration, Python "
-          f"{sys.version.split()[0]}, moto_server for AWS")
+    print(f"Cold start of fsm.handler: {runs} fresh processes per configuration (after a warm-up one), "
+          f"{PYTHON if PYTHON != sys.executable else 'Python ' + sys.version.split()[0]}, moto_server for AWS")
     tag = uuid.uuid4().hex[:10]
     with Servers() as servers:
         for name in wanted:
@@ -234,7 +252,8 @@ def main() -> int:
                 if setup.skipped:
                     print(f"\n{name}: skipped, {setup.skipped}")
                     continue
-                summarise(name, [spawn(setup.folder, setup.env, setup.queue) for _ in range(runs)])
+                spawn(setup.folder, setup.env, setup.queue, PYTHON)    # warm-up: fills the bytecode cache
+                summarise(name, [spawn(setup.folder, setup.env, setup.queue, PYTHON) for _ in range(runs)])
             finally:
                 setup.close()
     return 0

@@ -2,7 +2,7 @@
 """lambda-fsm side by side with aws-lambda-fsm 0.35 (not a timed test: it prints figures).
 
     python bench/versus.py [--quick] [--samples N] [--instances N] [--alf-python PATH]
-                           [--ours-python PATH] [--env-servers]
+                           [--ours-python PATH] [--env-servers] [--parts cold,warm]
 
 aws-lambda-fsm runs under its own interpreter, a virtualenv outside this repository
 (``--alf-python``, else ``$ALF_PYTHON``, else ``/tmp/alf-venv/bin/python``), made with::
@@ -628,6 +628,8 @@ def main() -> int:
                              "(default $OURS_PYTHON, else this one)")
     parser.add_argument("--env-servers", action="store_true",
                         help="use FSM_TEST_REDIS_URL / FSM_TEST_MOTO_URL rather than private servers")
+    parser.add_argument("--parts", default="cold,warm",
+                        help="which parts to run: cold (1), warm (2) or both (default cold,warm)")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -637,6 +639,9 @@ def main() -> int:
     sys.path.insert(0, str(HERE))
     from servers import ENV, Servers
 
+    parts = {part.strip() for part in args.parts.split(",") if part.strip()}
+    if not parts or parts - {"cold", "warm"}:
+        parser.error(f"--parts takes cold, warm or cold,warm, not {args.parts!r}")
     samples = 3 if args.quick else max(1, args.samples)
     instances = 4 if args.quick else max(1, args.instances)
     batch = 2
@@ -652,8 +657,11 @@ def main() -> int:
     print(f"  machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     table = Table()
     with Servers() as servers:
-        for part in (lambda: cold_part(servers, alf_python, args.ours_python, samples, table),
-                     lambda: warm_part(servers, alf_python, args.ours_python, instances, batch, table)):
+        for name, part in (("cold", lambda: cold_part(servers, alf_python, args.ours_python, samples, table)),
+                           ("warm", lambda: warm_part(servers, alf_python, args.ours_python, instances, batch,
+                                                      table))):
+            if name not in parts:
+                continue
             try:
                 part()
             except Exception as exc:  # noqa: BLE001 - print it, go on with the other part

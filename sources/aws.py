@@ -10,12 +10,17 @@ botocore; :func:`make_client` hands out a :class:`LazyClient`, which builds its 
 client on the first call through it, from one process-wide session (a second client
 then reuses the endpoint and model data the first one loaded). So an adapter opened at
 load costs nothing until it makes a call, and a configuration that never calls a
-service never imports the SDK for it.
+service never imports the SDK for it. What the first call does pay is kept small: the
+session's model loader finds a service without listing all of botocore's (and reads its
+JSON into plain dicts), and botocore's import and each client's build run with the
+cyclic garbage collector paused (see :func:`_loader_class`, :func:`_collector_paused`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import os
 import sys
 import threading
 from collections import Counter
@@ -128,6 +133,26 @@ _watchers: list[Callable[[str, Any], None]] = []
 clients_built: Counter[str] = Counter()   # service -> boto3 clients built in this process
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection while the block runs (under ``_lock``), if it was on.
+
+    Importing botocore and building a client allocate tens of thousands of objects that
+    live as long as the process (modules, the service model, the client's class) and
+    almost no garbage, so the collector, run a hundred times meanwhile, frees next to
+    nothing; it then walks them all again in its older generations. Paused, the new
+    objects are examined once, at the first collection after the block.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def shared_session() -> Any:
     """The process's botocore session.
 
@@ -136,20 +161,104 @@ def shared_session() -> Any:
     clients built afterwards see it.
     """
     global _session, _session_handlers
-    import botocore.session
-    from botocore.handlers import BUILTIN_HANDLERS
+    with _lock, _collector_paused():
+        import botocore.session
+        from botocore.handlers import BUILTIN_HANDLERS
 
-    with _lock:
         if _session is None or _session_handlers != len(BUILTIN_HANDLERS):
             # botocore's own session: boto3's adds nothing a client needs, and importing
             # boto3 (s3transfer with it) costs a cold start some 100 ms.
-            _session = botocore.session.Session()
-            _session_handlers = len(BUILTIN_HANDLERS)
+            session = botocore.session.Session()
+            session.lazy_register_component("data_loader", lambda: _model_loader(session))
+            _session, _session_handlers = session, len(BUILTIN_HANDLERS)
         return _session
 
 
-def _build(service: str, region: str | None, endpoint_url: str | None, aws: Mapping[str, Any] | None) -> Any:
+# The models a client is built from, read once per process and kept across sessions.
+_loaders: dict[Any, Any] = {}
+
+
+def _model_loader(session: Any) -> Any:
+    """The session's ``data_loader``: botocore's own :class:`~botocore.loaders.Loader`
+    (same search path, ``AWS_DATA_PATH`` included), made cheaper in two ways that change
+    nothing it answers. See :func:`_loader_class`."""
+    data_path = session.get_config_variable("data_path")
     with _lock:
+        if data_path not in _loaders:
+            cls = _loader_class()
+            if data_path is None:
+                _loaders[data_path] = cls()
+            else:
+                paths = [os.path.expanduser(os.path.expandvars(p)) for p in data_path.split(os.pathsep)]
+                _loaders[data_path] = cls(extra_search_paths=paths)
+        return _loaders[data_path]
+
+
+_LOADER_CLASS: Any = None
+
+
+def _loader_class() -> Any:
+    """botocore's Loader, but for what a cold start pays building its first client:
+
+    * a service's model is looked for in that service's folders. botocore's
+      ``load_service_model`` first lists *every* known service (a directory walk over some
+      420 services, for each model type: ``service-2`` and ``endpoint-rule-set-1``, some
+      2,600 stat calls) only to check that the name is among them. Whether a service is
+      known is whether one of its API versions has the model, which is what
+      ``list_api_versions`` finds by reading the one folder; a name it does not find goes
+      to botocore's own check, which raises ``UnknownServiceError`` as before;
+    * JSON models are read into plain dicts rather than an ``OrderedDict`` per object
+      (insertion-ordered either way): botocore's ``object_pairs_hook`` makes the decoder
+      call back for every object, which triples the time of ``endpoints.json`` (1.2 MB,
+      read for every first client).
+    """
+    global _LOADER_CLASS
+    if _LOADER_CLASS is not None:
+        return _LOADER_CLASS
+    import gzip
+    import json
+
+    from botocore.exceptions import DataNotFoundError
+    from botocore.loaders import JSONFileLoader, Loader, instance_cache
+
+    openers: tuple[tuple[str, Callable[..., Any]], ...] = ((".json", open), (".json.gz", gzip.open))
+
+    class ModelFiles(JSONFileLoader):
+        def load_file(self, file_path: str) -> Any:
+            for ext, opener in openers:      # botocore's order: the plain file first
+                full_path = file_path + ext
+                if os.path.isfile(full_path):
+                    with opener(full_path, "rb") as fp:
+                        return json.loads(fp.read().decode("utf-8"))
+            return None
+
+    class ModelLoader(Loader):
+        FILE_LOADER_CLASS = ModelFiles
+
+        @instance_cache
+        def load_service_model(self, service_name: str, type_name: str, api_version: str | None = None) -> Any:
+            try:
+                if service_name in ("", ".", "..") or os.path.basename(service_name) != service_name:
+                    raise DataNotFoundError(data_path=service_name)     # a folder's name or nothing
+                latest = self.determine_latest_version(service_name, type_name)
+            except DataNotFoundError:
+                # not a service with this model: botocore's own check says so (naming the known ones)
+                return Loader.load_service_model(self, service_name, type_name, api_version)
+            version = latest if api_version is None else api_version
+            model = self.load_data(os.path.join(service_name, version, type_name))
+            self._extras_processor.process(model, self._find_extras(service_name, type_name, version))
+            return model
+
+    # Only where botocore's Loader still has the parts the override relies on; else its own.
+    probe = Loader()
+    has_parts = all(hasattr(probe, name) for name in ("_find_extras", "_extras_processor",
+                                                      "determine_latest_version", "load_data"))
+    _LOADER_CLASS = ModelLoader if has_parts else Loader
+    return _LOADER_CLASS
+
+
+def _build(service: str, region: str | None, endpoint_url: str | None, aws: Mapping[str, Any] | None) -> Any:
+    with _lock, _collector_paused():
         client = shared_session().create_client(service, region_name=region, endpoint_url=endpoint_url,
                                                 config=aws_config(aws))
         clients_built[service] += 1

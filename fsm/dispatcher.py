@@ -805,6 +805,20 @@ class Dispatcher:
             with _sending():
                 self.routes.bus.send_batch(pending)
 
+    def batch_of_this_thread(self) -> list[Envelope] | None:
+        """The messages the batch this thread works in collects (None: not batching)."""
+        return getattr(self._local, "batch", None)
+
+    @contextlib.contextmanager
+    def sharing(self, batch: list[Envelope] | None) -> Iterator[None]:
+        """Within it, this thread's messages go to ``batch``, another thread's
+        :meth:`batched` collection (which sends them): the threads of one batch."""
+        self._local.batch = batch
+        try:
+            yield
+        finally:
+            self._local.batch = None
+
     def _route(self, msg: Message, delay: float) -> None:
         envelope = Envelope(msg.encode(), msg.correlation_id, msg.dedup_id, delay)
         if delay <= self.routes.bus.max_delay:

@@ -7,6 +7,7 @@ are written once.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -211,10 +212,12 @@ class NullMetrics:
 
     def __init__(self) -> None:
         self.counts: dict[str, float] = {}
+        self._lock = threading.Lock()   # the threads of a batch count too (fsm.gather)
 
     def incr(self, name: str, value: float = 1.0, unit: str = "Count",
              dims: Mapping[str, str] | None = None) -> None:
-        self.counts[name] = self.counts.get(name, 0.0) + value
+        with self._lock:
+            self.counts[name] = self.counts.get(name, 0.0) + value
 
     def flush(self) -> None:
         pass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -41,6 +42,7 @@ class CloudWatchMetrics:
         self._buffer: dict[DatumKey, dict[float, int]] = {}
         self.calls = 0        # PutMetricData calls made, for tests and benchmarks
         self.dropped = 0      # datums lost to failed flushes
+        self._lock = threading.Lock()
 
     @property
     def client(self) -> Any:
@@ -53,8 +55,9 @@ class CloudWatchMetrics:
     def incr(self, name: str, value: float = 1.0, unit: str = "Count",
              dims: Mapping[str, str] | None = None) -> None:
         key: DatumKey = (name, tuple(sorted((dims or {}).items())), unit)
-        counts = self._buffer.setdefault(key, {})
-        counts[float(value)] = counts.get(float(value), 0) + 1
+        with self._lock:    # the threads of a batch count too (fsm.gather)
+            counts = self._buffer.setdefault(key, {})
+            counts[float(value)] = counts.get(float(value), 0) + 1
 
     def flush(self) -> None:
         datums = self.datums()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -28,9 +29,14 @@ class EmfMetrics:
         # dims -> metric name -> (unit, values)
         self._buffer: dict[DimsKey, dict[str, tuple[str, list[float]]]] = {}
         self._conflicts: list[tuple[DimsKey, str, str, float]] = []
+        self._lock = threading.Lock()   # the threads of a batch count too (fsm.gather)
 
     def incr(self, name: str, value: float = 1.0, unit: str = "Count",
              dims: Mapping[str, str] | None = None) -> None:
+        with self._lock:
+            self._incr(name, value, unit, dims)
+
+    def _incr(self, name: str, value: float, unit: str, dims: Mapping[str, str] | None) -> None:
         key: DimsKey = tuple(sorted((dims or {}).items()))
         metrics = self._buffer.setdefault(key, {})
         known_unit, values = metrics.setdefault(name, (unit, []))

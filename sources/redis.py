@@ -5,7 +5,9 @@ that an empty record still exists. The Lua script that implements ``swap`` only
 compares and copies opaque strings; it never decodes JSON, because Lua's cjson rounds
 floats to 14 digits and cannot tell ``{}`` from ``[]``. History is a list next to the
 record, appended by the same script, so ``swap`` is one EVALSHA round trip, history and
-expiry included. ``append`` (the inbox) is one EVALSHA of a script of its own.
+expiry included. ``append`` (the inbox) is one EVALSHA of a script of its own. In a batch
+handled by several threads (:mod:`fsm.gather`), the swaps and appends the threads make
+at the same moment go as one pipeline of EVALSHAs: one round trip for all of them.
 
 Keys are ``PREFIX{cid}:r`` and ``PREFIX{cid}:h``: the hash tag keeps both keys of an
 instance together. The pending index (records whose ``pending`` is > 0, scored by it) is
@@ -50,7 +52,7 @@ from typing import Any, TypeVar
 import redis
 import redis.exceptions as rx
 
-from fsm import codec
+from fsm import codec, gather
 from fsm.errors import BackendError, RecoverableError
 from fsm.ports import Record, Scalar, SwapResult
 
@@ -322,6 +324,10 @@ def call(where: str, work: Callable[[], T]) -> T:
         raise BackendError(f"{where}: {type(exc).__name__}: {exc}") from exc
 
 
+def _raise(exc: Exception) -> Any:
+    raise exc
+
+
 def text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -344,6 +350,8 @@ def expect_args(expect: Mapping[str, Scalar]) -> list[Any]:
 
 class RedisStore:
     """An :class:`fsm.ports.InstanceStore` on Redis (see the module docstring)."""
+
+    gathers = True      # the swaps and appends of a batch's threads go as one pipeline
 
     def __init__(self, url: str, *, client: Any = None, prefix: str = "fsm:",
                  socket_timeout: float = 5.0, connect_timeout: float = 2.0,
@@ -369,7 +377,7 @@ class RedisStore:
             args += [name, dumps(value)]
         args += [dumps(entry) for entry in history]
         keys = [*self._keys(cid), self._index, *self._listing]
-        reply = call(self.where, lambda: self._swap(keys=keys, args=args))
+        reply = self._run(self._swap, keys, args)
         record = record_of(reply[1:])
         if int(reply[0]) == 1 and record is not None and "context" in fields:
             # A large context is not sent back to the writer, which has it.
@@ -382,8 +390,41 @@ class RedisStore:
         entry = checked_entry(entry)
         text = dumps({name: value for name, value in entry.items() if name != "pos"})
         args = [entry["id"], text, dumps(entry["at"])]
-        reply = call(self.where, lambda: self._append(keys=[self._keys(cid)[0], self._index], args=args))
+        reply = self._run(self._append, [self._keys(cid)[0], self._index], args)
         return SwapResult(int(reply[0]) == 1, record_of(reply[1:]))
+
+    def _run(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
+        """One script call: sent at once, or with the batch's other calls (see the module
+        docstring)."""
+        together = gather.current()
+        if together is None:
+            return call(self.where, lambda: script(keys=keys, args=args))
+        return together.call(self._pipelined, (script, keys, args))
+
+    def _pipelined(self, calls: Sequence[tuple[Any, list[Any], list[Any]]]) -> list[Any]:
+        """Script calls as one pipeline of EVALSHAs; each answer, or the error its call
+        raised. A script the server does not have yet (NOSCRIPT) is sent again alone,
+        which loads it."""
+        def send() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for script, keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            return pipe.execute(raise_on_error=False)
+
+        answers: list[Any] = call(self.where, send)
+        for n, answer in enumerate(answers):
+            if isinstance(answer, rx.NoScriptError):
+                script, keys, args = calls[n]
+                try:
+                    answers[n] = call(self.where, lambda: script(keys=keys, args=args))
+                except BackendError as exc:
+                    answers[n] = exc
+            elif isinstance(answer, Exception):
+                try:
+                    call(self.where, lambda: _raise(answer))
+                except BackendError as exc:
+                    answers[n] = exc
+        return answers
 
     def get(self, cid: str) -> Record | None:
         return record_of(self._flat(call(self.where, lambda: self.client.hgetall(self._keys(cid)[0]))))

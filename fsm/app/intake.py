@@ -18,10 +18,13 @@ Anything else is dead-lettered.
 from __future__ import annotations
 
 import logging
+import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import FsmError, InstanceError, MalformedMessage
+from ..gather import Gather
 from ..logs import log
 from .delivery import process, release_due_timers
 from .http import handle_http_event, is_http_event
@@ -79,7 +82,8 @@ def _each_record(wiring: Wiring, records: list[Any], failures: list[dict[str, st
     asynchronous (SNS)."""
     from sources.registry import record_reader
 
-    stop = asynchronous = False
+    asynchronous = False
+    known: list[tuple[str, Any, Any, str]] = []     # (item id, record, its reader, its source)
     for record in records:
         kind = (record.get("eventSource") or record.get("EventSource") or "") if isinstance(record, Mapping) else ""
         reader = record_reader(kind) if isinstance(kind, str) and kind else None
@@ -88,14 +92,22 @@ def _each_record(wiring: Wiring, records: list[Any], failures: list[dict[str, st
                                           "aws:sqs, aws:sns, aws:kinesis, aws:dynamodb", source=str(kind))
             continue
         asynchronous = asynchronous or getattr(reader, "ASYNCHRONOUS", False)
-        item = reader.item_id(record)
+        known.append((reader.item_id(record), record, reader, kind))
+    together = len(known) > 1 and any(getattr(store, "gathers", False) for store in wiring.stores) \
+        and not any(reader.ordered(record) for _, record, reader, _ in known)
+    errors = _together(wiring, known) if together else None
+    stop = False
+    for n, (item, record, reader, kind) in enumerate(known):
         if stop:
             failures.append({"itemIdentifier": item})
             continue
         try:
-            delivery = reader.read_record(record)
-            if delivery is not None:
-                process(wiring, delivery.body, delivery.source)
+            if errors is None:
+                delivery = reader.read_record(record)
+                if delivery is not None:
+                    process(wiring, delivery.body, delivery.source)
+            elif errors[n] is not None:
+                raise errors[n]
             done.append((item, record, reader))
         except Exception as exc:  # noqa: BLE001 - one bad record must not fail the others
             log(logging.ERROR, "record failed; it will be redelivered", source=kind, item=item,
@@ -105,6 +117,56 @@ def _each_record(wiring: Wiring, records: list[Any], failures: list[dict[str, st
             if not stop and hasattr(reader, "retry_later"):
                 retry_soon.setdefault(kind, (reader, []))[1].append(record)
     return asynchronous
+
+
+def _together(wiring: Wiring, known: list[tuple[str, Any, Any, str]]) -> list[Exception | None]:
+    """The records of an unordered source on a store that gathers its calls: one thread
+    per instance (its records in their order), their store calls sent together
+    (:mod:`fsm.gather`); each record's error, or None."""
+    errors: list[Exception | None] = [None] * len(known)
+    deliveries: dict[int, Any] = {}
+    groups: dict[str, list[int]] = {}
+    for n, (_, record, reader, _) in enumerate(known):
+        try:
+            delivery = reader.read_record(record)
+        except Exception as exc:  # noqa: BLE001 - reported as that record's failure
+            errors[n] = exc
+            continue
+        if delivery is not None:
+            deliveries[n] = delivery
+            groups.setdefault(_instance_of(delivery.body) or f"#{n}", []).append(n)
+    batch = wiring.dispatcher.batch_of_this_thread()
+    together = Gather(len(groups))
+
+    def run(indexes: list[int]) -> None:
+        with together.party(), wiring.dispatcher.sharing(batch):
+            for n in indexes:
+                try:
+                    process(wiring, deliveries[n].body, deliveries[n].source)
+                except Exception as exc:  # noqa: BLE001 - reported as that record's failure
+                    errors[n] = exc
+
+    threads = [threading.Thread(target=run, args=(indexes,), name=f"fsm-batch-{k}")
+               for k, indexes in enumerate(groups.values())]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+_CORRELATION_ID = re.compile(r'"correlation_id":\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _instance_of(body: Any) -> str | None:
+    """The instance a message body is for, read without decoding it (which its thread
+    does): the records of one instance are handled by one thread, in their order."""
+    if isinstance(body, bytes):
+        body = body[:4096].decode("utf-8", "replace")
+    if not isinstance(body, str):
+        return None
+    found = _CORRELATION_ID.search(body[:4096])
+    return found.group(1) if found else None
 
 
 def _retry_later(application: App, reader: Any, records: list[Any]) -> None:

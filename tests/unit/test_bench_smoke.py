@@ -51,6 +51,16 @@ def test_roundtrips_quick_with_a_short_long_run() -> None:
     assert any(line.startswith("verdict: ") for line in lines)
 
 
+def test_redis_batches_quick() -> None:
+    out = run("redis_batches.py", "--quick")
+    lines = out.splitlines()
+    if lines[0].startswith("redis: skipped"):
+        return
+    rows = {line.split()[0]: float(line.split()[1]) for line in lines[2:4]}
+    assert set(rows) == {"optimistic", "locked"}, out
+    assert all(trips < 1 for trips in rows.values()), out    # batches of 10: below one per transition
+
+
 def test_statecharts_quick() -> None:
     out = run("statecharts.py", "--quick", timeout=30)
     assert "ERROR" not in out, out

@@ -137,6 +137,7 @@ def _together(wiring: Wiring, known: list[tuple[str, Any, Any, str]]) -> list[Ex
             groups.setdefault(_instance_of(delivery.body) or f"#{n}", []).append(n)
     batch = wiring.dispatcher.batch_of_this_thread()
     together = Gather(len(groups))
+    stopped: list[BaseException] = []    # an interrupt or exit in a thread: raised here, as without threads
 
     def run(indexes: list[int]) -> None:
         with together.party(), wiring.dispatcher.sharing(batch):
@@ -145,6 +146,9 @@ def _together(wiring: Wiring, known: list[tuple[str, Any, Any, str]]) -> list[Ex
                     process(wiring, deliveries[n].body, deliveries[n].source)
                 except Exception as exc:  # noqa: BLE001 - reported as that record's failure
                     errors[n] = exc
+                except BaseException as exc:  # noqa: BLE001 - stops the invocation, below
+                    stopped.append(exc)
+                    return
 
     threads = [threading.Thread(target=run, args=(indexes,), name=f"fsm-batch-{k}")
                for k, indexes in enumerate(groups.values())]
@@ -152,6 +156,8 @@ def _together(wiring: Wiring, known: list[tuple[str, Any, Any, str]]) -> list[Ex
         thread.start()
     for thread in threads:
         thread.join()
+    if stopped:
+        raise stopped[0]
     return errors
 
 

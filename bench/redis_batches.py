@@ -72,7 +72,8 @@ class Collect:
 
 
 class Counting:
-    """A redis client counting round trips: commands sent alone, and pipelines."""
+    """A redis client counting round trips: commands sent alone, and pipelines (the
+    tests count with it too: tests/integration/test_redis_batches.py)."""
 
     def __init__(self, inner: Any):
         self.inner, self.trips = inner, 0

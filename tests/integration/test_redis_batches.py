@@ -7,8 +7,10 @@ Runs on a real redis-server (``FSM_TEST_REDIS_URL``) and on fakeredis."""
 from __future__ import annotations
 
 import copy
+import sys
 import threading
 import uuid
+from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +25,9 @@ from fsm.app.intake import handle_event
 from fsm.app.wiring import build
 from fsm.message import Message
 from sources.redis import RedisStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from redis_batches import Counting  # noqa: E402 - the benchmark's round-trip counter
 
 MACHINES = """
 machines:
@@ -57,38 +62,6 @@ class Note(Action):
 class Tally(Action):
     def execute(self, context: Any, obj: Any) -> None:
         context["notes"] = [*context.get("notes", []), obj["event_data"]["n"]]
-
-
-class Counting:
-    """The redis client, counting round trips: each command sent alone and each pipeline."""
-
-    def __init__(self, inner: Any):
-        self.inner, self.trips = inner, 0
-
-    def execute_command(self, *args: Any, **kw: Any) -> Any:
-        self.trips += 1
-        return self.inner.execute_command(*args, **kw)
-
-    def evalsha(self, *args: Any) -> Any:
-        return self.execute_command("EVALSHA", *args)
-
-    def register_script(self, script: str) -> Any:
-        from redis.commands.core import Script
-        return Script(self, script)     # its calls come through evalsha above
-
-    def pipeline(self, *args: Any, **kw: Any) -> Any:
-        pipe = self.inner.pipeline(*args, **kw)
-        execute = pipe.execute
-
-        def counted(*a: Any, **k: Any) -> Any:
-            self.trips += 1
-            return execute(*a, **k)
-
-        pipe.execute = counted
-        return pipe
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 @pytest.fixture(params=["redis", "fakeredis"])

@@ -8,6 +8,8 @@ is ordered are the service module's business (``sources.registry.record_reader``
 Ordered sources (Kinesis, DynamoDB streams, FIFO queues) stop at the first failure and
 report it and everything after it, so one instance's messages are never applied out of
 order. A record no reader recognises is dead-lettered with the reason, not redelivered.
+On a store that gathers its calls (redis), an unordered batch's instances are handled by
+one thread each, taking turns, and their store calls go together (:mod:`fsm.gather`).
 
 Whole events: EventBridge messages (a rule delivering our bus's events), the schedule
 (timers and the re-send sweep), ECS task state changes (``actions.ecs.RunTask``), and

@@ -110,10 +110,8 @@ def _comparison(raw: dict[str, Any], where: str, problems: list[str], extra: set
     if not isinstance(variable, str):
         problems.append(f"{where}: a comparison needs `Variable`, a path")
         return None
-    try:
-        path = paths.parse(variable)
-    except paths.PathError as exc:
-        problems.append(f"{where}: `Variable`: {exc}")
+    path = paths.checked(variable, f"{where}: `Variable`", problems)
+    if path is None:
         return None
     if len(operators) != 1:
         problems.append(f"{where}: a comparison has exactly one operator, got "
@@ -141,10 +139,8 @@ def _comparison(raw: dict[str, Any], where: str, problems: list[str], extra: set
         if not isinstance(value, str):
             problems.append(f"{where}: `{op}` must be a path")
             return None
-        try:
-            other = paths.parse(value)
-        except paths.PathError as exc:
-            problems.append(f"{where}: `{op}`: {exc}")
+        other = paths.checked(value, f"{where}: `{op}`", problems)
+        if other is None:
             return None
 
         def by_reference(data: Any, ctx: Any) -> bool:

@@ -72,10 +72,8 @@ def _dynamic(key: str, value: Any, where: str, problems: list[str], missing: str
             except intrinsics.IntrinsicError as exc:
                 raise AslError("States.IntrinsicFailure", f"{key!r}: {exc}") from None
         return run
-    try:
-        path = paths.parse(value)
-    except paths.PathError as exc:
-        problems.append(f"{where}: {key!r}: {exc}")
+    path = paths.checked(value, f"{where}: {key!r}", problems)
+    if path is None:
         return lambda data, ctx: None
 
     def select(data: Any, ctx: Any) -> Any:
@@ -95,11 +93,8 @@ def path_or_null(raw: Any, field: str, where: str, problems: list[str], referenc
     if not isinstance(raw, str):
         problems.append(f"{where}: `{field}` must be a path string or null, got {paths.json_type(raw)}")
         return ABSENT
-    try:
-        return paths.reference(raw) if reference else paths.parse(raw)
-    except paths.PathError as exc:
-        problems.append(f"{where}: `{field}`: {exc}")
-        return ABSENT
+    path = paths.checked(raw, f"{where}: `{field}`", problems, reference)
+    return ABSENT if path is None else path
 
 
 # -- run time --------------------------------------------------------------------------

@@ -103,6 +103,16 @@ def reference(text: str) -> Path:
     return path
 
 
+def checked(text: str, where: str, problems: list[str], reference_only: bool = False) -> Path | None:
+    """``parse(text)`` (``reference(text)``), or None with the reason added to
+    ``problems`` after ``where`` (the file, line and field)."""
+    try:
+        return reference(text) if reference_only else parse(text)
+    except PathError as exc:
+        problems.append(f"{where}: {exc}")
+        return None
+
+
 class _Parser:
     def __init__(self, text: str, pos: int):
         self.text, self.pos = text, pos

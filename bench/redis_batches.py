@@ -31,29 +31,14 @@ from servers import Servers  # noqa: E402
 
 from config.loader import load_text  # noqa: E402
 from config.settings import Settings  # noqa: E402
-from fsm import Action  # noqa: E402
 from fsm.app import App  # noqa: E402
+from fsm.app.cost import linear_machine_yaml  # noqa: E402
 from fsm.app.intake import handle_event  # noqa: E402
 from fsm.app.wiring import build  # noqa: E402
 from fsm.message import Message  # noqa: E402
 from sources.redis import RedisStore  # noqa: E402
 
 QUEUE = "arn:aws:sqs:us-east-1:123456789012:fsm-bench"
-
-
-class Next(Action):
-    def execute(self, context: Any, obj: Any) -> str:
-        context["n"] = context.get("n", 0) + 1
-        return "next"
-
-
-def machine_yaml(states: int) -> str:
-    lines = ["machines:", "  - name: line", "    states:"]
-    for n in range(states - 1):
-        lines.append(f"      - {{name: s{n}, {'initial: true, ' if n == 0 else ''}do_action: redis_batches.Next, "
-                     f"transitions: [{{event: next, target: s{n + 1}}}]}}")
-    lines.append(f"      - {{name: s{states - 1}, final: true}}")
-    return "\n".join(lines) + "\n"
 
 
 class Collect:
@@ -107,7 +92,7 @@ class Counting:
 def run(url: str, mode: str, instances: int, batch: int, states: int) -> tuple[float, float]:
     import redis
 
-    definitions = load_text(machine_yaml(states), "bench/redis_batches.py")
+    definitions = load_text(linear_machine_yaml(states), "bench/redis_batches.py")
     settings = Settings(store=["memory://"], concurrency=mode)
     bus = Collect()
     wiring = build(definitions.machines, settings, bus=bus)
@@ -116,7 +101,7 @@ def run(url: str, mode: str, instances: int, batch: int, states: int) -> tuple[f
     wiring.stores[0] = wiring.dispatcher.stores[0] = store
     app = App(definitions, settings, wiring)
     cids = [f"rb-{uuid.uuid4().hex[:12]}" for _ in range(instances)]
-    bus.bodies = [Message(machine="line", correlation_id=cid, context={"n": 0}).encode() for cid in cids]
+    bus.bodies = [Message(machine="linear", correlation_id=cid, context={"n": 0}).encode() for cid in cids]
     client.trips, transitions = 0, 0
     began = time.perf_counter()
     while bus.bodies:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ENTRY_POINTS = {"handler.py", "cli.py", "client.py", "container.py", "__main__.py"}
+ENTRY_POINTS = {"handler.py", "cli.py", "cli_input.py", "client.py", "container.py", "__main__.py"}
 FORBIDDEN = ("fsm.app", "config", "sources", "actions", "boto3", "botocore", "redis", "pymemcache", "yaml")
 CORE = sorted(p for p in (ROOT / "fsm").glob("*.py") if p.name not in ENTRY_POINTS)
 

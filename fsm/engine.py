@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chart import INVOKE, ROOT, Interpreter, Snapshot, Timer, chart_of, leaves, matches
+from .chart import INVOKE, ROOT, Snapshot, Timer, chart_of, leaves, matches
 from .errors import LocalHopLimit, UnknownEvent
+from .interpreter import Interpreter
 from .join import Start, Stop
 from .model import Context, Machine
 from .record import Status

@@ -1,6 +1,6 @@
 """Running one step (and any local hops after it): pure, no I/O.
 
-A step takes one event through the statechart algorithm (:mod:`fsm.chart`): the exit
+A step takes one event through the statechart algorithm (:mod:`fsm.interpreter`): the exit
 actions of the states it leaves (innermost first), the transition's actions, the entry
 actions of the states it enters (outermost first), eventless and ``done`` follow-ups,
 then the do actions of the states entered. A do action's return value is the next

@@ -33,10 +33,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sources.dynamodb_items import (
-    item_size,  # what DynamoDB bills a write by, as the store counts it
-)
-
 KB = 1024
 CHUNK_64K, KINESIS_UNIT = 64 * KB, 25 * KB
 ONE_TIME = {("sqs", "GetQueueUrl")}       # once per container and queue, then cached
@@ -48,6 +44,15 @@ DYNAMODB_WRITES = {"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", 
 # time in-process moto takes to answer it.
 LATENCY_MS = {"dynamodb": 5.0, "sqs": 8.0, "sns": 15.0, "kinesis": 10.0, "events": 15.0, "s3": 15.0,
               "cloudwatch": 10.0, "*": 10.0}
+
+
+def item_size(item: Mapping[str, Any] | None) -> int:
+    """What DynamoDB bills a write by, as the store counts it. Imported when first
+    needed: every ``fsm`` command registers ``fsm cost``, and the DynamoDB modules bring
+    botocore, which a configuration without AWS does not have."""
+    from sources.dynamodb_items import item_size as size
+
+    return size(item)
 
 
 def units(size: int, unit: int) -> int:

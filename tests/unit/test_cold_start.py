@@ -4,6 +4,7 @@ name, and every machines file's folder is searched for its own actions."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -103,6 +104,35 @@ def test_an_imported_file_finds_its_actions_beside_itself(tmp_path: Path) -> Non
                           check=False)
     assert done.returncode == 0, done.stderr
     assert "done in state b" in done.stdout
+
+
+NO_SDK = """
+import sys
+
+class NoSdk:   # the SDK is an extra: `pip install -e .` alone does not bring it
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("boto3", "botocore"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+
+sys.meta_path.insert(0, NoSdk())
+from fsm.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("argv", [["run", "examples/pizza/fsm.yaml", "--machine", "pizza"],
+                                  ["validate", "examples/pizza/fsm.yaml"], ["--help"]])
+def test_the_readme_commands_work_without_the_aws_sdk_installed(tmp_path: Path, argv: list[str]) -> None:
+    """README's first command on a fresh machine: `pip install -e .` brings no boto3, and
+    every ``fsm`` command registers them all (``fsm cost`` included)."""
+    root = Path(__file__).resolve().parents[2]
+    args = [str(root / a) if a.startswith("examples/") else a for a in argv]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FSM_")}
+    done = subprocess.run([sys.executable, "-c", NO_SDK, *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "botocore" not in done.stderr
 
 
 # -- what a cold start loads and builds: each probe is a fresh process, as a container is ----

@@ -5,19 +5,21 @@ A value of the wrong type is reported once and then treated as absent, so one mi
 does not crash the loader or set off a cascade of follow-on messages.
 
 Input is treated as hostile: an imported file is read only inside the allowed folders
-(:meth:`_Loader.allowed_roots`), and a message never shows what an imported file
-holds, only its keys and the type and size of a value that does not fit.
+(:meth:`config.entries.EntryLoader.allowed_roots`), and a message never shows what an
+imported file holds, only its keys and the type and size of a value that does not fit
+(:mod:`config.messages`).
+
+Here: files, machines, states, transitions, actions and keys. The entries that name
+another file (``import:``, ``xstate:``, ``asl:``) are :mod:`config.entries`; the
+statechart checks once a machine's states are built, :mod:`config.checks`.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
-import re
 import sys
-from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,13 @@ from fsm.model import Action, Guard, Machine, Migration, Spawn, State, Transitio
 from fsm.shadow import check_packages, hidden_note, shadow_note
 
 from . import schema
-from .settings import import_roots
+from .checks import StateSource, check_graph
+from .entries import EntryLoader
+from .messages import described, masked, short, suggest
 from .yamlsource import Located, LocatedList, Refused, load, plain
 
 ACTION_KEYS = ("entry_action", "do_action", "exit_action")
+SPAWN_KEYS = ("invoke", "map")  # config.spawn.BUILDERS's keys, in its order
 _YAML_BOOLEANS = "; YAML reads unquoted yes, no, on, off, true and false as booleans: quote it"
 
 
@@ -69,17 +74,7 @@ def load_text(text: str, name: str = "<string>", *, settings_file: str | None = 
     return loader.finish()
 
 
-@dataclass
-class _StateSource:
-    """A built state with the YAML it came from, so graph checks can name lines."""
-
-    state: State
-    raw: Located
-    transitions: list[Located]  # each transition's mapping, in document order
-    doubtful: set[str]  # keys whose value was rejected; checks that rely on them are skipped
-
-
-class _Loader:
+class _Loader(EntryLoader):
     def __init__(self, settings_file: str | None = None, environ: Mapping[str, str] | None = None) -> None:
         self.result = Definitions()
         self._found: list[tuple[str, int, str]] = []
@@ -97,7 +92,7 @@ class _Loader:
         """A value for a message. The top file's own values are shown, cut short: the user
         named that file. An imported one's are described by type and size only, since it
         may be any file the import reached (a key file, ``/etc/shadow``)."""
-        return _short(value) if path == self._top else _described(value)
+        return short(value) if path == self._top else described(value)
 
     def problem(self, where: Path, line: int, message: str) -> None:
         self._found.append((str(where), line, message))
@@ -169,7 +164,7 @@ class _Loader:
             return None
         if not isinstance(doc, Located):
             # Not even a mapping: most likely not a machines file at all, so no content.
-            found = "it is empty" if doc is None else f"got {_described(doc)}"
+            found = "it is empty" if doc is None else f"got {described(doc)}"
             self.problem(path, getattr(doc, "line", 1), f"the file must be a mapping with a `machines:` list; {found}")
         return doc if isinstance(doc, Located) else None
 
@@ -187,7 +182,7 @@ class _Loader:
             if line > len(text.splitlines()):  # the end of the file is no place to look
                 line = context.line + 1
         if path != self._top and not isinstance(exc, Refused):
-            reason = _masked(reason)
+            reason = masked(reason)
         self.problem(path, line, f"{kind}: {reason}")
 
     def load_settings(self, path: Path, doc: Located, imported: bool) -> None:
@@ -198,187 +193,6 @@ class _Loader:
             self.result.settings = plain(doc["settings"])
             self._top_settings = doc["settings"]  # with lines, for `import_roots` messages
 
-    def load_entries(self, path: Path, entries: LocatedList, stack: tuple[Path, ...]) -> None:
-        for index, item in enumerate(entries):
-            if isinstance(item, Located) and "import" in item:
-                if not self.check_keys(path, item, schema.IMPORT, "import", "import"):
-                    self.load_import(path, item, stack)
-            elif isinstance(item, Located) and "xstate" in item:
-                self.load_xstate(path, item)
-            elif isinstance(item, Located) and "asl" in item:
-                self.load_asl(path, item)
-            elif isinstance(item, Located):
-                self.load_machine(path, item)
-            else:
-                self.problem(path, entries.line_at(index), "each entry of `machines:` must be a machine "
-                             f"or `- import: file.yaml`, got {self.shown(path, item)}")
-
-    def load_import(self, path: Path, item: Located, stack: tuple[Path, ...]) -> None:
-        found = self.find(path, item, "import", stack)
-        if found is not None and found.resolve() not in self._loaded:  # a diamond is loaded once
-            self.load(found, stack, at=(path, item.line_of("import")))
-
-    def find(self, path: Path, item: Located, key: str, stack: tuple[Path, ...] = ()) -> Path | None:
-        """The file ``item[key]`` names, resolved beside the naming file, then (as
-        aws-lambda-fsm did) in the current directory; a candidate outside the allowed
-        folders is neither read nor even looked for, so a message cannot tell whether
-        such a file exists."""
-        name, line = item[key], item.line_of(key)
-        label = f"{key} {_short(name)}"
-        looked: list[Path] = []
-        outside: list[Path] = []
-        target = None
-        try:
-            beside, in_cwd = path.parent / name, Path(name)
-            for candidate in (beside, in_cwd) if beside.absolute() != in_cwd.absolute() else (beside,):
-                if not self.allowed(candidate.resolve(), candidate is in_cwd, path, line, label):
-                    outside.append(candidate.resolve())
-                elif candidate.exists():
-                    target = candidate
-                    break
-                else:
-                    looked.append(candidate.absolute())
-            resolved = target.resolve() if target else None
-        except (OSError, ValueError) as exc:  # a NUL byte, a name too long for the system
-            self.problem(path, line, f"{label}: not a usable file name ({type(exc).__name__})")
-            return None
-        if target is None or resolved is None:
-            self.problem(path, line, _not_imported(label, looked, outside, self.readable_folders()))
-            return None
-        if resolved in stack:
-            chain = " -> ".join(str(p) for p in (*stack[stack.index(resolved):], resolved))
-            self.problem(path, line, f"{label} makes a cycle: {chain}")
-            return None
-        return target
-
-    def read_entry(self, path: Path, item: Located, key: str) -> tuple[Path, Located] | None:
-        """The JSON file an ``xstate:`` or ``asl:`` entry names, found like an import,
-        read and parsed with its lines (``None``: the problem is reported)."""
-        found = self.find(path, item, key)
-        if found is None:
-            return None
-        try:
-            text = found.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            self.problem(path, item.line_of(key), f"cannot read {str(found)!r}: {type(exc).__name__}")
-            return None
-        self.result.files.append(str(found))
-        doc = self.parse(found, text)
-        return None if doc is None else (found, doc)
-
-    def load_xstate(self, path: Path, item: Located) -> None:
-        """``- xstate: order.json`` with ``actions:``, ``guards:`` and ``actors:`` mapping
-        the names the JSON uses to classes (see :mod:`config.xstate`)."""
-        from .xstate import XStateBuilder
-
-        if self.check_keys(path, item, schema.XSTATE, "xstate entry", "xstate") & {"xstate"}:
-            return
-        read = self.read_entry(path, item, "xstate")
-        if read is None:
-            return
-        found, doc = read
-        name = item.get("name") or (doc.get("id") if isinstance(doc.get("id"), str) else None) or found.stem
-        label = f"xstate machine {name!r}"
-        tables = {kind: item.get(kind + "s") if isinstance(item.get(kind + "s"), dict) else {}
-                  for kind in ("action", "guard", "actor")}
-
-        def make(kind: str, impl: str, params: Any, line: int, where: str) -> Any:
-            spec = tables[kind].get(impl)
-            if spec is None:
-                self.problem(found, line, f"{label}, {where}: {kind} {impl!r} is not mapped to a class; add "
-                             f"`{impl}: module.Class` under `{kind}s:` in the entry at {path}:{item.line}")
-                return None
-            at = tables[kind].line_of(impl) if isinstance(tables[kind], Located) else item.line
-            if isinstance(spec, dict):
-                params, spec = {**plain(spec.get("params") or {}), **params}, spec.get("class")
-            if not isinstance(spec, str):
-                self.problem(path, at, f"{label}: {kind} {impl!r} must map to `module.Class`")
-                return None
-            return self.instance(path, at, spec, params, f"{label}, {kind} {impl!r}",
-                                 Guard if kind == "guard" else Action)
-
-        def problem(line: int, message: str) -> None:
-            self.problem(found, line, f"{label}: {message}")
-
-        options = self.machine_options(path, item, label)
-        machine = XStateBuilder(doc, name, make, problem, options).build()
-        if machine is not None and self.register(path, item, name, options["version"]):
-            self.add(replace(machine, source=f"{found}:{doc.line}"))
-
-    def load_asl(self, path: Path, item: Located) -> None:
-        """``- asl: flow.asl.json`` with ``resources:`` mapping Task resources to classes
-        (see :mod:`config.asl`)."""
-        if self.check_keys(path, item, schema.ASL, "asl entry", "asl") & {"asl"}:
-            return
-        read = self.read_entry(path, item, "asl")
-        if read is None:
-            return
-        found, doc = read
-        stem = found.stem.removesuffix(".asl")
-        name = item.get("name") or stem
-        table = item.get("resources") if isinstance(item.get("resources"), Located) else Located()
-        resources: dict[str, Any] = {}
-        for key, spec in table.items():
-            where, params = f"asl machine {name!r}, resource {str(key)!r}", {}
-            if isinstance(spec, dict):
-                params, spec = plain(spec.get("params") or {}), spec.get("class")
-            if not isinstance(spec, str):
-                self.problem(path, table.line_of(key), f"{where} must map to `module.Class` or {{class, params}}")
-                resources[str(key)] = None
-                continue
-            resources[str(key)] = self.instance(path, table.line_of(key), spec, params, where)
-        self.add_asl(found, doc, item, name, resources, path)
-
-    def add_asl(self, found: Path, doc: Located, item: Located, name: str, resources: dict[str, Any],
-                path: Path) -> None:
-        """Compile the definition in ``found``; register its machine and the generated
-        ones (branches, iterators)."""
-        from .asl import compile_definition
-
-        label = f"asl machine {name!r}"
-        options = self.machine_options(path, item, label) if item is not doc else {"version": ""}
-
-        def warn(line: int, message: str) -> None:
-            self.result.warnings.append(f"{found}:{line}: warning: {message}")
-
-        machines = compile_definition(doc, name, resources, lambda line, message: self.problem(found, line, message),
-                                      warn, {"version": options["version"]})
-        for machine in machines:
-            if self.register(path, item, machine.name, options["version"]):
-                self.add(replace(machine, source=f"{found}:{doc.line}"))
-
-    def allowed(self, resolved: Path, in_cwd: bool, path: Path, line: int, label: str) -> bool:
-        """Whether an import may read ``resolved`` (symlinks already followed): inside the
-        top file's folder or ``import_roots``. The current-directory fallback may also read
-        inside the current directory when that holds the top file: aws-lambda-fsm's case of
-        running from a project's root, with the machines file in a subfolder."""
-        top, cwd = self.top_folder(), Path.cwd().resolve()
-        if resolved.is_relative_to(top) or (in_cwd and top.is_relative_to(cwd) and resolved.is_relative_to(cwd)):
-            return True
-        return any(resolved.is_relative_to(root) for root in self.allowed_roots(path, line, label))
-
-    def top_folder(self) -> Path:
-        """The folder the top file was named in (a symlinked top file does not move it)."""
-        return (self._top or Path("fsm.yaml")).absolute().parent.resolve()
-
-    def readable_folders(self) -> list[str]:
-        top, cwd = self.top_folder(), Path.cwd().resolve()
-        found = [f"{top} (the top file's)"]
-        if top.is_relative_to(cwd) and top != cwd:
-            found.append(f"{cwd} (the current directory, for names relative to it)")
-        return found + [str(root) for root in self._roots or []]
-
-    def allowed_roots(self, path: Path, line: int, label: str) -> list[Path]:
-        """``import_roots`` from the settings layers, read once, and only when an import
-        leaves the top file's folder: only then can a broken settings file stop the load."""
-        if self._roots is None:
-            try:
-                self._roots = import_roots(self._top_settings, self._top or path, self._settings_file, self._environ)
-            except InvalidDefinition as exc:
-                self._roots = []
-                self.problem(path, line, f"{label}: cannot read settings `import_roots`: {exc}")
-        return self._roots
-
     # -- machines and states ----------------------------------------------------------
 
     def load_machine(self, path: Path, raw: Located) -> None:
@@ -388,11 +202,11 @@ class _Loader:
         doubtful = self.check_keys(path, raw, schema.MACHINE, label, "machine")
         options = self.machine_options(path, raw, label)
         registered = named and self.register(path, raw, name, options["version"])
-        sources: dict[str, _StateSource] = {}
+        sources: dict[str, StateSource] = {}
         complete = self.load_states(path, raw, label, None, sources)
         if "states" in doubtful:
             return
-        initial = self.check_graph(path, raw, label, sources, complete)
+        initial = check_graph(self.problem, path, raw, label, sources, complete)
         migrations = self.load_migrations(path, raw, label)
         if registered and initial is not None:
             self.add(Machine(
@@ -448,7 +262,7 @@ class _Loader:
                 "retry_max_delay": float(options["retry_max_delay"]), "version": str(options["version"])}
 
     def load_states(self, path: Path, raw: Located, label: str, parent: str | None,
-                    sources: dict[str, _StateSource]) -> bool:
+                    sources: dict[str, StateSource]) -> bool:
         """Add ``raw``'s states (and, depth first, their children) to ``sources`` by path,
         a parent before its children; return whether every one could be built."""
         items = raw.get("states")
@@ -480,7 +294,7 @@ class _Loader:
                                                     initial_child=initial[0] if len(initial) == 1 else None)
         return complete
 
-    def load_state(self, path: Path, raw: Located, machine: str, parent: str | None) -> _StateSource | None:
+    def load_state(self, path: Path, raw: Located, machine: str, parent: str | None) -> StateSource | None:
         name = raw.get("name")
         named = isinstance(name, str) and bool(name)
         label = f"{machine}, state {name!r}" if named else f"{machine}, unnamed state"
@@ -517,19 +331,20 @@ class _Loader:
                       timeout=timeout, timeout_event=schema.value_or(raw, "timeout_event", schema.STATE, "timeout"),
                       path=own, parent=parent, parallel=schema.value_or(raw, "parallel", schema.STATE, False),
                       history=history, max_retries=retries, spawn=spawn, **actions)
-        return _StateSource(state, raw, [r for _, r in transitions], doubtful)
+        return StateSource(state, raw, [r for _, r in transitions], doubtful)
 
     def load_spawn(self, path: Path, raw: Located, label: str) -> Spawn | None:
         """``invoke: {machine, input}`` or ``map: {items, machine, ...}`` (see config.spawn);
         the machine it names is checked once every file is loaded."""
-        from . import spawn
-
-        given = [key for key in spawn.BUILDERS if isinstance(raw.get(key), Located)]
+        given = [key for key in SPAWN_KEYS if isinstance(raw.get(key), Located)]
         if len(given) > 1:
             self.problem(path, raw.line_of(given[1]), f"{label}: a state has `invoke` or `map`, not both")
             return None
         if not given:
             return None
+        # Only now: config.spawn brings fsm.asl, which a config without invoke or map never needs.
+        from . import spawn
+
         key = given[0]
         item, (allowed, build) = raw[key], spawn.BUILDERS[key]
         where = f"{label}, {key}"
@@ -615,133 +430,6 @@ class _Loader:
                                      delay=delay, source=owner), item))
         return built, complete
 
-    # -- the graph --------------------------------------------------------------------
-
-    def check_graph(self, path: Path, raw: Located, label: str, sources: dict[str, _StateSource],
-                    complete: bool) -> str | None:
-        """Resolve every target; return the initial state's path, after reporting every
-        structural problem."""
-        initial = self.check_initial(path, raw, label, sources, None)
-        for source in list(sources.values()):
-            self.resolve_targets(path, label, source, sources)
-        for source in sources.values():
-            self.check_state(path, f"{label}, state {source.state.path!r}", source, sources)
-        if initial is not None and complete:
-            self.check_reachable(path, label, initial, sources,
-                                 schema.value_or(raw, "parallel", schema.MACHINE, False))
-        return initial
-
-    def check_initial(self, path: Path, raw: Located, label: str, sources: dict[str, _StateSource],
-                      parent: str | None) -> str | None:
-        children = {p: s for p, s in sources.items() if s.state.parent == parent}
-        if parent is None and schema.value_or(raw, "parallel", schema.MACHINE, False):
-            return next(iter(children), None)
-        initials = [p for p, source in children.items() if source.state.initial]
-        where = label if parent is None else f"{label}, state {parent!r}"
-        if len(initials) > 1:
-            second = children[initials[1]].raw
-            self.problem(path, second.line_of("initial"), f"{where}: several initial states "
-                         f"({', '.join(repr(children[p].state.name) for p in initials)}); mark exactly one "
-                         "with `initial: true`")
-        elif not initials and (children or parent is None) and not any("initial" in s.doubtful for s in children.values()):
-            line = raw.line_of("states") if parent is None else sources[parent].raw.line_of("states")
-            self.problem(path, line, f"{where}: no initial state; mark one with `initial: true`")
-        return initials[0] if len(initials) == 1 else None
-
-    def resolve_targets(self, path: Path, label: str, source: _StateSource, sources: dict[str, _StateSource]) -> None:
-        """Targets by dotted path (whole, or an ending unique in the machine), or by a
-        name unique in the machine."""
-        by_name: dict[str, list[str]] = {}
-        for p, s in sources.items():
-            by_name.setdefault(s.state.name, []).append(p)
-        resolved = []
-        state = source.state
-        raws = source.transitions if not state.history else [source.raw] * len(state.on)
-        for transition, raw in zip(state.on, raws, strict=False):
-            target = transition.target
-            if target is None or target in sources:
-                resolved.append(transition)
-                continue
-            found = by_name.get(target, []) if "." not in target else \
-                [p for p in sources if p.endswith("." + target)]  # a dotted path's unique ending
-            where = f"{label}, state {state.path!r}" + (f", transition on {raw.get('event')!r}"
-                                                         if isinstance(raw.get("event"), str) else "")
-            if len(found) == 1:
-                resolved.append(replace(transition, target=found[0], targets=(found[0],)))
-                continue
-            resolved.append(transition)  # reported below; kept so that no other check trips on it
-            if found:
-                self.problem(path, raw.line_of("target"), f"{where}: target {target!r} is ambiguous "
-                             f"({', '.join(found)}); name it by its dotted path")
-            else:
-                self.problem(path, raw.line_of("target"), f"{where}: unknown target state {target!r}"
-                             f"{_suggest(target, list(sources) + list(by_name))}; states: {', '.join(sources)}")
-        source.state = replace(state, on=tuple(resolved), transitions={})
-
-    def check_state(self, path: Path, label: str, source: _StateSource,
-                    sources: dict[str, _StateSource]) -> None:
-        state, raw = source.state, source.raw
-        if state.history:
-            if state.parent is None or raw.get("states") or raw.get("transitions"):
-                self.problem(path, raw.line_of("history"), f"{label}: a history state sits inside a compound "
-                             "or parallel state and has no states or transitions of its own (`target:` is "
-                             "its default)")
-            return
-        if state.final and (raw.get("transitions") or raw.get("states")):
-            key = "transitions" if raw.get("transitions") else "states"
-            self.problem(path, raw.line_of(key), f"{label}: a final state cannot have {key} "
-                         "(entering it ends the instance or its region)")
-        elif not state.final and state.atomic and not self.leaves_somehow(state, sources) \
-                and not source.doubtful & {"final", "transitions"}:
-            self.problem(path, raw.line_of("name"), f"{label}: not final and has no transitions, so an "
-                         "instance there could never leave; add a transition or `final: true`")
-        if state.compound:
-            self.check_initial(path, raw, label.rsplit(", state ", 1)[0], sources, state.path)
-        if state.timeout and state.timeout_event not in state.transitions:
-            self.problem(path, raw.line_of("timeout"), f"{label}: has a timeout but no transition on its "
-                         f"timeout event {state.timeout_event!r}")
-
-    @staticmethod
-    def leaves_somehow(state: State, sources: dict[str, _StateSource]) -> bool:
-        """An atomic state can be left through its own transitions or an ancestor's, or
-        by its region finishing."""
-        current: str | None = state.path
-        while current is not None:
-            if sources[current].state.on:
-                return True
-            current = sources[current].state.parent
-        return False
-
-    def check_reachable(self, path: Path, label: str, initial: str, sources: dict[str, _StateSource],
-                        parallel: bool) -> None:
-        states = {p: s.state for p, s in sources.items()}
-        seen: set[str] = set()
-        todo = deque([p for p, s in states.items() if s.parent is None] if parallel else [initial])
-
-        def enter(p: str) -> None:
-            while p is not None and p not in seen:
-                seen.add(p)
-                todo.append(p)
-                p = states[p].parent  # type: ignore[assignment]
-
-        for p in list(todo):
-            todo.remove(p)
-            enter(p)
-        while todo:
-            state = states[todo.popleft()]
-            nexts = [t for tr in state.on for t in tr.targets if t in states]
-            if state.parallel or state.history:
-                nexts += [c for c in (state.children if state.parallel else
-                                      states[state.parent].children if state.parent else ())]
-            elif state.compound and state.initial_child:
-                nexts.append(state.initial_child)
-            for p in nexts:
-                enter(p)
-        for p, source in sources.items():
-            if p not in seen and not source.state.history:
-                self.problem(path, source.raw.line_of("name"), f"{label}, state {p!r}: unreachable "
-                             f"from the initial state {initial!r}")
-
     # -- actions and keys -------------------------------------------------------------
 
     def load_action(self, path: Path, raw: Located, key: str, label: str, base: type = Action) -> Any:
@@ -784,7 +472,7 @@ class _Loader:
         if cls is None:
             public = [n for n in dir(module) if not n.startswith("_")]
             self.problem(path, line, f"{label}: cannot import {dotted!r}: module {module_name!r} has no "
-                         f"{class_name!r}{_suggest(class_name, public)}{hidden_note(module_name)}")
+                         f"{class_name!r}{suggest(class_name, public)}{hidden_note(module_name)}")
         elif not (isinstance(cls, type) and issubclass(cls, base)):
             kind = "a class" if isinstance(cls, type) else f"a {type(cls).__name__}"
             self.problem(path, line, f"{label}: {dotted!r} is not a subclass of fsm.{base.__name__} (it is {kind})")
@@ -803,8 +491,8 @@ class _Loader:
         doubtful: set[str] = set()
         for key, value in raw.items():
             if key not in allowed:
-                self.problem(path, raw.line_of(key), f"{label}: unknown key {_short(key)}"
-                             f"{_suggest(str(key), allowed)}; allowed: {', '.join(allowed)}")
+                self.problem(path, raw.line_of(key), f"{label}: unknown key {short(key)}"
+                             f"{suggest(str(key), allowed)}; allowed: {', '.join(allowed)}")
             elif value is not None and not schema.accepts(value, allowed[key][0]):
                 self.problem(path, raw.line_of(key), f"{label}: {key!r} must be "
                              f"{schema.describe_type(allowed[key][0])}, got {self.shown(path, value)} "
@@ -830,70 +518,3 @@ def search_beside(path: Path) -> None:
             sys.path.remove(folder)
         sys.path.insert(0, folder)
         check_packages()  # a config.py or sources.py there would now stand in for ours
-
-
-def _suggest(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """A value for a message: its repr, cut short (a whole mapping would drown the message).
-    Built piece by piece and stopped at the limit, so a huge value costs no more than a small one."""
-    text = "".join(_repr_pieces(value, limit + 1))[: limit + 1]
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _repr_pieces(value: Any, room: int) -> Iterator[str]:
-    """``repr(plain(value))`` in pieces, at least ``room`` characters of them when there are."""
-    if isinstance(value, (dict, list)):
-        pairs = isinstance(value, dict)
-        yield "{" if pairs else "["
-        for index, item in enumerate(value.items() if pairs else value):
-            if room <= 0:
-                return
-            text = "".join(_repr_pieces(item[0], room)) + ": " if pairs else ""
-            text += "".join(_repr_pieces(item[1] if pairs else item, room))
-            yield (", " if index else "") + text
-            room -= len(text) + 2
-        yield "}" if pairs else "]"
-    else:
-        text = repr(value[: room + 1]) if isinstance(value, str) and len(value) > room else repr(value)
-        yield text
-
-
-def _described(value: Any) -> str:
-    """A value's type and size, never its content."""
-    if isinstance(value, str):
-        return f"a string of {len(value)} characters"
-    if isinstance(value, dict):
-        return f"a mapping of {len(value)} keys"
-    if isinstance(value, list):
-        return f"a list of {len(value)} items"
-    if isinstance(value, bool):
-        return "true or false"
-    kinds = {int: "an integer", float: "a number"}
-    return kinds.get(type(value), f"a {type(value).__name__}")
-
-
-# Quoted text in a PyYAML reason: a tag, an anchor, a character of the file.
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-_TOKEN = re.compile(r"<[a-z ]+>|.|\\.")  # PyYAML's own token names, one character
-
-
-def _masked(reason: str) -> str:
-    """A PyYAML reason about an imported file, with any quoted text longer than one
-    character (a tag or an anchor name, written in the file) replaced by its length."""
-    def length(match: re.Match[str]) -> str:
-        inner = match.group(0)[1:-1]
-        return match.group(0) if _TOKEN.fullmatch(inner) else f"({len(inner)} characters)"
-    return _QUOTED.sub(length, reason)
-
-
-def _not_imported(label: str, looked: list[Path], outside: list[Path], folders: list[str]) -> str:
-    if outside and not looked:
-        return (f"{label}: {outside[0]} is outside the folders imports may read ({', '.join(folders)}); "
-                "to allow it, add its folder to settings `import_roots` or FSM_IMPORT_ROOTS")
-    return (f"{label}: file not found (looked for " + " and ".join(repr(str(p)) for p in looked)
-            + (f"; not looked for {', '.join(repr(str(p)) for p in outside)}, outside the folders imports "
-               "may read" if outside else "") + ")")

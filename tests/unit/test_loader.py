@@ -594,3 +594,10 @@ def test_every_problem_in_a_file_is_reported_in_line_order(tmp_path: Path, acts:
     assert len(found) == len(expected), "\n".join(found)
     for problem, (line, start) in zip(found, expected):
         assert problem.startswith(f"{path}:{line}: {start}"), problem
+
+
+def test_the_loader_knows_every_key_that_starts_children() -> None:
+    """The loader imports the spawn builders only for a state that has one of their keys
+    (``SPAWN_KEYS``, kept beside it so a plain config never loads them)."""
+    from config import loader, spawn
+    assert loader.SPAWN_KEYS == tuple(spawn.BUILDERS)

@@ -411,17 +411,16 @@ class RedisStore:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
             return pipe.execute(raise_on_error=False)
 
+        def alone(n: int) -> Any:
+            script, keys, args = calls[n]
+            return script(keys=keys, args=args)
+
         answers: list[Any] = call(self.where, send)
         for n, answer in enumerate(answers):
-            if isinstance(answer, rx.NoScriptError):
-                script, keys, args = calls[n]
-                try:
-                    answers[n] = call(self.where, lambda: script(keys=keys, args=args))
-                except BackendError as exc:
-                    answers[n] = exc
-            elif isinstance(answer, Exception):
-                try:
-                    call(self.where, lambda: _raise(answer))
+            if isinstance(answer, Exception):
+                try:    # NOSCRIPT: sent alone, which loads it; another error: named as call() names it
+                    answers[n] = call(self.where, lambda n=n, answer=answer: alone(n)
+                                      if isinstance(answer, rx.NoScriptError) else _raise(answer))
                 except BackendError as exc:
                     answers[n] = exc
         return answers

@@ -135,3 +135,17 @@ def test_events_for_a_few_instances_keep_their_order_and_count_once(client: Any)
         bus.sent.clear()
         assert handle_event(app, records(bodies))["batchItemFailures"] == []
     assert [store.get(cid)["context"]["notes"] for cid in cids] == [[0, 1, 2]] * 3
+
+
+def test_a_server_that_lost_its_scripts_still_takes_the_batch(client: Any) -> None:
+    """A restarted (or flushed) server answers the pipeline's EVALSHAs with NOSCRIPT: each
+    call is sent again alone, which loads its script, and the batch goes through."""
+    app, bus, _, store = app_on(client, True)
+    cids = [f"s-{uuid.uuid4().hex[:10]}" for _ in range(5)]
+    client.script_flush()
+    bodies = [Message(machine="line", correlation_id=cid, context={}).encode() for cid in cids]
+    assert handle_event(app, records(bodies))["batchItemFailures"] == []
+    assert all(store.get(cid)["step"] == 1 for cid in cids)
+    client.script_flush()
+    assert handle_event(app, records([e.body for e in bus.sent]))["batchItemFailures"] == []
+    assert all(store.get(cid)["step"] == 2 for cid in cids)

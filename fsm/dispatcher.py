@@ -10,20 +10,18 @@ in ``fsm run`` and in tests.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import logging
 import os
 import random
 import socket
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import codec, join
+from . import codec, join, owing
 from . import lease as leases
 from .backoff import full_jitter
 from .chart import Snapshot, value
@@ -36,7 +34,6 @@ from .engine import (
     run_transitions,
 )
 from .errors import (
-    BackendError,
     ContextNotSerialisable,
     Failed,
     MalformedMessage,
@@ -44,8 +41,9 @@ from .errors import (
     SendFailed,
     TransitionError,
 )
-from .inbox import inbox_entry, store_index, timer_id, work_message
-from .logs import log, redact
+from .healing import Healing
+from .inbox import inbox_entry, store_index, work_message
+from .logs import log
 from .message import Kind, Message
 from .migrate import Moved, migrate
 from .model import Context, Machine
@@ -55,22 +53,20 @@ from .ports import (
     CheckpointStore,
     CommitsCheckpoints,
     Envelope,
-    EventBus,
     InstanceStore,
     Metrics,
     NullMetrics,
-    PendingIndex,
-    TimerStore,
 )
 from .record import (
     FINISHED,
     Record,
     Status,
     error_info,
-    freshness,
     history_entry,
-    new_record,
 )
+from .routing import Router, Routes, kept_by_router
+
+__all__ = ["Dispatcher", "Outcome", "Routes"]
 
 
 @dataclass
@@ -86,18 +82,15 @@ class Outcome:
     retries: int = 0
 
 
-@dataclass
-class Routes:
-    """Where messages go. ``bus`` is the stream; the rest are optional."""
+class Dispatcher(Healing):
+    """The per-message protocol (here), the healing of what redelivery cannot heal
+    (:class:`~fsm.healing.Healing`) and, held as ``router``, where messages go
+    (:class:`~fsm.routing.Router`)."""
 
-    bus: EventBus
-    retry: EventBus | None = None        # delays the stream cannot hold
-    timers: TimerStore | None = None     # delays no bus can hold
-    dead_letter: EventBus | None = None
-    notify: EventBus | None = None
+    routes: Routes = kept_by_router("routes")
+    metrics: Metrics = kept_by_router("metrics")
+    clock: Callable[[], float] = kept_by_router("clock")
 
-
-class Dispatcher:
     def __init__(self, machines: Mapping[str, Machine], stores: Sequence[InstanceStore], routes: Routes,
                  *, metrics: Metrics | None = None, lease_timeout: float = 960.0,
                  max_local_hops: int = 100, resend_after: float = 60.0, max_drain: int = 100,
@@ -107,10 +100,9 @@ class Dispatcher:
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None):
         if not stores:
             raise ValueError("at least one store is needed")
+        self.router = Router(routes, metrics or NullMetrics(), clock)
         self.machines = machines
         self.stores = list(stores)
-        self.routes = routes
-        self.metrics = metrics or NullMetrics()
         self.lease_ms = int(lease_timeout * 1000)
         self.max_local_hops = max_local_hops
         self.resend_after = resend_after
@@ -120,11 +112,9 @@ class Dispatcher:
         self.checkpoints = checkpoints  # correlation id -> last consumed stream position
         self.retention_days = retention_days
         self.holder_alive = holder_alive  # the embedded runtime: recognise its own dead processes
-        self.clock = clock
         self.rng = rng or random.Random()
         self._node = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._seq = itertools.count(1)
-        self._local = threading.local()  # per thread: the sends a batch collects
 
     # -- entry ------------------------------------------------------------------------
 
@@ -163,6 +153,23 @@ class Dispatcher:
                 raise MalformedMessage(f"machine {machine.name!r} has no state {state!r}")
         return machine
 
+    # -- sending: the router's (see fsm.routing.Router) ------------------------------
+
+    def batched(self) -> contextlib.AbstractContextManager[None]:
+        """Send this thread's messages for the stream together, at the end."""
+        return self.router.batched()
+
+    def batch_of_this_thread(self) -> list[Envelope] | None:
+        return self.router.batch_of_this_thread()
+
+    def sharing(self, batch: list[Envelope] | None) -> contextlib.AbstractContextManager[None]:
+        """Send this thread's messages to ``batch``, another thread's :meth:`batched`."""
+        return self.router.sharing(batch)
+
+    def dead_letter(self, body: str, reason: str, *, machine: str = "unknown", key: str = "dead-letter",
+                    dedup_id: str | None = None, **where: Any) -> None:
+        self.router.dead_letter(body, reason, machine=machine, key=key, dedup_id=dedup_id, **where)
+
     # -- the protocol -----------------------------------------------------------------
 
     def _handle(self, index: int, msg: Message, machine: Machine,
@@ -179,7 +186,7 @@ class Dispatcher:
             # like any nudge.
             appended = store.append(cid, inbox_entry(msg, now))
             if appended.record is None:
-                self._dead_letter(msg, f"no instance {cid!r} to send {msg.kind} {msg.event!r} to")
+                self.router.dead_letter_message(msg, f"no instance {cid!r} to send {msg.kind} {msg.event!r} to")
                 self.metrics.incr("RejectedEvents", dims={"Machine": machine.name})
                 return Outcome("rejected", cid, error=f"unknown instance {cid!r}")
             if not appended.ok and msg.event_id in (appended.record.get("event_ids") or ()):
@@ -187,9 +194,9 @@ class Dispatcher:
             msg = work_message(appended.record, index)
         owner = f"{self._node}:{next(self._seq)}"
         got = leases.acquire(store, msg, owner, self.lease_ms, int(now * 1000),
-                             lambda: self._new_record(msg, machine, now), self.holder_alive)
+                             lambda: owing.first_record(msg, machine, now), self.holder_alive)
         if isinstance(got, leases.Missing):
-            self._dead_letter(msg, f"no instance {cid!r} to send {msg.kind} to")
+            self.router.dead_letter_message(msg, f"no instance {cid!r} to send {msg.kind} to")
             self.metrics.incr("RejectedEvents", dims={"Machine": machine.name})
             return Outcome("rejected", cid, error=f"unknown instance {cid!r}")
         if isinstance(got, leases.Queued):
@@ -205,7 +212,7 @@ class Dispatcher:
             return Outcome("stale", cid, got.record["status"], got.record.get("state"))
         if isinstance(got, leases.Busy):
             self.metrics.incr("LeaseContention", dims={"Machine": machine.name})
-            self._requeue(msg)
+            self.router.requeue(msg, full_jitter(msg.busy, 0.2, 20.0, self.rng))
             return Outcome("busy", cid, status=(got.record or {}).get("status"))
         lease, record = got, got.record
         at = self.machines[machine.name].at_version(str(record.get("version") or "")) \
@@ -259,7 +266,7 @@ class Dispatcher:
                 continue
             if taken >= self.max_drain:
                 leases.release(store, lease)
-                self._send([(work_message(record, store_index(self.stores, store)), 0.0)])
+                self.router.send([(work_message(record, store_index(self.stores, store)), 0.0)])
                 break
             outcome, record = self._take(store, lease, record, record["inbox"][0], machine, source)
             hops += outcome.hops
@@ -298,35 +305,12 @@ class Dispatcher:
 
     def _commit(self, store: InstanceStore, lease: leases.Lease, record: Record, fields: dict[str, Any],
                 history: list[dict[str, Any]] | tuple = (), consume: int = 0) -> Record | None:
-        """Commit, or raise. An error from the write is ambiguous: it may have landed with
-        its answer lost. Then the record is read again (a few quick tries), and if it
-        shows this very commit, the commit stands and the caller goes on (counts, then
-        sends) as if the answer had come; otherwise the error is raised as it was, and
-        the message is redelivered. Without this, a landed commit whose answer was lost
-        would be redelivered, found a duplicate and never counted."""
+        """Commit, or raise; a commit whose answer was lost and that the record shows
+        landed stands (see :func:`fsm.lease.commit_checked`)."""
         # No lease (optimistic): the commit is conditional on the position the message saw.
         position = None if lease.owner else {k: record[k] for k in ("step", "retries", "status")}
-        now = int(self.clock() * 1000)
-        try:
-            return leases.commit(store, lease, fields, history, seen=record, consume=consume,
-                                 now=now, lease_ms=self.lease_ms, position=position)
-        except RecoverableError as exc:
-            cid, began = lease.record["id"], time.monotonic()
-            for attempt in range(_COMMIT_CHECKS):
-                if attempt:
-                    if time.monotonic() - began > _COMMIT_CHECK_TIME:
-                        break
-                    time.sleep(min(0.2, 0.01 * 2 ** attempt))
-                try:
-                    current = store.get(cid)
-                except RecoverableError:
-                    continue
-                if not _landed(current, record, lease, fields, consume, now + self.lease_ms):
-                    break
-                log(logging.WARNING, "commit answer lost; the record shows it landed", correlation_id=cid,
-                    store=store.url, step=current["step"], fence=lease.fence, error=str(exc))
-                return current
-            raise
+        return leases.commit_checked(store, lease, record, fields, history, consume=consume,
+                                     now=int(self.clock() * 1000), lease_ms=self.lease_ms, position=position)
 
     def _optimistic(self, index: int, msg: Message, machine: Machine,
                     source: Mapping[str, Any] | None) -> Outcome:
@@ -344,7 +328,7 @@ class Dispatcher:
         outcome, after = self._transition(store, lease, msg, seen, machine, source, now)
         if after is not None:
             if after.get("inbox") and after.get("status") != Status.RUNNING:  # settled with events queued
-                self._send([(work_message(after, index), 0.0)])
+                self.router.send([(work_message(after, index), 0.0)])
             return outcome
         current = store.get(msg.correlation_id)
         if current is None or (current["step"], current["retries"]) < msg.position:
@@ -382,7 +366,7 @@ class Dispatcher:
             run = run_transitions(machine, snapshot, msg.event, context, obj, self.max_local_hops,
                                   data=event_data)
             data = self.payloads.stow(msg.correlation_id, f"{step + len(run.hops)}-context", context.user_data())
-            family = self._family(machine, msg, record, run, context, now)
+            family = owing.family(self.machines, self.payloads, machine, msg, record, run, context, now)
         except KeyboardInterrupt:
             # Stopped by its operator: give the lease back so that the next command can go
             # on at once (the message is re-sent from the record's outbox).
@@ -414,7 +398,7 @@ class Dispatcher:
         if run.status == Status.RUNNING:
             outbox.append((Message(kind=Kind.STEP, step=new_step, event=run.next_event, state=run.state,
                                    context=data, chart=chart, parent=record.get("parent"), **base), 0.0))
-        outbox.extend(self._timers(run, obj.get("schedule"), new_step, base))
+        outbox.extend(owing.timers(run, obj.get("schedule"), new_step, base))
         outbox.extend((m, 0.0) for m in family)
         if chart is not None and run.snapshot is not None:
             chart["value"] = value(machine, run.snapshot.active)
@@ -460,54 +444,9 @@ class Dispatcher:
         if checkpoint and checkpoint["shard"] and self.checkpoints is not None \
                 and not self._checkpoints_with_commit(store):  # only Kinesis positions can be replayed
             self.checkpoints[msg.correlation_id] = checkpoint
-        self._send(outbox)
-        self._notify(msg.correlation_id, machine, run.state, run.status, new_step)
+        self.router.send(outbox)
+        self.router.notify(msg.correlation_id, machine, run.state, run.status, new_step)
         return Outcome("committed", msg.correlation_id, run.status, run.state, run.hops, retries=retries), after
-
-    def _family(self, machine: Machine, msg: Message, record: Record, run: Any, context: Context,
-                now: float) -> list[Message]:
-        """What a step owes its family: its new children's first steps, cancels for the
-        children it no longer waits for, and, when it finished the instance, its output
-        to its parent."""
-        if not (run.starts or run.stops or (run.status == Status.DONE and record.get("parent"))):
-            return []       # the common step: nothing owed to any other instance
-        sent: list[Message] = []
-        parent = {"id": msg.correlation_id, "machine": machine.name, "version": machine.version, "store": msg.store}
-        for start in run.starts:
-            child = self.machines.get(start.machine)
-            if child is None:
-                raise TransitionError(f"state {start.state!r} starts machine {start.machine!r}, which is not loaded")
-            if child.start is not None:
-                given = child.start(start.input)
-            elif isinstance(start.input, dict):
-                given = start.input
-            else:
-                raise TransitionError(f"the input of child {start.index} of state {start.state!r} must be a JSON "
-                                      f"object (machine {child.name!r} takes its context from it), got "
-                                      f"{type(start.input).__name__}")
-            given = {**codec.copy(dict(child.context)), **given}
-            sent.append(join.start_message(start, child, parent, self.payloads.stow(start.child_id, "0-start", given),
-                                           now))
-        sent += [join.stop_message(stop, msg.correlation_id, now) for stop in run.stops]
-        if run.status == Status.DONE and record.get("parent"):
-            data = self.payloads.stow(msg.correlation_id, f"{context.steps}-output", {
-                "output": machine.output(context) if machine.output else context.user_data()})
-            too_big = self.payloads.too_big(data, True, "output")
-            if too_big is not None:
-                raise too_big
-            result = join.result_message(record, data, now)
-            if result is not None:
-                sent.append(result)
-        return sent
-
-    @staticmethod
-    def _ended(record: Record, error: dict[str, Any], now: float) -> list[Message]:
-        """An instance failed or was cancelled: its parent hears of it, its running
-        children are cancelled."""
-        sent = [join.stop_message(stop, record["id"], now)
-                for running in ((record.get("chart") or {}).get("joins") or {}).values() for stop in join.running(running)]
-        result = join.result_message(record, error, now)
-        return sent + ([result] if result is not None else [])
 
     def _migrated(self, machine: Machine, record: Record) -> dict[str, Any]:
         moved = migrate(self.machines[machine.name], record, str(record["migrate_to"]))
@@ -519,25 +458,6 @@ class Dispatcher:
         return {"migrate_to": None, "last_error": error_info(f"migration to version {record['migrate_to']} "
                                                              f"failed: {moved.reason}", record["step"],
                                                              record.get("state"), None, self.clock())}
-
-    @staticmethod
-    def _timers(run: Any, schedule: Any, step: int, base: dict[str, Any]) -> list[tuple[Message, float]]:
-        """Timer messages for the states just entered: their ``timeout`` and delayed
-        transitions, and a wake-up an action asked for (``obj["schedule"]``, see
-        ``actions.wait.Sleep``). Each names the state and the step it was entered at, so
-        it is ignored once that state was left or re-entered."""
-        if run.status == Status.DONE:
-            return []
-        timers = [(Message(kind=Kind.TIMER, step=t.stamp, event=t.event, state=t.state,
-                           event_id=timer_id(t.state, t.stamp, t.event), **base), float(t.delay))
-                  for t in run.timers]
-        if schedule and run.status == Status.WAITING and run.snapshot is not None:
-            # The wake-up belongs to the innermost active state (a flat machine's only one).
-            state = run.state.split(",")[0]
-            stamp = run.snapshot.entered.get(state, step)
-            timers.append((Message(kind=Kind.TIMER, step=stamp, event=str(schedule["event"]), state=state,
-                                   event_id=f"wake-{step}", **base), float(schedule["delay"])))
-        return timers
 
     def _expiry(self, now: float) -> dict[str, int]:
         """With a retention, records and history expire that long after their last change."""
@@ -565,7 +485,7 @@ class Dispatcher:
         raised = error_event(machine, again.event)
         handled = final and snapshot is not None and again.event != raised and accepts(machine, snapshot, raised)
         if final and not handled:
-            outbox: list[tuple[Message, float]] = [(m, 0.0) for m in self._ended(record, named, now)]
+            outbox: list[tuple[Message, float]] = [(m, 0.0) for m in owing.ended(record, named, now)]
             fields.update(status=Status.FAILED, outbox=entries(outbox, again.correlation_id), pending=0.0,
                           failed_message=again.evolve(retries=0).to_dict())
             if again.event_id:
@@ -588,13 +508,13 @@ class Dispatcher:
         if final and not handled:
             self.metrics.incr("Failures", dims=dims)
             if not isinstance(exc, Failed):  # a Failed is the machine's own verdict, not a lost message
-                self._dead_letter(again, error)
-            self._send(outbox)
-            self._notify(again.correlation_id, machine, record.get("state"), Status.FAILED, record.get("step", 0))
+                self.router.dead_letter_message(again, error)
+            self.router.send(outbox)
+            self.router.notify(again.correlation_id, machine, record.get("state"), Status.FAILED, record.get("step", 0))
             return Outcome("failed", again.correlation_id, Status.FAILED, record.get("state"), error=error,
                            retries=again.retries + 1), after
         self.metrics.incr("Failures" if handled else "Retries", dims=dims)
-        self._send(outbox)
+        self.router.send(outbox)
         return Outcome("retrying", again.correlation_id, Status.RUNNING, record.get("state"), error=error,
                        retries=again.retries + 1), after
 
@@ -623,7 +543,7 @@ class Dispatcher:
     def _cancel(self, store: InstanceStore, lease: leases.Lease, msg: Message, record: Record,
                 now: float) -> tuple[Outcome, Record | None]:
         reason = msg.reason or "cancelled"
-        outbox = [(m, 0.0) for m in self._ended(record, {"error": "Cancelled", "cause": reason}, now)]
+        outbox = [(m, 0.0) for m in owing.ended(record, {"error": "Cancelled", "cause": reason}, now)]
         fields = {"status": Status.CANCELLED, "outbox": entries(outbox, msg.correlation_id), "pending": 0.0,
                   "updated_at": now,
                   "event_ids": _remember(record, msg),
@@ -633,8 +553,9 @@ class Dispatcher:
         after = self._commit(store, lease, record, fields, [entry])
         if after is None:
             return self._stale(msg), None
-        self._send(outbox)
-        self._notify(msg.correlation_id, self.machines[msg.machine], record["state"], Status.CANCELLED, record["step"])
+        self.router.send(outbox)
+        self.router.notify(msg.correlation_id, self.machines[msg.machine], record["state"], Status.CANCELLED,
+                           record["step"])
         return Outcome("cancelled", msg.correlation_id, Status.CANCELLED, record["state"]), after
 
     def _duplicate(self, store: InstanceStore, msg: Message, record: Record, now: float) -> Outcome:
@@ -649,7 +570,7 @@ class Dispatcher:
         self.metrics.incr("Duplicates", dims={"Machine": msg.machine})
         outbox = record.get("outbox") or []
         if outbox and not msg.copy and record.get("consumed") == _identity(msg) and not record.get("lease_owner"):
-            self._send(owed(record))
+            self.router.send(owed(record))
         return Outcome("duplicate", msg.correlation_id, record.get("status"), record.get("state"))
 
     def _stale(self, msg: Message) -> Outcome:
@@ -658,264 +579,12 @@ class Dispatcher:
         log(logging.WARNING, "stale lease: commit refused", correlation_id=msg.correlation_id, step=msg.step)
         return Outcome("duplicate", msg.correlation_id, error="lease lost before commit")
 
-    # -- healing ----------------------------------------------------------------------
-
-    def resend_overdue(self, limit: int = 100) -> int:
-        """Re-send the outbox of instances that owe a message long after it was due.
-
-        Redelivery heals a crash between commit and send, but not a message that vanished
-        from the bus (a queue deleted with messages in it). The stores index the instances
-        that owe a message (``pending``); this sends copies of what is overdue by
-        ``resend_after``, which are duplicates if the original is still on its way.
-        Run by ``fsm worker`` and the scheduled Lambda handler. Returns the instances healed.
-        """
-        now = self.clock()
-        healed = 0
-        for store in self.stores:
-            if not isinstance(store, PendingIndex):
-                continue  # memcached: see healing_gaps(), which the worker reports once
-            try:
-                records = store.pending(now - self.resend_after, limit)
-            except BackendError as exc:
-                log(logging.WARNING, "cannot list pending instances", store=store.url, error=str(exc))
-                continue
-            for record in records:
-                try:
-                    healed += self.resend_outbox(store, record, now)
-                except RecoverableError as exc:  # the next sweep tries again; go on with the others
-                    log(logging.WARNING, "re-send failed", correlation_id=record.get("id"), error=str(exc))
-        return healed
-
-    def resend_outbox(self, store: InstanceStore, record: Record, now: float | None = None,
-                      force: bool = False, grace: float | None = None) -> int:
-        """Send copies of a record's outbox messages that are overdue by ``grace``
-        (default ``resend_after``; all of them with ``force``, for ``fsm resume``); 1 if
-        any were sent.
-
-        The record's ``pending`` moves to now first (a conditional write that loses to any
-        concurrent change), so the next sweep waits another ``resend_after``: a slow
-        backlog is not flooded with copies of what it is still working through.
-        """
-        now = self.clock() if now is None else now
-        grace = self.resend_after if grace is None else grace
-        running = record.get("status") == Status.RUNNING
-        if leases.live(record, int(now * 1000), self.holder_alive) or not (running or record.get("inbox")):
-            return 0  # a worker is on it, or it owes nothing
-        index = next((i for i, s in enumerate(self.stores) if s is store), 0)
-        if self._elsewhere(index, record["id"], record) is not None:
-            # A stale copy: the instance went on elsewhere. Stop owing; never re-send it.
-            store.swap(record["id"], {"fence": record["fence"], "lease_owner": record.get("lease_owner", "")},
-                       {"pending": 0.0, "outbox": []})
-            self.metrics.incr("Retired", dims={"Machine": record.get("machine", ""), "Resource": store.url})
-            return 0
-        since = record.get("pending") or record.get("updated_at", 0)
-        due = [(m, delay) for m, delay in owed(record) if running and (force or since + delay + grace <= now)]
-        if not running and (force or since + grace <= now):  # settled, with an inbox nobody drains
-            due.append((work_message(record, index), 0.0))
-        if not due:
-            return 0
-        # Exactly the record we saw: an expired lease (a worker lost with its message) stays
-        # as it is, and the copy we send takes it over.
-        expect = {"fence": record["fence"], "lease_owner": record.get("lease_owner", ""),
-                  "lease_expires": record.get("lease_expires", 0), "pending": record.get("pending")}
-        if not store.swap(record["id"], expect, {"pending": now}).ok:
-            return 0  # it moved on meanwhile
-        self.metrics.incr("Resent", len(due), dims={"Machine": record.get("machine", "")})
-        log(logging.WARNING, "re-sending overdue messages", correlation_id=record.get("id"), messages=len(due))
-        self._send(due)
-        return 1
-
-    # -- one instance, one store ---------------------------------------------------------
-
-    def _elsewhere(self, index: int, cid: str, here: Record) -> int | None:
-        """The store whose record of ``cid`` is fresher than ``here`` (on store ``index``),
-        if any: after a failover and the primary's return, the primary's record is stale,
-        and nothing may continue the instance from it. One read per other store, made only
-        when several stores are configured; an unreachable one cannot be asked and is
-        logged (it is down: nothing continues the instance there either)."""
-        if len(self.stores) == 1:
-            return None
-        mine, best = freshness(here, index), None
-        for other_index, other in enumerate(self.stores):
-            if other_index == index:
-                continue
-            try:
-                found = other.get(cid)
-            except BackendError as exc:
-                log(logging.WARNING, "cannot compare with another store", store=other.url, error=str(exc),
-                    correlation_id=cid)
-                continue
-            if found is not None and freshness(found, other_index) > mine:
-                mine, best = freshness(found, other_index), other_index
-        return best
-
-    def _retire(self, index: int, lease: leases.Lease, msg: Message, machine: Machine,
-                source: Mapping[str, Any] | None, moved: int) -> Outcome:
-        """Retire a stale record (it owes nothing any more) and hand the message to the
-        store the instance lives on, which decides what it is there (usually a duplicate)."""
-        store, live = self.stores[index], self.stores[moved]
-        note = error_info(f"retired: the instance continues on {live.url}", lease.record.get("step", 0),
-                          lease.record.get("state"), None, self.clock())
-        leases.commit(store, lease, {"pending": 0.0, "outbox": [], "last_error": note})
-        self.metrics.incr("Retired", dims={"Machine": machine.name, "Resource": store.url})
-        log(logging.WARNING, "stale record retired", correlation_id=msg.correlation_id, store=store.url,
-            live=live.url)
-        return self._handle(moved, msg.evolve(store=moved), machine, source)
-
-    def healing_gaps(self) -> list[str]:
-        """The stores that cannot list instances owing a message (no pending index)."""
-        return [store.url for store in self.stores if not isinstance(store, PendingIndex)]
-
     def _checkpoints_with_commit(self, store: InstanceStore) -> bool:
         """The store writes the checkpoint item in the commit's own write when the
         checkpoint table is its table: no extra round trip."""
         return isinstance(store, CommitsCheckpoints) and store.writes_checkpoints and \
             self.checkpoints is not None and self.checkpoints.url == store.url and \
             self.checkpoints.prefix == store.prefix
-
-    # -- sending ----------------------------------------------------------------------
-
-    def _requeue(self, msg: Message) -> None:
-        """Send the message again later. The requeued one is a copy: it is not the
-        redelivery of a consumed message, so it must not re-send that message's outbox."""
-        delay = full_jitter(msg.busy, 0.2, 20.0, self.rng)
-        self._send([(msg.evolve(busy=msg.busy + 1, copy=msg.kind == Kind.STEP or msg.copy), delay)])
-
-    def _send(self, entries: Sequence[tuple[Message, float]]) -> None:
-        with _sending():
-            for msg, delay in entries:
-                self._route(msg, delay)
-
-    @contextlib.contextmanager
-    def batched(self) -> Iterator[None]:
-        """Within it, messages for the stream are collected and sent at the end in the
-        fewest requests (SendMessageBatch, PutRecords, PublishBatch): a Lambda batch of
-        records makes one send, not one per record. Sending after every commit of the batch
-        is safe: a send that fails fails the invocation, and each redelivered record finds
-        its commit done and re-sends what it owes."""
-        if getattr(self._local, "batch", None) is not None:
-            yield  # already batching (nested)
-            return
-        self._local.batch = []
-        try:
-            yield
-        finally:
-            pending, self._local.batch = self._local.batch, None
-        if pending:
-            with _sending():
-                self.routes.bus.send_batch(pending)
-
-    def batch_of_this_thread(self) -> list[Envelope] | None:
-        """The messages the batch this thread works in collects (None: not batching)."""
-        return getattr(self._local, "batch", None)
-
-    @contextlib.contextmanager
-    def sharing(self, batch: list[Envelope] | None) -> Iterator[None]:
-        """Within it, this thread's messages go to ``batch``, another thread's
-        :meth:`batched` collection (which sends them): the threads of one batch."""
-        self._local.batch = batch
-        try:
-            yield
-        finally:
-            self._local.batch = None
-
-    def _route(self, msg: Message, delay: float) -> None:
-        envelope = Envelope(msg.encode(), msg.correlation_id, msg.dedup_id, delay)
-        if delay <= self.routes.bus.max_delay:
-            batch = getattr(self._local, "batch", None)
-            if batch is not None:
-                batch.append(envelope)
-            else:
-                self.routes.bus.send(envelope)
-        elif self.routes.retry is not None and delay <= self.routes.retry.max_delay:
-            self.routes.retry.send(envelope)
-        elif self.routes.timers is not None:
-            self.routes.timers.add(msg.dedup_id, self.clock() + delay, envelope.body)
-        else:
-            raise BackendError(f"nowhere to hold a message for {delay:.0f} s: {self.routes.bus.url} "
-                               f"holds at most {self.routes.bus.max_delay:.0f} s; add a standard SQS "
-                               "queue or a DynamoDB timer table to settings `retry:`")
-
-    def _dead_letter(self, msg: Message, error: str) -> None:
-        self.dead_letter(msg.encode(), error, machine=msg.machine, key=msg.correlation_id,
-                         dedup_id=msg.dedup_id, kind=msg.kind)
-
-    def dead_letter(self, body: str, reason: str, *, machine: str = "unknown", key: str = "dead-letter",
-                    dedup_id: str | None = None, **where: Any) -> None:
-        """The one dead-letter path: for a message that failed for good, a body that is
-        no message, an event no handler recognises. Logged (the payload redacted),
-        counted, and kept on the ``dead_letter`` bus when one is configured."""
-        self.metrics.incr("DeadLetters", dims={"Machine": machine})
-        log(logging.ERROR, "dead-lettered", reason=reason, payload=redact(body), machine=machine,
-            correlation_id=key, to=getattr(self.routes.dead_letter, "url", None), **where)
-        if self.routes.dead_letter is not None:
-            digest = dedup_id or hashlib.sha256(body.encode()).hexdigest()
-            with _sending():
-                self.routes.dead_letter.send(Envelope(body, key, digest))
-
-    def _notify(self, cid: str, machine: Machine, state: str | None, status: str, step: int) -> None:
-        if self.routes.notify is None:
-            return
-        body = {"correlation_id": cid, "machine": machine.name, "state": state, "status": status, "step": step}
-        try:
-            self.routes.notify.send(Envelope(codec.dumps(body), cid, f"{cid}:{step}:{status}"))
-        except BackendError as exc:  # a UI feed must not fail a committed transition
-            log(logging.WARNING, "notify failed", correlation_id=cid, error=str(exc))
-
-    @staticmethod
-    def _new_record(msg: Message, machine: Machine, now: float) -> Record:
-        record = new_record(msg.correlation_id, machine.name, machine.version, msg.state, msg.step, msg.retries,
-                            msg.context, now)
-        if msg.chart:
-            record["chart"] = msg.chart
-        if msg.parent:
-            record["parent"] = msg.parent
-        # Until its first commit the record owes the message that made it: a worker lost
-        # before that commit, with the message lost from the bus too (a queue deleted),
-        # leaves an instance the re-send sweep finds and continues.
-        record.update(outbox=entries([(msg.evolve(copy=False, busy=0), 0.0)], msg.correlation_id), pending=now)
-        return record
-
-
-@contextlib.contextmanager
-def _sending() -> Iterator[None]:
-    """A bus fault after the commit is a ``SendFailed``: redeliver, never switch stores."""
-    try:
-        yield
-    except SendFailed:
-        raise
-    except RecoverableError as exc:
-        raise SendFailed(str(exc)) from exc
-
-
-# Reads of the record after a commit whose answer was lost (see Dispatcher._commit): up
-# to 8, none started after 1.5 s (a store that is down fails over with little delay).
-_COMMIT_CHECKS, _COMMIT_CHECK_TIME = 8, 1.5
-# The fields that tell a commit apart from the record before it and from another copy's
-# commit of the same step (``updated_at`` is the committing attempt's own time).
-_MARKS = ("step", "retries", "status", "state", "consumed", "event_ids", "updated_at")
-
-
-def _landed(current: Record | None, seen: Record, lease: leases.Lease, fields: Mapping[str, Any], consume: int,
-            expires: int) -> bool:
-    """Whether ``current``, read after a commit whose answer was lost, is that very
-    commit applied: the fence is the commit's (nobody took the instance over since), the
-    fields that mark it hold the values it wrote, the inbox events it consumed are gone,
-    the lease is released (or kept by this holder, with the expiry it wrote), and all of
-    it differs from ``seen``, the record before the commit. Anything else cannot be told
-    apart from a commit that never landed: ``False``, and the caller raises."""
-    if current is None or current.get("fence") != lease.fence:
-        return False
-    marks = [(k, fields[k]) for k in _MARKS if k in fields]
-    if any(current.get(k) != v for k, v in marks):
-        return False
-    if consume and any(entry.get("pos", 0) <= consume for entry in current.get("inbox") or ()):
-        return False
-    owner = current.get("lease_owner") or ""
-    if owner and (owner != lease.owner or current.get("lease_expires") != expires):
-        return False
-    released = bool(lease.owner) and not owner and seen.get("lease_owner") == lease.owner
-    return released or bool(consume) or any(seen.get(k) != v for k, v in marks)
 
 
 def _identity(msg: Message) -> dict[str, Any]:

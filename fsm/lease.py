@@ -9,14 +9,20 @@ that expired or a record that is behind or missing (take it over, one more round
 
 Every acquire raises the fence above both the stored fence and the message's, and a
 commit must present it: a worker whose lease expired and was taken over cannot commit.
+A commit whose answer was lost is read back (:func:`commit_checked`): one that landed
+stands.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import RecoverableError
+from .logs import log
 from .message import Kind, Message
 from .ports import InstanceStore
 from .record import FINISHED, Record, Status
@@ -207,3 +213,64 @@ def commit(store: InstanceStore, lease: Lease, fields: dict[str, Any],
                 or any(current.get(k) != v for k, v in (position or {}).items()):
             return None
         seen = current  # only the inbox grew: commit again over it
+
+
+def commit_checked(store: InstanceStore, lease: Lease, seen: Record, fields: dict[str, Any],
+                   history: list[dict[str, Any]] | tuple = (), *, consume: int = 0, now: int = 0,
+                   lease_ms: int = 0, position: dict[str, Any] | None = None) -> Record | None:
+    """:func:`commit` (with ``seen``), or raise. An error from the write is ambiguous: it
+    may have landed with its answer lost. Then the record is read again (a few quick
+    tries), and if it shows this very commit, the commit stands and the caller goes on
+    (counts, then sends) as if the answer had come; otherwise the error is raised as it
+    was, and the message is redelivered. Without this, a landed commit whose answer was
+    lost would be redelivered, found a duplicate and never counted."""
+    try:
+        return commit(store, lease, fields, history, seen=seen, consume=consume,
+                      now=now, lease_ms=lease_ms, position=position)
+    except RecoverableError as exc:
+        cid, began = lease.record["id"], time.monotonic()
+        for attempt in range(_COMMIT_CHECKS):
+            if attempt:
+                if time.monotonic() - began > _COMMIT_CHECK_TIME:
+                    break
+                time.sleep(min(0.2, 0.01 * 2 ** attempt))
+            try:
+                current = store.get(cid)
+            except RecoverableError:
+                continue
+            if not _landed(current, seen, lease, fields, consume, now + lease_ms):
+                break
+            log(logging.WARNING, "commit answer lost; the record shows it landed", correlation_id=cid,
+                store=store.url, step=current["step"], fence=lease.fence, error=str(exc))
+            return current
+        raise
+
+
+# Reads of the record after a commit whose answer was lost (see commit_checked): up to 8,
+# none started after 1.5 s (a store that is down fails over with little delay).
+_COMMIT_CHECKS, _COMMIT_CHECK_TIME = 8, 1.5
+# The fields that tell a commit apart from the record before it and from another copy's
+# commit of the same step (``updated_at`` is the committing attempt's own time).
+_MARKS = ("step", "retries", "status", "state", "consumed", "event_ids", "updated_at")
+
+
+def _landed(current: Record | None, seen: Record, lease: Lease, fields: Mapping[str, Any], consume: int,
+            expires: int) -> bool:
+    """Whether ``current``, read after a commit whose answer was lost, is that very
+    commit applied: the fence is the commit's (nobody took the instance over since), the
+    fields that mark it hold the values it wrote, the inbox events it consumed are gone,
+    the lease is released (or kept by this holder, with the expiry it wrote), and all of
+    it differs from ``seen``, the record before the commit. Anything else cannot be told
+    apart from a commit that never landed: ``False``, and the caller raises."""
+    if current is None or current.get("fence") != lease.fence:
+        return False
+    marks = [(k, fields[k]) for k in _MARKS if k in fields]
+    if any(current.get(k) != v for k, v in marks):
+        return False
+    if consume and any(entry.get("pos", 0) <= consume for entry in current.get("inbox") or ()):
+        return False
+    owner = current.get("lease_owner") or ""
+    if owner and (owner != lease.owner or current.get("lease_expires") != expires):
+        return False
+    released = bool(lease.owner) and not owner and seen.get("lease_owner") == lease.owner
+    return released or bool(consume) or any(seen.get(k) != v for k, v in marks)

@@ -152,9 +152,10 @@ def test_a_stale_worker_cannot_commit(store_factory: Callable[[], Any]) -> None:
     slow = dispatcher(machines, store_factory(), bus, lease_timeout=10, clock=clock)
     fast = dispatcher(machines, store_factory(), bus, lease_timeout=10, clock=clock)
     from fsm import lease as leases
+    from fsm.owing import first_record
 
     got = leases.acquire(slow.stores[0], msg, "slow-worker", 10_000, int(clock.now * 1000),
-                         lambda: slow._new_record(msg, machines["linear"], clock.now))
+                         lambda: first_record(msg, machines["linear"], clock.now))
     assert isinstance(got, leases.Lease)
     clock.now += 11                                  # the slow worker's lease expires
     assert fast.handle(msg).result == "committed"    # taken over, with a higher fence

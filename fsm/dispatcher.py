@@ -174,8 +174,8 @@ class Dispatcher(Healing):
 
     def _handle(self, index: int, msg: Message, machine: Machine,
                 source: Mapping[str, Any] | None, locked: bool = False) -> Outcome:
-        if self.optimistic and not locked and msg.kind == Kind.STEP and msg.position != (0, 0) \
-                and msg.context is not None and len(self.stores) == 1:
+        if self.optimistic and not locked and msg.kind == Kind.STEP and msg.context is not None \
+                and len(self.stores) == 1:
             return self._optimistic(index, msg, machine, source)
         store = self.stores[index]
         now = self.clock()
@@ -316,7 +316,8 @@ class Dispatcher(Healing):
                     source: Mapping[str, Any] | None) -> Outcome:
         """``concurrency: optimistic``: no lease. The step message carries the context, the
         step runs, and its commit is one write conditional on the position (step, retries,
-        fence) the message saw; then it sends. A lost race (another copy committed first)
+        fence) the message saw; then it sends. The first step's commit creates the record,
+        on condition that there is none. A lost race (another copy committed first)
         discards the result and acknowledges; a record behind the message (a failover
         store) is taken the locked way."""
         store, now = self.stores[index], self.clock()
@@ -324,14 +325,18 @@ class Dispatcher(Healing):
                         "step": msg.step, "retries": msg.retries, "fence": msg.fence, "status": Status.RUNNING,
                         "state": msg.state, "chart": msg.chart, "context": msg.context or {}, "lease_owner": "",
                         "parent": msg.parent}
-        lease = leases.Lease(seen, msg.fence, "")
+        create = owing.first_record(msg, machine, now) if msg.position == (0, 0) else None
+        lease = leases.Lease(seen, msg.fence, "", create)
         outcome, after = self._transition(store, lease, msg, seen, machine, source, now)
         if after is not None:
             if after.get("inbox") and after.get("status") != Status.RUNNING:  # settled with events queued
                 self.router.send([(work_message(after, index), 0.0)])
             return outcome
         current = store.get(msg.correlation_id)
-        if current is None or (current["step"], current["retries"]) < msg.position:
+        at = None if current is None else (current["step"], current["retries"])
+        if at is None or at < msg.position or at == msg.position == (0, 0):
+            # behind the message, or made by a first step taken the locked way and not yet
+            # committed (its lease decides)
             return self._handle(index, msg.evolve(copy=True), machine, source, locked=True)
         return self._duplicate(store, msg, current, now)
 

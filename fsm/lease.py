@@ -33,6 +33,9 @@ class Lease:
     record: Record
     fence: int
     owner: str
+    # Optimistic concurrency's first step: no record yet, and the commit creates this one
+    # (with the step's fields over it), on condition that there is still none.
+    create: Record | None = None
 
 
 @dataclass(frozen=True)
@@ -184,8 +187,13 @@ def commit(store: InstanceStore, lease: Lease, fields: dict[str, Any],
 
     ``position`` (optimistic concurrency: no lease was taken, ``lease.owner`` is ``""``)
     is what the record must still be at (step, retries, status); the lease is never kept.
+    A lease with ``create`` (optimistic concurrency's first step) writes the record whole,
+    on condition that there is none yet.
     """
     cid = lease.record["id"]
+    if lease.create is not None:
+        write = {**lease.create, **fields, "lease_owner": "", "lease_expires": 0, "fence": lease.fence}
+        return write if store.swap(cid, None, write, history).ok else None
     if seen is None:
         result = store.swap(cid, {"fence": lease.fence, "lease_owner": lease.owner},
                             {**fields, "lease_owner": "", "lease_expires": 0}, history)

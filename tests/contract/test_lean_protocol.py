@@ -12,7 +12,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from protocol_kit import EFFECTS, HandBus, dispatcher, linear, run_to_end, start
+from protocol_kit import EFFECTS, Clock, HandBus, dispatcher, linear, run_to_end, start
+
+from fsm import lease as leases
+from fsm.owing import first_record
 
 
 class Counting:
@@ -38,15 +41,37 @@ def test_a_step_is_one_conditional_commit_and_the_instance_finishes(store_factor
     d = dispatcher(machines, counting, bus, optimistic=True)
     cid = uuid.uuid4().hex
     start(bus, "linear", cid, {"n": 1})
-    d.handle(bus.take())  # the first step creates the record the locked way
+    outcome = d.handle(bus.take())  # the first step's commit creates the record
+    assert outcome.result == "committed" and counting.calls == ["swap"]  # no acquire
     counting.calls.clear()
     outcome = d.handle(bus.take())
-    assert outcome.result == "committed" and counting.calls == ["swap"]  # no acquire
+    assert outcome.result == "committed" and counting.calls == ["swap"]
     run_to_end(d, bus)
     record = counting.store.get(cid)
     assert (record["status"], record["step"], record["context"]["n"]) == ("done", 8, 1)
     assert [h["step"] for h in counting.store.history(cid)] == list(range(1, 9))
-    assert record["lease_owner"] == "" and record["fence"] == 1
+    assert record["lease_owner"] == "" and record["fence"] == 0     # no lease was ever taken
+
+
+def test_a_start_taken_the_locked_way_and_not_committed_is_not_stuck(store_factory: Callable[[], Any]) -> None:
+    """A worker took the first step the locked way (its lease made the record) and died
+    before committing; the start's redelivery, optimistic, finds the record where the
+    message is and goes the locked way: the lease, once expired, is taken over."""
+    machines, bus = linear(3), HandBus()
+    store = store_factory()
+    clock = Clock()
+    d = dispatcher(machines, store, bus, optimistic=True, clock=clock)
+    cid = uuid.uuid4().hex
+    start(bus, "linear", cid)
+    msg = bus.take()
+    got = leases.acquire(store, msg, "dead-worker", 1000, int(clock() * 1000), lambda: first_record(
+        msg, machines["linear"], clock()))
+    assert isinstance(got, leases.Lease) and store.get(cid)["step"] == 0
+    clock.now += 5      # its lease has expired
+    assert d.handle(msg).result == "committed"
+    run_to_end(d, bus)
+    assert store.get(cid)["status"] == "done"
+    assert [h["step"] for h in store.history(cid)] == [1, 2, 3]
 
 
 def test_a_copy_delivered_twice_commits_once(store_factory: Callable[[], Any]) -> None:

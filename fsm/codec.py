@@ -44,6 +44,28 @@ else:
     loads = json.loads
 
 
+def loads_exact(data: str | bytes) -> Any:
+    """:func:`loads` for texts that may have been written before :func:`dumps` marked the
+    ones it wrote with the standard library (records in a store): read again with it when
+    orjson's answer holds a float past 2**63, which may have been such an integer."""
+    value = loads(data)
+    return json.loads(data) if orjson is not None and _huge_float(value) else value
+
+
+def _huge_float(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if abs(item) >= 9.2e18:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def copy(value: Any) -> Any:
     """A deep copy of a JSON value (faster than ``copy.deepcopy`` for JSON data)."""
     return loads(dumps(value))

@@ -337,7 +337,7 @@ def record_of(flat: Sequence[bytes | str]) -> Record | None:
     if not flat:
         return None
     pairs = zip(flat[0::2], flat[1::2])
-    return {text(name): json.loads(text(value)) for name, value in pairs if text(name) != MARKER}
+    return {text(name): codec.loads_exact(value) for name, value in pairs if text(name) != MARKER}
 
 
 def expect_args(expect: Mapping[str, Scalar]) -> list[Any]:

@@ -49,3 +49,19 @@ def test_the_codec_reads_back_what_it_wrote() -> None:
         assert codec.loads(text) == value
         assert type(codec.loads(text)["big"][0]) is int
     assert codec.copy(value) == value
+
+
+def test_a_redis_record_written_before_the_marker_reads_back_exactly() -> None:
+    """A record an earlier version wrote (its big integers in plain standard-library JSON)
+    is read with orjson for speed, and again with the standard library when orjson's
+    answer could have been such an integer."""
+    import json
+
+    import fakeredis
+
+    from sources.redis import RedisStore
+    store = RedisStore("redis://big", client=fakeredis.FakeRedis(), prefix="big:")
+    assert store.swap("cid-1", None, {"id": "cid-1", "status": "running", "context": {"n": 1}}).ok
+    store.client.hset(store._keys("cid-1")[0], "context", json.dumps({"account": BIG, "rate": 1e30}))
+    assert store.get("cid-1")["context"] == {"account": BIG, "rate": 1e30}
+    assert type(store.get("cid-1")["context"]["account"]) is int

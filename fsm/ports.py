@@ -128,6 +128,15 @@ class InstanceIndex(Protocol):
 
 
 @runtime_checkable
+class GathersCalls(Protocol):
+    """Optional store capability: the swaps and appends the threads of one batch make at
+    the same moment go as one request (redis: a pipeline; see :mod:`fsm.gather`), so a
+    batch of records for different instances is handled one thread per instance."""
+
+    gathers: bool
+
+
+@runtime_checkable
 class NextDue(Protocol):
     """Optional timer capability: when the earliest timer is due (the embedded runtime
     sleeps until then instead of polling)."""

@@ -28,6 +28,7 @@ from typing import Any
 from ..errors import FsmError, InstanceError, MalformedMessage
 from ..gather import Gather
 from ..logs import log
+from ..ports import GathersCalls
 from .delivery import process, release_due_timers
 from .http import handle_http_event, is_http_event
 from .wiring import App, Wiring
@@ -95,7 +96,7 @@ def _each_record(wiring: Wiring, records: list[Any], failures: list[dict[str, st
             continue
         asynchronous = asynchronous or getattr(reader, "ASYNCHRONOUS", False)
         known.append((reader.item_id(record), record, reader, kind))
-    together = len(known) > 1 and any(getattr(store, "gathers", False) for store in wiring.stores) \
+    together = len(known) > 1 and any(isinstance(store, GathersCalls) and store.gathers for store in wiring.stores) \
         and not any(reader.ordered(record) for _, record, reader, _ in known)
     errors = _together(wiring, known) if together else None
     stop = False
